@@ -1,0 +1,280 @@
+"""Repairs for basicsr 1.4.2 on today's stack (torch 2.14, torchvision 0.29, numpy 2, py-lmdb 3).
+
+One small function per breakage, each applied once by :func:`apply_all` (called on
+``import promptir_basicsr``) and each covered by its own test in ``tests/test_compat.py``.
+We patch basicsr's module attributes where its own code looks them up; we never copy a whole
+basicsr module. Where a replacement re-states a basicsr function, its docstring says what differs.
+"""
+import importlib
+import os
+import os.path as osp
+import sys
+
+import torch
+
+_APPLIED = False
+
+
+def alias_functional_tensor():
+    """torchvision 0.17 renamed ``transforms.functional_tensor`` to ``_functional_tensor``.
+
+    ``basicsr/data/degradations.py`` still imports the old name, so ``import basicsr`` fails.
+    Register the new module under the old name, only when the old one is missing.
+    """
+    old_name = 'torchvision.transforms.functional_tensor'
+    if old_name in sys.modules:
+        return
+    try:
+        importlib.import_module(old_name)
+    except ImportError:
+        sys.modules[old_name] = importlib.import_module('torchvision.transforms._functional_tensor')
+
+
+def cpu_map_location():
+    """Where loaded tensors go: the current CUDA device if there is one, else the CPU."""
+    if torch.cuda.is_available():
+        device_id = torch.cuda.current_device()
+        return lambda storage, loc: storage.cuda(device_id)
+    return 'cpu'
+
+
+def newest_training_state(states_dir):
+    """Path of the newest ``<iter>.state`` in ``states_dir``, or None.
+
+    Only files named exactly ``<integer>.state`` count: checkpoints are written to a temporary
+    name and renamed (see :func:`promptir_basicsr.utils.checkpoints.atomic_save`), so a kill during
+    a save leaves no file that could be picked here.
+    """
+    if not osp.isdir(states_dir):
+        return None
+    iters = []
+    for name in os.listdir(states_dir):
+        stem, ext = osp.splitext(name)
+        if ext == '.state' and stem.isdigit():
+            iters.append(int(stem))
+    return osp.join(states_dir, f'{max(iters)}.state') if iters else None
+
+
+def fix_resume_state_loading():
+    """Replace ``basicsr.train.load_resume_state`` (``train_pipeline`` looks it up as a global).
+
+    Differs from basicsr's: it works without CUDA (basicsr calls ``torch.cuda.current_device()``
+    unconditionally); ``--auto_resume`` searches ``opt['path']['training_states']`` (absolute,
+    under the run's root) instead of ``experiments/<name>`` relative to the current directory, which
+    silently restarted from zero elsewhere; the state is loaded with ``weights_only=True``.
+    """
+    import basicsr.train as basicsr_train
+    from basicsr.utils import check_resume
+
+    from .utils.checkpoints import load_checkpoint
+
+    def load_resume_state(opt):
+        resume_state_path = None
+        if opt['auto_resume']:
+            resume_state_path = newest_training_state(opt['path']['training_states'])
+            if resume_state_path is not None:
+                opt['path']['resume_state'] = resume_state_path
+        elif opt['path'].get('resume_state'):
+            resume_state_path = opt['path']['resume_state']
+        if resume_state_path is None:
+            return None
+        resume_state = load_checkpoint(resume_state_path, map_location=cpu_map_location())
+        check_resume(opt, resume_state['iter'])
+        return resume_state
+
+    basicsr_train.load_resume_state = load_resume_state
+
+
+def fix_cpu_distributed():
+    """DDP on machines without CUDA (gloo), and the right backend on machines with it.
+
+    basicsr's ``_init_dist_pytorch``/``_init_dist_slurm`` compute ``rank % cuda.device_count()``
+    (a division by zero on CPU) and always use nccl; ``BaseModel.model_to_device`` passes
+    ``device_ids=[torch.cuda.current_device()]``. Here: nccl with the rank's GPU when CUDA is
+    available, gloo otherwise; ``device_ids=None`` for CPU modules.
+    """
+    import torch.distributed as dist
+    from basicsr.models import base_model
+    from basicsr.utils import dist_util
+
+    def _backend(requested):
+        return requested if torch.cuda.is_available() else 'gloo'
+
+    def _init_dist_pytorch(backend, **kwargs):
+        if torch.cuda.is_available():
+            local_rank = int(os.environ.get('LOCAL_RANK', os.environ['RANK']))
+            torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        dist.init_process_group(backend=_backend(backend), **kwargs)
+
+    original_slurm = dist_util._init_dist_slurm
+
+    def _init_dist_slurm(backend, port=None):
+        if torch.cuda.is_available():
+            return original_slurm(backend, port)
+        # Same environment as basicsr's, without the CUDA device selection.
+        import subprocess
+        if port is not None:
+            os.environ['MASTER_PORT'] = str(port)
+        os.environ.setdefault('MASTER_PORT', '29500')
+        node_list = os.environ['SLURM_NODELIST']
+        os.environ['MASTER_ADDR'] = subprocess.getoutput(f'scontrol show hostname {node_list} | head -n1')
+        os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+        os.environ['RANK'] = os.environ['SLURM_PROCID']
+        os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+        dist.init_process_group(backend='gloo')
+
+    dist_util._init_dist_pytorch = _init_dist_pytorch
+    dist_util._init_dist_slurm = _init_dist_slurm
+
+    original_model_to_device = base_model.BaseModel.model_to_device
+
+    def model_to_device(self, net):
+        if self.opt['dist'] and self.device.type == 'cpu':
+            from torch.nn.parallel import DistributedDataParallel
+            net = net.to(self.device)
+            return DistributedDataParallel(
+                net, device_ids=None, find_unused_parameters=self.opt.get('find_unused_parameters', False))
+        return original_model_to_device(self, net)
+
+    base_model.BaseModel.model_to_device = model_to_device
+
+
+def fix_jpeg_quality_type():
+    """OpenCV 5 rejects a float JPEG quality; basicsr's ``add_jpg_compression`` passes one."""
+    from basicsr.data import degradations
+
+    original = degradations.add_jpg_compression
+    if getattr(original, '_int_quality', False):
+        return
+
+    def add_jpg_compression(img, quality=90):
+        return original(img, int(round(float(quality))))
+
+    add_jpg_compression._int_quality = True
+    degradations.add_jpg_compression = add_jpg_compression
+
+
+_LMDB_ENVS = {}
+
+
+def open_lmdb(path, **kwargs):
+    """One read environment per (process, real path): py-lmdb 3 refuses a second ``open``.
+
+    Train and validation reading the same database, or a re-forked worker, would open it twice.
+    The process id in the key gives each forked worker its own environment.
+    """
+    import lmdb
+    key = (os.getpid(), osp.realpath(path))
+    env = _LMDB_ENVS.get(key)
+    if env is None:
+        env = lmdb.open(str(path), **kwargs)
+        _LMDB_ENVS[key] = env
+    return env
+
+
+def fix_lmdb_reopen():
+    """Make basicsr's ``LmdbBackend`` open its databases through :func:`open_lmdb`.
+
+    Differs from basicsr's ``__init__`` only in calling :func:`open_lmdb` instead of ``lmdb.open``.
+    """
+    from basicsr.utils import file_client
+
+    def __init__(self, db_paths, client_keys='default', readonly=True, lock=False, readahead=False, **kwargs):
+        client_keys = [client_keys] if isinstance(client_keys, str) else list(client_keys)
+        self.db_paths = [str(v) for v in db_paths] if isinstance(db_paths, (list, tuple)) else [str(db_paths)]
+        if len(client_keys) != len(self.db_paths):
+            raise ValueError(f'client_keys and db_paths should have the same length, '
+                             f'but received {len(client_keys)} and {len(self.db_paths)}.')
+        self._client = {
+            client: open_lmdb(path, readonly=readonly, lock=lock, readahead=readahead, **kwargs)
+            for client, path in zip(client_keys, self.db_paths)
+        }
+
+    file_client.LmdbBackend.__init__ = __init__
+
+
+def fix_atomic_checkpoints():
+    """basicsr's ``save_network``/``save_training_state`` write with ``torch.save`` in place.
+
+    A kill during that write leaves a truncated ``.pth``/``.state`` that ``--auto_resume`` then
+    picks. Both functions look ``torch`` up as a global of ``basicsr.models.base_model``; give that
+    module a ``torch`` whose ``save`` writes to a temporary file and renames it.
+    """
+    import types
+
+    from basicsr.models import base_model
+
+    from .utils.checkpoints import atomic_save
+
+    if getattr(base_model.torch, '_atomic_save', False):
+        return
+    atomic_torch = types.ModuleType('torch_with_atomic_save')
+    atomic_torch.__dict__.update(torch.__dict__)
+    atomic_torch.save = atomic_save
+    atomic_torch._atomic_save = True
+    base_model.torch = atomic_torch
+
+
+def report_device_in_env_info():
+    """Say in the run's log whether it runs on CPU or CUDA (basicsr logs nothing about it).
+
+    ``train_pipeline`` and ``test_pipeline`` log ``get_env_info()`` first thing; extend it there.
+    """
+    import basicsr.test as basicsr_test
+    import basicsr.train as basicsr_train
+    from basicsr.utils import logger as basicsr_logger
+
+    original = basicsr_logger.get_env_info
+
+    def get_env_info():
+        if torch.cuda.is_available():
+            device = f'CUDA ({torch.cuda.device_count()} device(s): {torch.cuda.get_device_name(0)})'
+        else:
+            device = 'CPU (no CUDA device found; training and testing run on the CPU)'
+        return original() + f'\n\tRunning on: {device}'
+
+    basicsr_train.get_env_info = get_env_info
+    basicsr_test.get_env_info = get_env_info
+
+
+def fix_runtime_options():
+    """Option values that crash basicsr 1.4.2 at run time, repaired right after it parses them.
+
+    ``train_pipeline``/``test_pipeline`` call ``parse_options`` as a global of their own modules.
+    The wrapper applies :func:`promptir_basicsr.options.apply_runtime_defaults`: CPU fallback for
+    ``num_gpu`` and ``prefetch_mode: cuda`` without CUDA, defaults for keys basicsr indexes
+    without checking (``logger.use_tb_logger``, ``val.suffix``, ``val.save_img``).
+    """
+    import basicsr.test as basicsr_test
+    import basicsr.train as basicsr_train
+
+    from .options import apply_runtime_defaults
+
+    for module in (basicsr_train, basicsr_test):
+        original = module.parse_options
+        if getattr(original, '_with_runtime_defaults', False):
+            continue
+
+        def parse_options(root_path, is_train=True, _original=original):
+            opt, args = _original(root_path, is_train=is_train)
+            apply_runtime_defaults(opt)
+            return opt, args
+
+        parse_options._with_runtime_defaults = True
+        module.parse_options = parse_options
+
+
+def apply_all():
+    """Apply every repair once. The import alias must come before anything imports basicsr."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    alias_functional_tensor()
+    fix_resume_state_loading()
+    fix_cpu_distributed()
+    fix_jpeg_quality_type()
+    fix_lmdb_reopen()
+    fix_atomic_checkpoints()
+    report_device_in_env_info()
+    fix_runtime_options()
+    _APPLIED = True

@@ -1,0 +1,27 @@
+"""promptir-basicsr: PromptIR, Restormer and AirNet as a BasicSR 1.4.2 plugin."""
+from setuptools import find_packages, setup
+
+setup(
+    name='promptir-basicsr',
+    version='0.1.0',
+    description='PromptIR, Restormer and AirNet for all-in-one image restoration, as a BasicSR plugin',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    license='MIT',
+    python_requires='>=3.9',
+    packages=find_packages(include=['promptir_basicsr', 'promptir_basicsr.*']),
+    install_requires=[
+        'torch>=2.1',
+        'torchvision>=0.16',
+        'basicsr==1.4.2',
+        'einops',
+        'numpy',
+        'opencv-python',
+        'lmdb',
+        'pyyaml',
+        'scikit-image>=0.19',
+        'scipy',
+    ],
+    extras_require={'test': ['pytest']},
+    entry_points={'console_scripts': ['basicsr=promptir_basicsr.cli:main']},
+)

@@ -1,0 +1,24 @@
+"""Shared test setup: the plugin is imported (compat + registrations) before any test runs.
+
+Fixtures that build tiny data live beside the tests that use them (tests/<area>/conftest.py).
+"""
+import os
+
+import pytest
+import torch
+
+import promptir_basicsr  # noqa: F401
+
+# The CI machine has 2 cores; tests run tiny networks, where extra threads only add overhead.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: end-to-end runs (seconds to a minute); CI runs them too')
+
+
+@pytest.fixture
+def in_tmp_dir(tmp_path, monkeypatch):
+    """Run a test from a fresh temporary directory (basicsr writes experiments/ under the cwd)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
