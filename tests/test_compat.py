@@ -1,0 +1,163 @@
+"""One test per compat repair; each fails without its repair."""
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from promptir_basicsr import compat
+from promptir_basicsr.utils.checkpoints import atomic_save
+
+
+def test_import_basicsr_needs_and_gets_the_functional_tensor_alias():
+    # Without the repair basicsr cannot be imported at all on torchvision >= 0.17.
+    bare = subprocess.run([sys.executable, '-c', 'import basicsr'], capture_output=True, text=True)
+    assert bare.returncode != 0 and 'functional_tensor' in bare.stderr
+    fixed = subprocess.run(
+        [sys.executable, '-c', 'import promptir_basicsr, basicsr.data.degradations as d; print(d.rgb_to_grayscale)'],
+        capture_output=True, text=True)
+    assert fixed.returncode == 0, fixed.stderr
+
+
+def _opt_with_states(tmp_path, iters, auto_resume=True):
+    states = tmp_path / 'root' / 'experiments' / 'run' / 'training_states'
+    states.mkdir(parents=True)
+    for it in iters:
+        atomic_save({'epoch': 0, 'iter': it, 'optimizers': [], 'schedulers': []}, states / f'{it}.state')
+    return {
+        'name': 'run', 'auto_resume': auto_resume, 'is_train': True, 'network_g': {'type': 'Toy'},
+        'path': {'training_states': str(states), 'models': str(states.parent / 'models')},
+    }
+
+
+def test_resume_state_loads_on_cpu(tmp_path):
+    import basicsr.train
+    opt = _opt_with_states(tmp_path, [4], auto_resume=False)
+    opt['path']['resume_state'] = osp.join(opt['path']['training_states'], '4.state')
+    state = basicsr.train.load_resume_state(opt)  # basicsr's own calls torch.cuda.current_device()
+    assert state['iter'] == 4
+    assert opt['path']['pretrain_network_g'].endswith('net_g_4.pth')
+
+
+def test_auto_resume_from_another_directory_finds_the_newest_complete_state(tmp_path, monkeypatch):
+    import basicsr.train
+    opt = _opt_with_states(tmp_path, [2, 10])
+    # A kill during a save leaves only a temporary file: it must never be picked.
+    (tmp_path / 'root' / 'experiments' / 'run' / 'training_states' / '.12.state.x1y2.tmp').write_bytes(b'trunc')
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # basicsr searched ./experiments/<name> relative to the cwd
+    state = basicsr.train.load_resume_state(opt)
+    assert state is not None and state['iter'] == 10
+    assert opt['path']['resume_state'].endswith('10.state')
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_cpu_distributed_init_and_ddp_wrap(monkeypatch):
+    import torch.distributed as dist
+    from basicsr.models.base_model import BaseModel
+    from basicsr.utils.dist_util import init_dist
+    monkeypatch.setenv('RANK', '0')
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    monkeypatch.setenv('WORLD_SIZE', '1')
+    monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
+    monkeypatch.setenv('MASTER_PORT', str(_free_port()))
+    init_dist('pytorch')  # basicsr: rank % cuda.device_count() -> ZeroDivisionError, and nccl
+    try:
+        assert dist.get_backend() == 'gloo'
+        model = BaseModel({'num_gpu': 0, 'is_train': True, 'dist': True})
+        net = model.model_to_device(torch.nn.Conv2d(3, 3, 3))
+        assert isinstance(net, torch.nn.parallel.DistributedDataParallel)
+        assert net(torch.rand(1, 3, 8, 8)).shape == (1, 3, 6, 6)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_jpeg_compression_accepts_float_quality():
+    from basicsr.data import degradations
+    img = np.random.default_rng(0).random((16, 16, 3), dtype=np.float32)
+    out = degradations.add_jpg_compression(img, 30.0)  # OpenCV 5 rejects a float quality
+    assert out.shape == img.shape and out.dtype == np.float32
+    out2 = degradations.random_add_jpg_compression(img, (30, 40))
+    assert np.abs(out2 - img).mean() > 0
+
+
+def _tiny_lmdb(tmp_path):
+    from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+    folder = tmp_path / 'imgs'
+    folder.mkdir()
+    cv2.imwrite(str(folder / 'a.png'), np.full((8, 8, 3), 7, np.uint8))
+    make_lmdb_from_imgs(str(folder), str(tmp_path / 'db.lmdb'), ['a.png'], ['a'], map_size=1 << 20)
+    return str(tmp_path / 'db.lmdb')
+
+
+def test_lmdb_opened_twice_in_one_process(tmp_path):
+    from basicsr.utils import FileClient, imfrombytes
+    db = _tiny_lmdb(tmp_path)
+    # Train and val datasets on the same database: py-lmdb 3 refuses the second lmdb.open.
+    first = FileClient('lmdb', db_paths=[db], client_keys=['gt'])
+    second = FileClient('lmdb', db_paths=[db], client_keys=['gt'])
+    for client in (first, second):
+        assert imfrombytes(client.get('a', 'gt'), float32=False)[0, 0, 0] == 7
+
+
+def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
+    from basicsr.models import base_model
+    target = tmp_path / 'net_g_1.pth'
+    base_model.torch.save({'params': {'w': torch.ones(2)}}, target)
+    good = target.read_bytes()
+
+    def dies_mid_write(obj, f, *args, **kwargs):
+        f.write(b'half a checkpoint')
+        raise KeyboardInterrupt  # a kill arriving during the write
+
+    monkeypatch.setattr(torch, 'save', dies_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        base_model.torch.save({'params': {'w': torch.zeros(2)}}, target)
+    assert target.read_bytes() == good
+    assert os.listdir(tmp_path) == ['net_g_1.pth']  # no temporary file left behind
+
+
+def test_env_info_says_cpu():
+    import basicsr.train
+    info = basicsr.train.get_env_info()
+    expected = 'CUDA' if torch.cuda.is_available() else 'CPU'
+    assert f'Running on: {expected}' in info
+
+
+def test_runtime_defaults_for_options_basicsr_indexes_without_checking():
+    import basicsr.train
+    assert getattr(basicsr.train.parse_options, '_with_runtime_defaults', False)
+    from promptir_basicsr.options import apply_runtime_defaults
+    opt = {'num_gpu': 'auto', 'datasets': {'train': {'prefetch_mode': 'cuda', 'pin_memory': True}},
+           'logger': {}, 'val': {'val_freq': 1}}
+    apply_runtime_defaults(opt)
+    assert opt['logger']['use_tb_logger'] is False
+    assert opt['val']['save_img'] is False and opt['val']['suffix'] is None
+    if not torch.cuda.is_available():
+        assert opt['num_gpu'] == 0
+        assert opt['datasets']['train']['prefetch_mode'] == 'cpu'
+
+
+def test_apply_all_is_idempotent():
+    import basicsr.train
+    before = basicsr.train.load_resume_state
+    compat._APPLIED = False
+    try:
+        compat.apply_all()
+    finally:
+        compat._APPLIED = True
+    # Re-applying wraps nothing twice.
+    from basicsr.models import base_model
+    assert base_model.torch._atomic_save
+    assert callable(basicsr.train.load_resume_state) and before is not None
