@@ -1,0 +1,172 @@
+"""The `basicsr` command end to end: train, auto-resume, test, plugins, usage errors."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+
+def run_cli(args, cwd, check=True, timeout=300, env=None):
+    """Run `python -m promptir_basicsr <args>` (the `basicsr` console script) in ``cwd``."""
+    proc = subprocess.run([sys.executable, '-m', 'promptir_basicsr', *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'basicsr {" ".join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n'
+                             f'{proc.stderr[-3000:]}')
+    return proc
+
+
+def write_pairs(folder, count, size, seed):
+    """Tiny smooth images (gt) and their noisy versions (lq), same names."""
+    rng = np.random.default_rng(seed)
+    for sub in ('gt', 'lq'):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        gt = cv2.GaussianBlur(rng.random((size, size, 3)).astype(np.float32), (0, 0), 2)
+        gt = (gt - gt.min()) / (gt.max() - gt.min() + 1e-6)
+        lq = np.clip(gt + rng.normal(0, 0.1, gt.shape), 0, 1)
+        cv2.imwrite(str(folder / 'gt' / f'img{i:02d}.png'), (gt * 255).round().astype(np.uint8))
+        cv2.imwrite(str(folder / 'lq' / f'img{i:02d}.png'), (lq * 255).round().astype(np.uint8))
+
+
+def paired_set(name, root, phase):
+    opt = {'name': name, 'type': 'PairedImageDataset', 'dataroot_gt': str(root / 'gt'),
+           'dataroot_lq': str(root / 'lq'), 'io_backend': {'type': 'disk'}}
+    if phase == 'train':
+        opt.update(gt_size=16, use_hflip=True, use_rot=True, num_worker_per_gpu=0, batch_size_per_gpu=2,
+                   dataset_enlarge_ratio=1, prefetch_mode=None)
+    return opt
+
+
+TINY_NET = {'type': 'SRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_conv': 2,
+            'upscale': 1, 'act_type': 'relu'}
+
+
+def train_options(tmp_path, name='tiny', total_iter=20, network=None):
+    return {
+        'name': name, 'model_type': 'SRModel', 'scale': 1, 'num_gpu': 'auto', 'manual_seed': 0,
+        'datasets': {
+            'train': paired_set('train', tmp_path / 'data' / 'train', 'train'),
+            'val_1': paired_set('valA', tmp_path / 'data' / 'valA', 'val'),
+            'val_2': paired_set('valB', tmp_path / 'data' / 'valB', 'val'),
+        },
+        'network_g': network or dict(TINY_NET),
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {'optim_g': {'type': 'Adam', 'lr': 1e-3}, 'scheduler': {'type': 'MultiStepLR', 'milestones': [1000],
+                                                                          'gamma': 0.5},
+                  'total_iter': total_iter, 'warmup_iter': -1, 'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}},
+        'val': {'val_freq': 10, 'save_img': False,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}},
+        'logger': {'print_freq': 5, 'save_checkpoint_freq': 10},
+    }
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    write_pairs(tmp_path / 'data' / 'train', 6, 32, seed=1)
+    write_pairs(tmp_path / 'data' / 'valA', 2, 24, seed=2)
+    write_pairs(tmp_path / 'data' / 'valB', 2, 24, seed=3)
+    return tmp_path
+
+
+def dump(opt, path):
+    path.write_text(yaml.safe_dump(opt, sort_keys=False))
+    return str(path)
+
+
+def test_help_and_unknown_subcommand(tmp_path):
+    top = run_cli(['--help'], tmp_path)
+    assert 'train' in top.stdout and 'test' in top.stdout
+    sub = run_cli(['train', '--help'], tmp_path)
+    for flag in ('-opt', '--launcher', '--auto_resume', '--debug', '--local_rank', '--force_yml'):
+        assert flag in sub.stdout
+    bad = run_cli(['frobnicate'], tmp_path, check=False)
+    assert bad.returncode == 2 and "unknown subcommand 'frobnicate'" in bad.stderr and 'usage:' in bad.stderr
+
+
+@pytest.mark.slow
+def test_train_resume_test_end_to_end(tiny_data):
+    tmp_path = tiny_data
+    opt_file = dump(train_options(tmp_path), tmp_path / 'train.yml')
+    run_cli(['train', '-opt', opt_file, '--force_yml', 'train:total_iter=10'], tmp_path)
+    exp = tmp_path / 'experiments' / 'tiny'
+    assert (exp / 'training_states' / '10.state').is_file()
+    assert (exp / 'models' / 'net_g_10.pth').is_file()
+    first_log = next(exp.glob('train_tiny_*.log')).read_text()
+    assert 'Running on: CPU' in first_log or 'Running on: CUDA' in first_log
+    assert 'Validation valA' in first_log and 'Validation valB' in first_log
+
+    # Continue to 20 iterations from another directory: the run must resume at 10, not restart.
+    other = tmp_path / 'other'
+    other.mkdir()
+    opt_file_abs = os.path.abspath(opt_file)
+    proc = subprocess.run([sys.executable, '-m', 'promptir_basicsr', 'train', '-opt', opt_file_abs, '--auto_resume'],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logs = sorted(exp.glob('train_tiny_*.log'))
+    resumed_log = logs[-1].read_text()
+    assert 'Resuming training from epoch' in resumed_log and 'iter: 10' in resumed_log
+    assert 'Start training from epoch' in resumed_log and 'iter: 10' in resumed_log.split('Start training')[1]
+    assert (exp / 'training_states' / '20.state').is_file()
+    assert not list((tmp_path / 'experiments').glob('tiny_archived_*'))
+    state = torch.load(exp / 'training_states' / '20.state', weights_only=True)
+    assert state['iter'] == 20
+
+    test_opt = {
+        'name': 'tiny_test', 'model_type': 'SRModel', 'scale': 1, 'num_gpu': 'auto',
+        'datasets': {'test_1': paired_set('valA', tmp_path / 'data' / 'valA', 'test')},
+        'network_g': dict(TINY_NET),
+        'path': {'pretrain_network_g': str(exp / 'models' / 'net_g_latest.pth'), 'strict_load_g': True},
+        'val': {'save_img': True,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}},
+    }
+    run_cli(['test', '-opt', dump(test_opt, tmp_path / 'test.yml')], tmp_path)
+    results = tmp_path / 'results' / 'tiny_test'
+    test_log = next(results.glob('test_tiny_test_*.log')).read_text()
+    assert 'Validation valA' in test_log and '# psnr:' in test_log
+    psnr = float(test_log.split('# psnr:')[1].split()[0])
+    assert 10 < psnr < 80
+    assert len(list((results / 'visualization' / 'valA').glob('*.png'))) == 2
+
+
+PLUGIN = textwrap.dedent('''
+    import torch
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    @ARCH_REGISTRY.register()
+    class ToyPluginNet(torch.nn.Module):
+        """A user's own network, registered from outside the package."""
+        def __init__(self, width=4):
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Conv2d(3, width, 3, padding=1), torch.nn.ReLU(),
+                                            torch.nn.Conv2d(width, 3, 3, padding=1))
+
+        def forward(self, x):
+            return x + self.body(x)
+''')
+
+
+@pytest.mark.slow
+def test_plugins_key_registers_a_users_arch(tiny_data):
+    tmp_path = tiny_data
+    plugin_dir = tmp_path / 'my_plugins'
+    plugin_dir.mkdir()
+    (plugin_dir / 'toy_plugin.py').write_text(PLUGIN)
+    opt = train_options(tmp_path, name='plugged', total_iter=2, network={'type': 'ToyPluginNet', 'width': 4})
+    opt = {'plugins': ['toy_plugin'], **opt}
+    opt_file = dump(opt, plugin_dir / 'plugged.yml')  # the plugin sits beside its option file
+    run_cli(['train', '-opt', opt_file], tmp_path)
+    log = next((tmp_path / 'experiments' / 'plugged').glob('train_*.log')).read_text()
+    assert 'Network [ToyPluginNet] is created.' in log
+
+
+def test_missing_plugin_is_a_clear_error(tmp_path):
+    opt_file = dump({'plugins': ['no_such_plugin_module'], 'name': 'x'}, tmp_path / 'bad.yml')
+    proc = run_cli(['train', '-opt', opt_file], tmp_path, check=False)
+    assert proc.returncode == 2
+    assert 'bad.yml' in proc.stderr and "no_such_plugin_module" in proc.stderr
