@@ -1,0 +1,433 @@
+"""``AllInOneModel``: basicsr's ``SRModel`` for all-in-one restoration (PromptIR, Restormer).
+
+Only what differs from ``SRModel`` is overridden. Option keys (besides basicsr's own):
+
+``train:``
+    optim_g: {type: AdamW, lr: 2.0e-4, ...}   any ``torch.optim`` class by name (basicsr knows only Adam)
+    scheduler: {type: LinearWarmupCosineLR, ...}   see ``models/schedulers.py`` for the names;
+                                                   omit for a constant lr
+    pixel_opt: {type: L1Loss}       default when neither pixel_opt nor perceptual_opt is given
+    ema_decay: 0.999                 optional EMA copy (``net_g_ema``), used for validation and saved
+                                     as ``params_ema`` (basicsr's mechanism)
+    grad_clip: 0.01                  clip the gradient norm to this value; or ``use_grad_clip: true``
+                                     (Restormer's switch, norm 0.01)
+    progressive:                     Restormer's progressive patches (also read from ``datasets.train``,
+      mini_batch_sizes: [8,5,4,2,1,1]   where Restormer's option files keep these keys). The loader
+      iters: [92000,64000,48000,36000,36000,24000]   delivers batches of ``batch_size_per_gpu`` crops
+      gt_sizes: [128,160,192,256,320,384]   of ``gt_size`` (the largest); during phase j (the first
+                                     ``iters[j]`` iterations after phase j-1) ``feed_data`` keeps
+                                     ``mini_batch_sizes[j]`` random samples and crops one random
+                                     ``gt_sizes[j]`` window from all of them, as Restormer's train.py.
+    use_amp: false                   mixed precision on CUDA (``amp_dtype: float16|bfloat16``);
+                                     ignored with a warning on the CPU
+``val:``
+    pad_multiple: 8                  inputs are reflect-padded to this multiple and the output cropped
+    tile_size: ~  /  tile_overlap: 32   restore large images tile by tile (``utils/tiling.py``)
+    metrics: {...}                   basicsr metrics get uint8 BGR images; our ``*_protocol`` metrics
+                                     get float RGB in [0,1] (see ``metrics/protocol_metric.py``)
+    input_metrics: true              also measure the degraded input against the ground truth (once
+                                     per set in training; always in testing, as the reference row)
+    table_name: ~                    the model's row name in the results table (default: ``name``)
+
+Batches from ``AllInOneDataset`` with ``one_per_source: true`` carry a source axis, lq (B,S,C,H,W):
+``feed_data`` flattens it to (B*S,C,H,W). With ``num_crops: 2`` the second crop arrives as
+``lq2``/``gt2`` (used by ``AirNetModel``).
+
+Validation images go to ``visualization/<set name>/<image>_<iter>.png`` (basicsr uses the image
+name as the folder, so two sets with the same file names overwrite each other). The validation that
+``train_pipeline`` runs after its loop is logged at ``total_iter`` (basicsr passes total_iter + 1),
+and is not recomputed when the weights have not changed since the validation at ``total_iter``.
+In ``basicsr test`` each set's metrics and the degraded input's metrics are collected, and after
+every set the results table is written to ``results/<name>/results_table.{md,json}``
+(``utils/results_table.py``); it is printed after the last set.
+"""
+import os.path as osp
+import random
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from basicsr.metrics import calculate_metric
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils.registry import METRIC_REGISTRY, MODEL_REGISTRY
+from tqdm import tqdm
+
+from ..utils import results_table
+from ..utils.tiling import tiled_forward
+from .schedulers import build_optimizer, build_scheduler
+from .training_guards import TrainingGuardsMixin
+
+_PAIRED_KEYS = ('lq', 'gt', 'lq2', 'gt2')
+
+
+def flatten_sources(data):
+    """(B,S,...) -> (B*S,...) for batches of ``one_per_source`` datasets (lq has 5 dims).
+
+    Tensors with the source axis are reshaped; ``deg_index`` (B,S) is flattened; lists of path
+    lists are flattened in the same order. Other batches are returned unchanged.
+    """
+    lq = data.get('lq')
+    if not torch.is_tensor(lq) or lq.dim() != 5:
+        return data
+    batch, sources = lq.shape[:2]
+    out = dict(data)
+    for key, value in data.items():
+        if torch.is_tensor(value) and value.dim() >= 2 and tuple(value.shape[:2]) == (batch, sources):
+            out[key] = value.reshape(batch * sources, *value.shape[2:])
+        elif isinstance(value, (list, tuple)) and len(value) == sources and all(
+                isinstance(v, (list, tuple)) and len(v) == batch for v in value):
+            # default_collate turns B lists of S items into S lists of B items
+            out[key] = [value[s][b] for b in range(batch) for s in range(sources)]
+    return out
+
+
+def wants_float_rgb(metric_opt):
+    """True for metric functions that take float RGB images in [0,1] (``input_format = 'float_rgb'``)."""
+    try:
+        fn = METRIC_REGISTRY.get(metric_opt['type'])
+    except KeyError:
+        return False
+    return getattr(fn, 'input_format', None) == 'float_rgb'
+
+
+def _float_rgb(tensor):
+    """(C,H,W) tensor -> float32 (H,W,C) RGB array clamped to [0,1] (not quantised)."""
+    return tensor.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+
+@MODEL_REGISTRY.register()
+class AllInOneModel(TrainingGuardsMixin, SRModel):
+    """PromptIR / Restormer training and testing in basicsr; see the module docstring for options."""
+
+    #: default of ``val.pad_multiple`` (PromptIR and Restormer need multiples of 8)
+    default_pad_multiple = 8
+
+    def __init__(self, opt):
+        self.current_iter = 0
+        self._train_steps = 0
+        self._validating = False
+        self.results_by_set = OrderedDict()
+        self.input_results_by_set = OrderedDict()
+        self._last_validation = {}
+        super().__init__(opt)
+
+    # ---- training setup ----------------------------------------------------------------------
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        if not train_opt.get('pixel_opt') and not train_opt.get('perceptual_opt'):
+            train_opt['pixel_opt'] = {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}
+        self.grad_clip = train_opt.get('grad_clip')
+        if self.grad_clip is None and train_opt.get('use_grad_clip'):
+            self.grad_clip = 0.01  # Restormer's clip_grad_norm_(..., 0.01)
+        self.progressive = self._progressive_schedule()
+        self.use_amp = bool(train_opt.get('use_amp', False))
+        if self.use_amp and self.device.type != 'cuda':
+            get_root_logger().warning('train.use_amp is ignored on the CPU (mixed precision needs CUDA).')
+            self.use_amp = False
+        self.amp_dtype = getattr(torch, train_opt.get('amp_dtype', 'float16'))
+        self.grad_scaler = torch.amp.GradScaler('cuda') if self.use_amp and self.amp_dtype == torch.float16 else None
+        super().init_training_settings()
+
+    def _progressive_schedule(self):
+        source = self.opt['train'].get('progressive')
+        if source is None:
+            train_set = self.opt.get('datasets', {}).get('train', {})
+            if train_set.get('mini_batch_sizes') is not None:
+                source = train_set
+        if not source:
+            return None
+        sizes, iters, gt_sizes = (list(source.get(k) or []) for k in ('mini_batch_sizes', 'iters', 'gt_sizes'))
+        if not (len(sizes) == len(iters) == len(gt_sizes) > 0):
+            raise ValueError('Progressive training needs mini_batch_sizes, iters and gt_sizes of the same length, got '
+                             f'{sizes}, {iters}, {gt_sizes}')
+        logger = get_root_logger()
+        logger.info(f'Progressive training: mini_batch_sizes {sizes}, iters {iters}, gt_sizes {gt_sizes}')
+        return {'mini_batch_sizes': sizes, 'ends': np.cumsum(iters).tolist(), 'gt_sizes': gt_sizes}
+
+    def get_optimizer(self, optim_type, params, lr, **kwargs):
+        return build_optimizer(params, dict(type=optim_type, lr=lr, **kwargs))
+
+    def optimized_parameters(self):
+        """The parameters the optimizer gets (trainable ones), with basicsr's warning for the others."""
+        params = []
+        for name, param in self.net_g.named_parameters():
+            if param.requires_grad:
+                params.append(param)
+            else:
+                get_root_logger().warning(f'Params {name} will not be optimized.')
+        return params
+
+    def setup_optimizers(self):
+        self.optimizer_g = build_optimizer(self.optimized_parameters(), self.opt['train']['optim_g'])
+        self.optimizers.append(self.optimizer_g)
+
+    def setup_schedulers(self):
+        train_opt = self.opt['train']
+        if not train_opt.get('scheduler'):
+            return  # constant learning rate
+        for optimizer in self.optimizers:
+            self.schedulers.append(build_scheduler(optimizer, train_opt['scheduler'], train_opt))
+
+    def update_learning_rate(self, current_iter, warmup_iter=-1):
+        # train_pipeline calls this right before feed_data: remember the iteration for feed_data
+        self.current_iter = current_iter
+        super().update_learning_rate(current_iter, warmup_iter)
+
+    # ---- data ----------------------------------------------------------------------------------
+    def feed_data(self, data):
+        data = flatten_sources(data)
+        self.lq = data['lq'].to(self.device)
+        for key in ('gt', 'lq2', 'gt2'):
+            if key in data:
+                setattr(self, key, data[key].to(self.device))
+            elif hasattr(self, key):
+                delattr(self, key)
+        self.deg_index = data.get('deg_index')
+        if self.is_train and not self._validating and getattr(self, 'progressive', None):
+            self._progressive_crop()
+
+    def progressive_phase(self, current_iter):
+        """(mini_batch_size, gt_size) of the progressive schedule at ``current_iter``."""
+        schedule = self.progressive
+        phase = next((j for j, end in enumerate(schedule['ends']) if current_iter <= end), len(schedule['ends']) - 1)
+        return schedule['mini_batch_sizes'][phase], schedule['gt_sizes'][phase]
+
+    def _progressive_crop(self):
+        mini_batch, mini_size = self.progressive_phase(self.current_iter)
+        present = [k for k in _PAIRED_KEYS if hasattr(self, k)]
+        batch = self.lq.size(0)
+        if mini_batch < batch:
+            keep = sorted(random.sample(range(batch), k=mini_batch))
+            for key in present:
+                setattr(self, key, getattr(self, key)[keep])
+            if torch.is_tensor(self.deg_index):
+                self.deg_index = self.deg_index[keep]
+        height, width = self.lq.shape[-2:]
+        if mini_size < height or mini_size < width:
+            scale = self.opt.get('scale', 1)
+            top = random.randint(0, max(height - mini_size, 0))
+            left = random.randint(0, max(width - mini_size, 0))
+            for key in present:
+                factor = scale if key.startswith('gt') else 1
+                value = getattr(self, key)
+                setattr(self, key, value[..., top * factor:(top + mini_size) * factor,
+                                         left * factor:(left + mini_size) * factor])
+
+    # ---- one iteration -------------------------------------------------------------------------
+    def _autocast(self):
+        return torch.autocast('cuda', dtype=self.amp_dtype, enabled=self.use_amp)
+
+    def compute_losses(self, output, target):
+        """SRModel's pixel + perceptual losses: (total, OrderedDict of logged terms)."""
+        l_total = 0
+        loss_dict = OrderedDict()
+        if self.cri_pix:
+            l_pix = self.cri_pix(output, target)
+            l_total = l_total + l_pix
+            loss_dict['l_pix'] = l_pix
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(output, target)
+            if l_percep is not None:
+                l_total = l_total + l_percep
+                loss_dict['l_percep'] = l_percep
+            if l_style is not None:
+                l_total = l_total + l_style
+                loss_dict['l_style'] = l_style
+        return l_total, loss_dict
+
+    def forward_and_loss(self, current_iter):
+        """Training forward and total loss: (total, loss_dict). Subclasses change this only."""
+        self.output = self.net_g(self.lq)
+        return self.compute_losses(self.output.float(), self.gt)
+
+    def backward_and_step(self, l_total):
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(l_total).backward()
+            self.sync_gradients()
+            if self.grad_clip:
+                self.grad_scaler.unscale_(self.optimizer_g)
+                torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)
+            self.grad_scaler.step(self.optimizer_g)
+            self.grad_scaler.update()
+        else:
+            l_total.backward()
+            self.sync_gradients()
+            if self.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)
+            self.optimizer_g.step()
+
+    def sync_gradients(self):
+        """Called after backward; DDP already averaged the gradients of its forward. Subclasses that
+        run a sub-network outside DDP's forward (AirNet's encoder stage) average them here."""
+
+    def model_ema(self, decay=0.999):
+        """basicsr's EMA of the parameters, plus a copy of the buffers (BatchNorm statistics, queues),
+        which basicsr leaves at their initial values in ``net_g_ema``."""
+        super().model_ema(decay)
+        net_g = self.get_bare_model(self.net_g)
+        ema_buffers = dict(self.net_g_ema.named_buffers())
+        for name, buffer in net_g.named_buffers():
+            if name in ema_buffers:
+                ema_buffers[name].data.copy_(buffer.data)
+
+    def optimize_parameters(self, current_iter):
+        self.current_iter = current_iter
+        self.optimizer_g.zero_grad(set_to_none=True)
+        with self._autocast():
+            l_total, loss_dict = self.forward_and_loss(current_iter)
+        if self.loss_is_finite(l_total, current_iter):
+            self.backward_and_step(l_total)
+            self._train_steps += 1
+            if self.ema_decay > 0:
+                self.model_ema(decay=self.ema_decay)
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        self.after_iteration(current_iter)
+
+    # ---- inference -----------------------------------------------------------------------------
+    def inference_net(self):
+        return self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+
+    def restore(self, net, lq):
+        """Full-image restoration of ``lq`` with ``net`` (eval mode, no grad): padding and tiles."""
+        val_opt = self.opt.get('val') or {}
+
+        def run(x):
+            out = net(x)
+            return out[0] if isinstance(out, (tuple, list)) else out
+
+        return tiled_forward(run, lq, val_opt.get('tile_size'), val_opt.get('tile_overlap', 32),
+                             val_opt.get('pad_multiple', self.default_pad_multiple), self.opt.get('scale', 1))
+
+    def test(self):
+        net = self.inference_net()
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            self.output = self.restore(net, self.lq)
+        if was_training and net is self.net_g:
+            net.train()
+
+    # ---- validation ----------------------------------------------------------------------------
+    def _fix_final_iter(self, current_iter):
+        """train_pipeline validates after its loop with total_iter + 1; report total_iter."""
+        if self.is_train and isinstance(current_iter, int):
+            total = int(self.opt['train']['total_iter'])
+            if current_iter == total + 1:
+                return total
+        return current_iter
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        dataset_name = dataloader.dataset.opt['name']
+        current_iter = self._fix_final_iter(current_iter)
+        val_opt = self.opt['val']
+        metrics_opt = val_opt.get('metrics') or {}
+        with_metrics = bool(metrics_opt)
+
+        stamp = (current_iter, self._train_steps)
+        if self.is_train and with_metrics and self._last_validation.get(dataset_name, (None, ))[0] == stamp:
+            # end-of-training validation of weights already validated at this iteration
+            self.metric_results = dict(self._last_validation[dataset_name][1])
+            get_root_logger().info(f'Validation {dataset_name} at iter {current_iter}: weights unchanged since the '
+                                   'last validation, results repeated.')
+            self._log_validation_metric_values(current_iter, dataset_name, None)
+            return
+
+        if with_metrics:
+            self.metric_results = {name: 0.0 for name in metrics_opt}
+            self._initialize_best_metric_results(dataset_name)
+        want_input = with_metrics and val_opt.get('input_metrics', True) and (
+            not self.is_train or dataset_name not in self.input_results_by_set)
+        input_sums = {name: 0.0 for name in metrics_opt}
+        float_metric = {name: wants_float_rgb(m) for name, m in metrics_opt.items()}
+
+        pbar = tqdm(total=len(dataloader), unit='image') if val_opt.get('pbar', False) else None
+        count = 0
+        self._validating = True
+        try:
+            for val_data in dataloader:
+                self.feed_data(val_data)
+                self.test()
+                output = self.output.detach().cpu()
+                lq = self.lq.detach().cpu()
+                gt = self.gt.detach().cpu() if hasattr(self, 'gt') else None
+                paths = val_data.get('lq_path') or val_data.get('gt_path')
+                for b in range(output.size(0)):
+                    img_name = osp.splitext(osp.basename(paths[b]))[0] if paths else f'{count:05d}'
+                    sr_img = tensor2img([output[b]])
+                    if save_img:
+                        imwrite(sr_img, self._image_path(dataset_name, img_name, current_iter))
+                    if with_metrics and gt is not None:
+                        gt_img = tensor2img([gt[b]])
+                        self._add_metrics(self.metric_results, metrics_opt, float_metric, output[b], sr_img, gt[b],
+                                          gt_img)
+                        if want_input and lq[b].shape == gt[b].shape:
+                            self._add_metrics(input_sums, metrics_opt, float_metric, lq[b], tensor2img([lq[b]]), gt[b],
+                                              gt_img)
+                    count += 1
+                    if pbar:
+                        pbar.update(1)
+                        pbar.set_description(f'Test {img_name}')
+                for key in ('lq', 'output', 'gt', 'lq2', 'gt2'):
+                    if hasattr(self, key):
+                        delattr(self, key)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+        finally:
+            self._validating = False
+            if pbar:
+                pbar.close()
+
+        if not with_metrics or count == 0:
+            return
+        for name in self.metric_results:
+            self.metric_results[name] /= count
+            self._update_best_metric_result(dataset_name, name, self.metric_results[name], current_iter)
+        self.results_by_set[dataset_name] = dict(self.metric_results)
+        if want_input:
+            self.input_results_by_set[dataset_name] = {k: v / count for k, v in input_sums.items()}
+            get_root_logger().info(f'Input (degraded) {dataset_name}: ' + ', '.join(
+                f'{k}: {v:.4f}' for k, v in self.input_results_by_set[dataset_name].items()))
+        self._last_validation[dataset_name] = (stamp, dict(self.metric_results))
+        self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+        if not self.is_train:
+            self._write_results_table()
+
+    @staticmethod
+    def _add_metrics(sums, metrics_opt, float_metric, result, result_img, gt, gt_img):
+        for name, metric_opt in metrics_opt.items():
+            if float_metric[name]:
+                data = {'img': _float_rgb(result), 'img2': _float_rgb(gt)}
+            else:
+                data = {'img': result_img, 'img2': gt_img}
+            sums[name] += calculate_metric(data, metric_opt)
+
+    def _image_path(self, dataset_name, img_name, current_iter):
+        folder = osp.join(self.opt['path']['visualization'], dataset_name)
+        if self.opt['is_train']:
+            return osp.join(folder, f'{img_name}_{current_iter}.png')
+        suffix = self.opt['val'].get('suffix') or self.opt['name']
+        return osp.join(folder, f'{img_name}_{suffix}.png')
+
+    # ---- results table (basicsr test) ----------------------------------------------------------
+    def results_table(self):
+        """The table of this run: the model's row and the degraded input's row."""
+        metrics = list((self.opt['val'].get('metrics') or {}).keys())
+        name = self.opt['val'].get('table_name') or self.opt['name']
+        rows = [results_table.make_row(name, dict(self.results_by_set), metrics)]
+        if self.input_results_by_set:
+            rows.append(
+                results_table.make_row(results_table.INPUT_ROW, dict(self.input_results_by_set), metrics,
+                                       reference=True))
+        return results_table.make_table(rows, metrics, list(self.results_by_set))
+
+    def _write_results_table(self):
+        if self.opt.get('rank', 0) != 0:
+            return
+        folder = self.opt['path'].get('results_root')
+        if not folder:
+            return
+        text = results_table.write_table(self.results_table(), folder)
+        expected = [d.get('name') for d in (self.opt.get('datasets') or {}).values()]
+        if all(n in self.results_by_set for n in expected):
+            get_root_logger().info(f'Results table ({osp.join(folder, results_table.MD_NAME)}):\n{text}')

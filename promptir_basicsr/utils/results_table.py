@@ -1,0 +1,124 @@
+"""The paper's Table 1 from test runs: one row per model, one column per test set, plus the average.
+
+``basicsr test`` (through ``AllInOneModel``/``AirNetModel``) writes, in ``results/<name>/``:
+
+- ``results_table.json``: ``{"metrics": [...], "sets": [...], "rows": [{"model": str,
+  "reference": bool, "results": {set: {metric: value}}, "average": {metric: value}}]}``
+- ``results_table.md``: the same as a Markdown table, cells ``PSNR/SSIM`` (the metric names of
+  ``val.metrics`` joined by '/'), a row ``Input (degraded)`` for reference.
+
+Several results folders merge into one table (the input row kept once per distinct set of values)::
+
+    python scripts/results_table.py results/promptir results/airnet [--out merged]
+"""
+import argparse
+import json
+import math
+import os
+import os.path as osp
+
+INPUT_ROW = 'Input (degraded)'
+JSON_NAME = 'results_table.json'
+MD_NAME = 'results_table.md'
+
+
+def _fmt(metric, value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return '-'
+    return f'{value:.4f}' if 'ssim' in metric.lower() or abs(value) < 1.5 else f'{value:.2f}'
+
+
+def make_row(model, results, metrics, reference=False):
+    """A row: ``results`` is {set: {metric: value}}; the average is over the sets that have a value."""
+    average = {}
+    for metric in metrics:
+        values = [r[metric] for r in results.values() if r.get(metric) is not None and math.isfinite(r[metric])]
+        average[metric] = sum(values) / len(values) if values else None
+    return {'model': model, 'reference': bool(reference), 'results': results, 'average': average}
+
+
+def make_table(rows, metrics=None, sets=None):
+    """Table dict from rows; metrics and sets default to those found in the rows, in first-seen order."""
+    if metrics is None:
+        metrics = []
+        for row in rows:
+            for res in row['results'].values():
+                metrics += [m for m in res if m not in metrics]
+    if sets is None:
+        sets = []
+        for row in rows:
+            sets += [s for s in row['results'] if s not in sets]
+    return {'metrics': list(metrics), 'sets': list(sets), 'rows': list(rows)}
+
+
+def to_markdown(table):
+    metrics, sets = table['metrics'], table['sets']
+    unit = '/'.join(m.upper() if m.lower() in ('psnr', 'ssim') else m for m in metrics)
+    header = ['Method'] + sets + ['Average']
+    lines = [f'Metrics per cell: {unit}', '', '| ' + ' | '.join(header) + ' |',
+             '|' + '|'.join(['---'] + [':---:'] * (len(header) - 1)) + '|']
+    rows = sorted(table['rows'], key=lambda r: not r.get('reference'))  # reference row first
+    for row in rows:
+        cells = [row['model'] + (' (reference)' if row.get('reference') and row['model'] != INPUT_ROW else '')]
+        for name in sets:
+            res = row['results'].get(name, {})
+            cells.append('/'.join(_fmt(m, res.get(m)) for m in metrics) if res else '-')
+        cells.append('/'.join(_fmt(m, row['average'].get(m)) for m in metrics))
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def write_table(table, folder):
+    """Write ``results_table.json`` and ``.md`` into ``folder``; returns the Markdown text."""
+    os.makedirs(folder, exist_ok=True)
+    text = to_markdown(table)
+    with open(osp.join(folder, JSON_NAME), 'w', encoding='utf-8') as f:
+        json.dump(table, f, indent=2)
+    with open(osp.join(folder, MD_NAME), 'w', encoding='utf-8') as f:
+        f.write(text)
+    return text
+
+
+def read_table(path):
+    """A table from a results folder or a ``results_table.json`` path."""
+    if osp.isdir(path):
+        path = osp.join(path, JSON_NAME)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'No {JSON_NAME} at {path}: run `basicsr test` first')
+    with open(path, encoding='utf-8') as f:
+        return json.load(f)
+
+
+def merge_tables(tables):
+    """One table from several: all model rows, each distinct reference row once."""
+    rows, seen_refs = [], []
+    metrics, sets = [], []
+    for table in tables:
+        metrics += [m for m in table['metrics'] if m not in metrics]
+        sets += [s for s in table['sets'] if s not in sets]
+        for row in table['rows']:
+            if row.get('reference'):
+                key = json.dumps(row['results'], sort_keys=True)
+                if key in seen_refs:
+                    continue
+                seen_refs.append(key)
+            rows.append(row)
+    # recompute averages over the merged metric list
+    rows = [make_row(r['model'], r['results'], metrics, r.get('reference')) for r in rows]
+    return make_table(rows, metrics, sets)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='results_table',
+                                     description='Merge results tables of `basicsr test` runs into one table.')
+    parser.add_argument('folders', nargs='+', help='results folders (results/<name>) or results_table.json files')
+    parser.add_argument('--out', help='folder to write the merged results_table.{md,json} (default: print only)')
+    args = parser.parse_args(argv)
+    table = merge_tables([read_table(p) for p in args.folders])
+    text = write_table(table, args.out) if args.out else to_markdown(table)
+    print(text)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
