@@ -1,0 +1,143 @@
+import json
+import os
+
+import pytest
+import torch
+
+from promptir_basicsr.models.all_in_one_model import flatten_sources
+
+from model_test_helpers import PairSet, build, loader
+
+
+def _batch(n=4, size=16, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    gt = torch.rand(n, 3, size, size, generator=gen)
+    return {'lq': (gt + 0.1 * torch.randn(n, 3, size, size, generator=gen)).clamp(0, 1), 'gt': gt}
+
+
+def _step(model, data, it):
+    model.update_learning_rate(it)
+    model.feed_data(data)
+    model.optimize_parameters(it)
+
+
+def test_default_l1_adamw_and_a_step(tiny_opt):
+    model = build(tiny_opt(train={'optim_g': {'type': 'AdamW', 'lr': 1e-3, 'weight_decay': 0.01}}))
+    assert isinstance(model.optimizer_g, torch.optim.AdamW)
+    assert type(model.cri_pix).__name__ == 'L1Loss'
+    before = [p.detach().clone() for p in model.net_g.parameters()]
+    _step(model, _batch(), 1)
+    assert 'l_pix' in model.get_current_log()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.net_g.parameters()))
+
+
+def test_ema_follows_decay(tiny_opt):
+    model = build(tiny_opt(train={'ema_decay': 0.9}))
+    ema_before = {k: v.detach().clone() for k, v in model.net_g_ema.named_parameters()}
+    _step(model, _batch(), 1)
+    net = dict(model.net_g.named_parameters())
+    for name, value in model.net_g_ema.named_parameters():
+        assert torch.allclose(value, 0.9 * ema_before[name] + 0.1 * net[name].detach(), atol=1e-7)
+    # validation uses the EMA network
+    assert model.inference_net() is model.net_g_ema
+
+
+def test_grad_clip(tiny_opt):
+    model = build(tiny_opt(train={'use_grad_clip': True, 'optim_g': {'type': 'SGD', 'lr': 1.0}}))
+    assert model.grad_clip == 0.01
+    before = torch.cat([p.detach().flatten().clone() for p in model.net_g.parameters()])
+    _step(model, _batch(), 1)
+    after = torch.cat([p.detach().flatten() for p in model.net_g.parameters()])
+    assert (after - before).norm() <= 0.01 + 1e-6  # SGD lr 1: the update is the clipped gradient
+
+
+def test_progressive_patches_and_batches(tiny_opt):
+    progressive = {'mini_batch_sizes': [4, 2, 1], 'iters': [2, 2, 2], 'gt_sizes': [8, 12, 16]}
+    model = build(tiny_opt(train={'progressive': progressive}))
+    seen = {}
+    for it in range(1, 8):
+        _step(model, _batch(4, 16, seed=it), it)
+        seen[it] = (tuple(model.lq.shape), tuple(model.gt.shape))
+    assert seen[1][0] == (4, 3, 8, 8) and seen[2][0] == (4, 3, 8, 8)
+    assert seen[3][0] == (2, 3, 12, 12) and seen[4][1] == (2, 3, 12, 12)
+    assert seen[5][0] == (1, 3, 16, 16) and seen[7][0] == (1, 3, 16, 16)  # the last phase continues
+    # lq and gt are cropped at the same place
+    data = _batch(4, 16)
+    model.update_learning_rate(3)
+    model.feed_data({'lq': data['gt'].clone(), 'gt': data['gt']})
+    assert torch.equal(model.lq, model.gt)
+    # validation batches are never cropped
+    model._validating = True
+    model.feed_data(_batch(1, 16))
+    assert model.lq.shape[-1] == 16
+
+
+def test_progressive_from_restormer_dataset_keys(tiny_opt):
+    opt = tiny_opt(datasets={'train': {'name': 't', 'mini_batch_sizes': [2], 'iters': [5], 'gt_sizes': [8]}})
+    model = build(opt)
+    assert model.progressive_phase(3) == (2, 8)
+
+
+def test_flatten_one_per_source():
+    data = {'lq': torch.arange(2 * 3).view(2, 3, 1, 1, 1).float().expand(2, 3, 3, 4, 4),
+            'gt': torch.zeros(2, 3, 3, 4, 4), 'deg_index': torch.tensor([[0, 1, 2], [0, 1, 2]]),
+            'lq_path': [['a0', 'a1'], ['b0', 'b1'], ['c0', 'c1']]}
+    out = flatten_sources(data)
+    assert out['lq'].shape == (6, 3, 4, 4) and out['gt'].shape == (6, 3, 4, 4)
+    assert out['lq'][:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4, 5]
+    assert out['deg_index'].tolist() == [0, 1, 2, 0, 1, 2]
+    assert out['lq_path'] == ['a0', 'b0', 'c0', 'a1', 'b1', 'c1']
+    plain = _batch(2)
+    assert flatten_sources(plain) is plain
+
+
+def test_test_pads_to_multiple(tiny_opt):
+    seen = []
+
+    model = build(tiny_opt(is_train=False))
+    net = model.net_g
+    original = net.forward
+    net.forward = lambda x: (seen.append(tuple(x.shape)), original(x))[1]
+    model.feed_data({'lq': torch.rand(1, 3, 13, 18)})
+    model.test()
+    assert seen == [(1, 3, 16, 24)] and model.output.shape == (1, 3, 13, 18)
+
+
+def test_val_images_of_two_sets_do_not_overwrite(tiny_opt, tmp_path):
+    model = build(tiny_opt(val={'metrics': {'psnr': {'type': 'calculate_psnr_protocol'},
+                                            'ssim': {'type': 'calculate_ssim', 'crop_border': 0}}}))
+    for name in ('setA', 'setB'):
+        model.validation(loader(PairSet(name, ['img0', 'img1'], seed=len(name))), 5, None, save_img=True)
+    for name in ('setA', 'setB'):
+        assert sorted(os.listdir(tmp_path / 'visualization' / name)) == ['img0_5.png', 'img1_5.png']
+    assert set(model.best_metric_results) == {'setA', 'setB'}
+    assert set(model.input_results_by_set) == {'setA', 'setB'}
+
+
+def test_final_validation_logged_at_total_iter(tiny_opt, caplog):
+    model = build(tiny_opt(train={'total_iter': 3}))
+    val = loader(PairSet('setA', ['a']))
+    for it in range(1, 4):
+        _step(model, _batch(), it)
+    model.validation(val, 3, None)
+    first = dict(model.metric_results)
+    model.validation(val, 4, None)  # what train_pipeline passes after its loop
+    assert model.best_metric_results['setA']['psnr']['iter'] == 3
+    assert model.metric_results == first
+
+
+def test_test_mode_writes_results_table(tiny_opt, tmp_path):
+    datasets = {'test_1': {'name': 'setA'}, 'test_2': {'name': 'setB'}}
+    model = build(tiny_opt(is_train=False, datasets=datasets,
+                           val={'metrics': {'psnr': {'type': 'calculate_psnr_protocol'},
+                                            'ssim': {'type': 'calculate_ssim_protocol'}}}))
+    for name in ('setA', 'setB'):
+        model.validation(loader(PairSet(name, ['a', 'b'])), 'unit', None, save_img=False)
+    table = json.loads((tmp_path / 'results' / 'results_table.json').read_text())
+    assert table['sets'] == ['setA', 'setB'] and table['metrics'] == ['psnr', 'ssim']
+    rows = {r['model']: r for r in table['rows']}
+    assert set(rows) == {'unit', 'Input (degraded)'} and rows['Input (degraded)']['reference']
+    assert rows['unit']['average']['psnr'] == pytest.approx(
+        (rows['unit']['results']['setA']['psnr'] + rows['unit']['results']['setB']['psnr']) / 2)
+    md = (tmp_path / 'results' / 'results_table.md').read_text()
+    assert '| Method | setA | setB | Average |' in md and 'PSNR/SSIM' in md
