@@ -193,26 +193,34 @@ def fix_lmdb_reopen():
     file_client.LmdbBackend.__init__ = __init__
 
 
-def fix_atomic_checkpoints():
-    """basicsr's ``save_network``/``save_training_state`` write with ``torch.save`` in place.
+def fix_checkpoint_io():
+    """Route basicsr's checkpoint reads and writes through :mod:`promptir_basicsr.utils.checkpoints`.
 
-    A kill during that write leaves a truncated ``.pth``/``.state`` that ``--auto_resume`` then
-    picks. Both functions look ``torch`` up as a global of ``basicsr.models.base_model``; give that
-    module a ``torch`` whose ``save`` writes to a temporary file and renames it.
+    basicsr's ``save_network``/``save_training_state`` write with ``torch.save`` in place: a kill
+    during that write leaves a truncated ``.pth``/``.state`` that ``--auto_resume`` then picks.
+    Its ``load_network`` calls ``torch.load`` and, on a bad file, fails with torch's long message.
+    All three look ``torch`` up as a global of ``basicsr.models.base_model``: give that module a
+    ``torch`` whose ``save`` is :func:`atomic_save` (temporary file, then rename) and whose ``load``
+    is :func:`load_checkpoint` (``weights_only=True``, a clear refusal of pickled code).
     """
     import types
 
     from basicsr.models import base_model
 
-    from .utils.checkpoints import atomic_save
+    from .utils.checkpoints import atomic_save, load_checkpoint
 
-    if getattr(base_model.torch, '_atomic_save', False):
+    if getattr(base_model.torch, '_routed_checkpoint_io', False):
         return
-    atomic_torch = types.ModuleType('torch_with_atomic_save')
-    atomic_torch.__dict__.update(torch.__dict__)
-    atomic_torch.save = atomic_save
-    atomic_torch._atomic_save = True
-    base_model.torch = atomic_torch
+
+    def load(f, map_location=None, **kwargs):
+        return load_checkpoint(f, map_location=map_location)
+
+    routed_torch = types.ModuleType('torch_with_safe_checkpoint_io')
+    routed_torch.__dict__.update(torch.__dict__)
+    routed_torch.save = atomic_save
+    routed_torch.load = load
+    routed_torch._routed_checkpoint_io = True
+    base_model.torch = routed_torch
 
 
 def report_device_in_env_info():
@@ -274,7 +282,7 @@ def apply_all():
     fix_cpu_distributed()
     fix_jpeg_quality_type()
     fix_lmdb_reopen()
-    fix_atomic_checkpoints()
+    fix_checkpoint_io()
     report_device_in_env_info()
     fix_runtime_options()
     _APPLIED = True

@@ -159,5 +159,5 @@ def test_apply_all_is_idempotent():
         compat._APPLIED = True
     # Re-applying wraps nothing twice.
     from basicsr.models import base_model
-    assert base_model.torch._atomic_save
+    assert base_model.torch._routed_checkpoint_io
     assert callable(basicsr.train.load_resume_state) and before is not None

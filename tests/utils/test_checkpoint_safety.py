@@ -1,0 +1,63 @@
+"""Loading a checkpoint never runs pickled code; writes are atomic."""
+import os
+import pickle
+
+import pytest
+import torch
+
+from promptir_basicsr.utils.checkpoints import CheckpointError, atomic_save, load_checkpoint
+
+
+class _RunsCodeWhenUnpickled:
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}', ))
+
+
+@pytest.fixture
+def malicious_checkpoint(tmp_path):
+    marker = tmp_path / 'pwned'
+    path = tmp_path / 'evil.pth'
+    torch.save({'params': {'w': torch.zeros(1)}, 'payload': _RunsCodeWhenUnpickled(marker)}, path)
+    return path, marker
+
+
+def test_load_checkpoint_refuses_pickled_code(malicious_checkpoint):
+    path, marker = malicious_checkpoint
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value) and 'could run code' in str(err.value)
+    assert not marker.exists()
+
+
+def test_basicsr_load_network_and_resume_refuse_pickled_code(malicious_checkpoint, tmp_path):
+    import basicsr.train
+    from basicsr.models.base_model import BaseModel
+    path, marker = malicious_checkpoint
+    model = BaseModel({'num_gpu': 0, 'is_train': False, 'dist': False})
+    with pytest.raises(CheckpointError, match='Refusing to load'):
+        model.load_network(torch.nn.Conv2d(1, 1, 1), str(path))
+    opt = {'auto_resume': False, 'path': {'resume_state': str(path)}}
+    with pytest.raises(CheckpointError, match='Refusing to load'):
+        basicsr.train.load_resume_state(opt)
+    assert not marker.exists()
+
+
+def test_plain_checkpoints_still_load(tmp_path):
+    state = {'params': {'w': torch.arange(3.)}, 'iter': 5, 'best': {'psnr': 31.5}}
+    atomic_save(state, tmp_path / 'ok.pth')
+    loaded = load_checkpoint(tmp_path / 'ok.pth')
+    assert loaded['iter'] == 5 and torch.equal(loaded['params']['w'], torch.arange(3.))
+    with pytest.raises(FileNotFoundError, match='Checkpoint not found'):
+        load_checkpoint(tmp_path / 'missing.pth')
+
+
+def test_atomic_save_keeps_the_old_file_when_the_write_fails(tmp_path):
+    atomic_save({'v': 1}, tmp_path / 'a.state')
+    with pytest.raises((pickle.PicklingError, AttributeError)):
+        atomic_save({'v': lambda: 0}, tmp_path / 'a.state')
+    assert load_checkpoint(tmp_path / 'a.state') == {'v': 1}
+    assert os.listdir(tmp_path) == ['a.state']
