@@ -19,7 +19,7 @@ Option keys (``train:``), besides those of ``AllInOneModel``:
     contrastive_weight: 0.1     weight of the contrastive loss in stage 2
     contrastive_opt: {type: ContrastiveLoss}   the loss on (logits, labels); default shown
     scheduler: {type: AirNetStepLR, ...}       the official steps (``models/schedulers.py``)
-``val.pad_multiple`` defaults to 1 here (AirNet takes any size; padding would change its pooled code).
+``val.pad_to_multiple`` defaults to 1 here (AirNet takes any size; padding would change its pooled code).
 """
 import torch.distributed as dist
 from basicsr.losses import build_loss

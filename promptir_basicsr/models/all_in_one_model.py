@@ -11,17 +11,19 @@ Only what differs from ``SRModel`` is overridden. Option keys (besides basicsr's
                                      as ``params_ema`` (basicsr's mechanism)
     grad_clip: 0.01                  clip the gradient norm to this value; or ``use_grad_clip: true``
                                      (Restormer's switch, norm 0.01)
-    progressive:                     Restormer's progressive patches (also read from ``datasets.train``,
-      mini_batch_sizes: [8,5,4,2,1,1]   where Restormer's option files keep these keys). The loader
-      iters: [92000,64000,48000,36000,36000,24000]   delivers batches of ``batch_size_per_gpu`` crops
-      gt_sizes: [128,160,192,256,320,384]   of ``gt_size`` (the largest); during phase j (the first
-                                     ``iters[j]`` iterations after phase j-1) ``feed_data`` keeps
+    mini_batch_sizes: [8,5,4,2,1,1]  Restormer's progressive patches (also read from ``datasets.train``,
+    iters: [92000,64000,48000,36000,36000,24000]   where Restormer's option files keep them). The
+    gt_sizes: [128,160,192,256,320,384]   loader delivers batches of ``batch_size_per_gpu`` crops of
+                                     ``gt_size`` (the largest); during phase j (the ``iters[j]``
+                                     iterations after phase j-1) ``feed_data`` keeps
                                      ``mini_batch_sizes[j]`` random samples and crops one random
                                      ``gt_sizes[j]`` window from all of them, as Restormer's train.py.
-    use_amp: false                   mixed precision on CUDA (``amp_dtype: float16|bfloat16``);
-                                     ignored with a warning on the CPU
+                                     After the last phase, the last phase's values stay.
+    amp: false                       mixed precision on CUDA: true/float16 or bfloat16; ignored (with
+                                     a warning) on the CPU
+    channels_last: false             channels-last memory format for the network and its inputs
 ``val:``
-    pad_multiple: 8                  inputs are reflect-padded to this multiple and the output cropped
+    pad_to_multiple: 8               inputs are reflect-padded to this multiple and the output cropped
     tile_size: ~  /  tile_overlap: 32   restore large images tile by tile (``utils/tiling.py``)
     metrics: {...}                   basicsr metrics get uint8 BGR images; our ``*_protocol`` metrics
                                      get float RGB in [0,1] (see ``metrics/protocol_metric.py``)
@@ -59,6 +61,15 @@ from .schedulers import build_optimizer, build_scheduler
 from .training_guards import TrainingGuardsMixin
 
 _PAIRED_KEYS = ('lq', 'gt', 'lq2', 'gt2')
+
+try:  # the option checker rejects keys it does not know; declare ours
+    from ..options import register_known_keys
+except ImportError:  # pragma: no cover - older options module
+    register_known_keys = None
+if register_known_keys is not None:
+    register_known_keys('train', 'mini_batch_sizes', 'iters', 'gt_sizes', 'amp', 'channels_last', 'grad_clip',
+                        'use_grad_clip', 'ema_decay', 'encoder_iters', 'contrastive_weight', 'contrastive_opt')
+    register_known_keys('val', 'tile_size', 'tile_overlap', 'pad_to_multiple', 'input_metrics', 'table_name')
 
 
 def flatten_sources(data):
@@ -100,7 +111,7 @@ def _float_rgb(tensor):
 class AllInOneModel(TrainingGuardsMixin, SRModel):
     """PromptIR / Restormer training and testing in basicsr; see the module docstring for options."""
 
-    #: default of ``val.pad_multiple`` (PromptIR and Restormer need multiples of 8)
+    #: default of ``val.pad_to_multiple`` (PromptIR and Restormer need multiples of 8)
     default_pad_multiple = 8
 
     def __init__(self, opt):
@@ -110,7 +121,10 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
         self.results_by_set = OrderedDict()
         self.input_results_by_set = OrderedDict()
         self._last_validation = {}
+        self.channels_last = bool((opt.get('train') or {}).get('channels_last', False))
         super().__init__(opt)
+        if self.channels_last:
+            self.net_g = self.net_g.to(memory_format=torch.channels_last)
 
     # ---- training setup ----------------------------------------------------------------------
     def init_training_settings(self):
@@ -121,21 +135,20 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
         if self.grad_clip is None and train_opt.get('use_grad_clip'):
             self.grad_clip = 0.01  # Restormer's clip_grad_norm_(..., 0.01)
         self.progressive = self._progressive_schedule()
-        self.use_amp = bool(train_opt.get('use_amp', False))
+        amp = train_opt.get('amp', False)
+        self.use_amp = bool(amp)
         if self.use_amp and self.device.type != 'cuda':
-            get_root_logger().warning('train.use_amp is ignored on the CPU (mixed precision needs CUDA).')
+            get_root_logger().warning('train.amp is ignored on the CPU (mixed precision needs CUDA).')
             self.use_amp = False
-        self.amp_dtype = getattr(torch, train_opt.get('amp_dtype', 'float16'))
+        self.amp_dtype = torch.bfloat16 if amp == 'bfloat16' else torch.float16
         self.grad_scaler = torch.amp.GradScaler('cuda') if self.use_amp and self.amp_dtype == torch.float16 else None
         super().init_training_settings()
 
     def _progressive_schedule(self):
-        source = self.opt['train'].get('progressive')
-        if source is None:
-            train_set = self.opt.get('datasets', {}).get('train', {})
-            if train_set.get('mini_batch_sizes') is not None:
-                source = train_set
-        if not source:
+        source = self.opt['train']
+        if source.get('mini_batch_sizes') is None:
+            source = self.opt.get('datasets', {}).get('train', {})
+        if source.get('mini_batch_sizes') is None:
             return None
         sizes, iters, gt_sizes = (list(source.get(k) or []) for k in ('mini_batch_sizes', 'iters', 'gt_sizes'))
         if not (len(sizes) == len(iters) == len(gt_sizes) > 0):
@@ -177,15 +190,21 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
     # ---- data ----------------------------------------------------------------------------------
     def feed_data(self, data):
         data = flatten_sources(data)
-        self.lq = data['lq'].to(self.device)
+        self.lq = self._to_device(data['lq'])
         for key in ('gt', 'lq2', 'gt2'):
             if key in data:
-                setattr(self, key, data[key].to(self.device))
+                setattr(self, key, self._to_device(data[key]))
             elif hasattr(self, key):
                 delattr(self, key)
         self.deg_index = data.get('deg_index')
         if self.is_train and not self._validating and getattr(self, 'progressive', None):
             self._progressive_crop()
+
+    def _to_device(self, tensor):
+        tensor = tensor.to(self.device)
+        if self.channels_last:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        return tensor
 
     def progressive_phase(self, current_iter):
         """(mini_batch_size, gt_size) of the progressive schedule at ``current_iter``."""
@@ -297,7 +316,7 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
             return out[0] if isinstance(out, (tuple, list)) else out
 
         return tiled_forward(run, lq, val_opt.get('tile_size'), val_opt.get('tile_overlap', 32),
-                             val_opt.get('pad_multiple', self.default_pad_multiple), self.opt.get('scale', 1))
+                             val_opt.get('pad_to_multiple', self.default_pad_multiple), self.opt.get('scale', 1))
 
     def test(self):
         net = self.inference_net()

@@ -53,7 +53,7 @@ def test_grad_clip(tiny_opt):
 
 def test_progressive_patches_and_batches(tiny_opt):
     progressive = {'mini_batch_sizes': [4, 2, 1], 'iters': [2, 2, 2], 'gt_sizes': [8, 12, 16]}
-    model = build(tiny_opt(train={'progressive': progressive}))
+    model = build(tiny_opt(train=progressive))
     seen = {}
     for it in range(1, 8):
         _step(model, _batch(4, 16, seed=it), it)
