@@ -1,0 +1,181 @@
+"""The degradation library: physics and statistics of each op, the pipeline builder, the registry."""
+import numpy as np
+import pytest
+from data_helpers import smooth_image
+
+from promptir_basicsr.data.degradations import (DEGRADATION_REGISTRY, build_pipeline, known_degradations,
+                                                resolve_param)
+
+
+def op(name):
+    return DEGRADATION_REGISTRY.get(name)
+
+
+@pytest.fixture(scope='module')
+def photo():
+    """A 48x48 float RGB crop of a real photo (scikit-image's astronaut, bundled in the wheel)."""
+    from skimage import data
+    return np.ascontiguousarray(data.astronaut()[200:296:2, 180:276:2]).astype(np.float32) / 255.
+
+
+def mid_grey(h=48, w=48):
+    return np.full((h, w, 3), 0.5, np.float32)
+
+
+def test_every_family_is_registered():
+    assert {'gaussian_noise', 'gaussian_noise_uint8', 'gaussian_blur', 'motion_blur', 'jpeg', 'rain', 'haze',
+            'low_light'} <= set(known_degradations())
+
+
+@pytest.mark.parametrize('name', ['gaussian_noise', 'gaussian_noise_uint8', 'gaussian_blur', 'motion_blur', 'jpeg',
+                                  'rain', 'haze', 'low_light'])
+def test_ops_are_pure_float32_and_deterministic_given_the_rng(name, photo):
+    before = photo.copy()
+    a = op(name)(photo, np.random.default_rng(7))
+    b = op(name)(photo, np.random.default_rng(7))
+    assert a.dtype == np.float32 and a.shape == photo.shape
+    assert a.min() >= 0 and a.max() <= 1
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(photo, before)  # input untouched
+
+
+@pytest.mark.parametrize('sigma', [15, 25, 50])
+def test_gaussian_noise_std_is_sigma_over_255(sigma):
+    clean = mid_grey(64, 64)
+    noisy = op('gaussian_noise')(clean, np.random.default_rng(0), sigma=sigma)
+    residual = noisy - clean
+    assert abs(residual.std() - sigma / 255.) < 0.03 * sigma / 255. + 0.002
+    assert abs(residual.mean()) < 0.01
+
+
+def test_official_uint8_noise_matches_the_formula_and_truncates():
+    clean = np.full((48, 48, 3), 128 / 255., np.float32)
+    rng = np.random.default_rng(3)
+    noisy = op('gaussian_noise_uint8')(clean, rng, sigma=25)
+    expected_rng = np.random.default_rng(3)
+    expected = np.clip(np.round(clean * 255) + expected_rng.standard_normal(clean.shape) * 25, 0, 255)
+    expected = expected.astype(np.uint8).astype(np.float32) / 255.
+    np.testing.assert_array_equal(noisy, expected)
+    assert np.allclose(noisy * 255, np.round(noisy * 255), atol=1e-4)  # on the uint8 grid
+    # astype(uint8) truncates: the noise has a negative bias of about half a grey level
+    assert -1.0 < (noisy - clean).mean() * 255 < 0.0
+    assert abs((noisy - clean).std() * 255 - 25) < 1.0
+
+
+def test_blur_preserves_mean_and_removes_high_frequencies(photo):
+    def high_freq_energy(img):
+        return float(np.abs(np.diff(img, axis=0)).mean() + np.abs(np.diff(img, axis=1)).mean())
+
+    for name, params in [('gaussian_blur', {'sigma': 2.0}), ('motion_blur', {'length': 9, 'angle': 30})]:
+        blurred = op(name)(photo, np.random.default_rng(0), **params)
+        assert abs(blurred.mean() - photo.mean()) < 5e-3, name
+        assert high_freq_energy(blurred) < 0.6 * high_freq_energy(photo), name
+    # a constant image stays constant (kernels sum to one)
+    np.testing.assert_allclose(op('gaussian_blur')(mid_grey(), None, sigma=3), mid_grey(), atol=1e-6)
+
+
+def test_motion_blur_smears_along_its_angle():
+    img = np.zeros((31, 31, 3), np.float32)
+    img[15, 15] = 1.0
+    horizontal = op('motion_blur')(img, None, length=9, angle=0)[..., 0]
+    assert np.count_nonzero(horizontal[15]) == 9 and np.count_nonzero(horizontal[14]) == 0
+    vertical = op('motion_blur')(img, None, length=9, angle=90)[..., 0]
+    assert np.count_nonzero(vertical[:, 15]) == 9 and np.count_nonzero(vertical[:, 14]) == 0
+
+
+def test_jpeg_error_falls_as_quality_rises(photo):
+    errors = [float(np.abs(op('jpeg')(photo, None, quality=q) - photo).mean()) for q in (10, 30, 60, 95)]
+    assert errors == sorted(errors, reverse=True) and errors[0] > 2 * errors[-1]
+    with pytest.raises(ValueError, match='quality'):
+        op('jpeg')(photo, None, quality=0)
+
+
+def test_haze_follows_the_atmospheric_scattering_model_exactly(photo):
+    rng = np.random.default_rng(0)
+    depth = rng.random(photo.shape[:2]).astype(np.float32)
+    hazy = op('haze')(photo, None, beta=1.3, A=0.85, depth=depth)
+    t = np.exp(-1.3 * depth)[..., None]
+    np.testing.assert_allclose(hazy, photo * t + 0.85 * (1 - t), atol=1e-6)
+    # uniform depth: one transmission everywhere, so I - A = (J - A) * exp(-beta)
+    uniform = op('haze')(photo, None, beta=0.7, A=1.0, depth='uniform')
+    np.testing.assert_allclose(uniform - 1.0, (photo - 1.0) * np.exp(-0.7), atol=1e-6)
+    # centre proxy: depth 0 in the corners (no haze), 1 in the middle (t = exp(-beta))
+    centre = op('haze')(photo, None, beta=2.0, A=0.9, depth='center')
+    np.testing.assert_allclose(centre[0, 0], photo[0, 0], atol=1e-6)
+    small = op('haze')(photo[:47, :47], None, beta=2.0, A=0.9, depth='center')
+    np.testing.assert_allclose(small[23, 23], photo[23, 23] * np.exp(-2.0) + 0.9 * (1 - np.exp(-2.0)), atol=1e-6)
+    with pytest.raises(ValueError, match='depth map'):
+        op('haze')(photo, None, depth=np.ones((3, 3)))
+
+
+def test_low_light_darkens(photo):
+    dark = op('low_light')(photo, np.random.default_rng(0), gamma=2.0, scale=0.4, noise_sigma=0)
+    assert dark.mean() < 0.5 * photo.mean()
+    np.testing.assert_allclose(dark, 0.4 * photo ** 2, atol=1e-6)
+    noisy_dark = op('low_light')(photo, np.random.default_rng(0), gamma=2.0, scale=0.4, noise_sigma=5)
+    assert noisy_dark.mean() < photo.mean() and 2 / 255 < (noisy_dark - dark).std() < 8 / 255
+
+
+def test_rain_adds_bright_streaks(photo):
+    rainy = op('rain')(photo, np.random.default_rng(1), density=0.03, length=11, angle=90, brightness=0.8)
+    diff = rainy - photo
+    assert diff.min() >= -1e-6  # additive: never darker
+    assert diff.mean() > 0.005 and diff.max() > 0.3
+    # vertical streaks: the added layer correlates far more along columns than along rows
+    layer = diff[..., 0]
+    along = np.corrcoef(layer[:-1].ravel(), layer[1:].ravel())[0, 1]
+    across = np.corrcoef(layer[:, :-1].ravel(), layer[:, 1:].ravel())[0, 1]
+    assert along > across + 0.3
+
+
+def test_param_specs_value_range_choice():
+    rng = np.random.default_rng(0)
+    assert resolve_param(25, rng) == 25
+    ints = {resolve_param([15, 17], rng) for _ in range(200)}
+    assert ints == {15, 16, 17}
+    floats = [resolve_param([0.5, 1.5], rng) for _ in range(200)]
+    assert all(0.5 <= v < 1.5 for v in floats) and len(set(floats)) > 100
+    assert {resolve_param({'choice': [15, 25, 50]}, rng) for _ in range(200)} == {15, 25, 50}
+
+
+def test_pipeline_applies_ops_in_order_with_resolved_params(photo):
+    pipeline = build_pipeline([{'type': 'gaussian_blur', 'sigma': [1.0, 2.0]},
+                               {'type': 'gaussian_noise', 'sigma': {'choice': [10, 20]}}])
+    assert pipeline.names == ['gaussian_blur', 'gaussian_noise']
+    resolved = pipeline.sample(np.random.default_rng(5))
+    out = pipeline.apply(photo, np.random.default_rng(9), resolved)
+    by_hand = op('gaussian_blur')(photo, None, **resolved[0])
+    by_hand = op('gaussian_noise')(by_hand, np.random.default_rng(9), **resolved[1])
+    np.testing.assert_allclose(out, by_hand, atol=1e-7)
+    assert pipeline.describe() == 'gaussian_blur_sigma1to2+gaussian_noise_sigma10or20'
+
+
+def test_pipeline_errors_name_the_option_and_list_known_names():
+    with pytest.raises(KeyError) as err:
+        build_pipeline([{'type': 'gausian_noise', 'sigma': 25}], where='datasets.train.sources[0] (noise)')
+    text = str(err.value)
+    assert 'sources[0] (noise)' in text and "unknown degradation type 'gausian_noise'" in text
+    assert 'gaussian_noise' in text and 'jpeg' in text and 'haze' in text
+    with pytest.raises(ValueError, match="no parameter 'sigmaa'.*takes: sigma, clip"):
+        build_pipeline([{'type': 'gaussian_noise', 'sigmaa': 25}])
+    with pytest.raises(ValueError, match=r'\[low, high\]'):
+        build_pipeline([{'type': 'gaussian_noise', 'sigma': [1, 2, 3]}])
+    with pytest.raises(ValueError, match='choice'):
+        build_pipeline([{'type': 'gaussian_noise', 'sigma': {'pick': [1, 2]}}])
+    with pytest.raises(ValueError, match='`type`'):
+        build_pipeline([{'sigma': 25}])
+
+
+def test_a_user_op_registers_and_is_used_by_name(photo):
+    if 'test_invert_op' not in DEGRADATION_REGISTRY:
+        @DEGRADATION_REGISTRY.register()
+        def test_invert_op(img, rng, amount=1.0):
+            return (1 - img) * amount + img * (1 - amount)
+    pipeline = build_pipeline([{'type': 'test_invert_op', 'amount': [0.9, 1.0]}])
+    out = pipeline(photo, np.random.default_rng(0))
+    assert np.corrcoef(out.ravel(), photo.ravel())[0, 1] < -0.9
+    assert 'test_invert_op' in known_degradations()
+
+
+def test_smooth_helper_is_small():
+    assert smooth_image(16, 16, 0).shape == (16, 16, 3)
