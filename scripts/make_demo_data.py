@@ -13,7 +13,8 @@ import sys
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--out', default='datasets/demo', help='output folder (default datasets/demo); replaced if it exists')
+    parser.add_argument('--out', default='datasets/demo',
+                        help='output folder (default datasets/demo); replaced if it exists')
     args = parser.parse_args(argv)
     import promptir_basicsr  # noqa: F401
     from promptir_basicsr.data.demo import make_demo_data

@@ -1,6 +1,7 @@
 """AllInOneDataset: the all-in-one training mix (several degradations, one dataset)."""
 import bisect
 import math
+import os.path as osp
 
 import numpy as np
 import torch
@@ -13,6 +14,10 @@ from .pairing import build_pairing
 from .sources import DatasetError, ImageReader, backend_of, collect_clean, collect_paired
 from .transforms import Augmenter, process_rng, random_crop_box
 
+DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'sources', 'gt_size', 'augment', 'use_hflip', 'use_rot', 'num_crops',
+                'one_per_source', 'samples_per_epoch', 'allow_missing', 'batch_size_per_gpu', 'num_worker_per_gpu',
+                'dataset_enlarge_ratio', 'prefetch_mode', 'num_prefetch_queue', 'pin_memory', 'persistent_workers',
+                'use_shuffle')
 SOURCE_KEYS = ('name', 'dataroot_lq', 'dataroot_gt', 'io_backend', 'meta_info_file', 'list_file', 'list_root',
                'pairing', 'filename_tmpl', 'degradation', 'repeat', 'weight', 'allow_missing', 'recursive')
 
@@ -29,6 +34,9 @@ class Source:
                                f'{", ".join(SOURCE_KEYS)}')
         self.name = str(opt['name'])
         opt = dict(opt)
+        for key in ('dataroot_lq', 'dataroot_gt', 'list_file', 'meta_info_file', 'list_root'):
+            if isinstance(opt.get(key), str):  # basicsr expands '~' only in dataset-level dataroots
+                opt[key] = osp.expanduser(opt[key])
         opt.setdefault('allow_missing', dataset_opt.get('allow_missing', False))
         backend = backend_of(opt, where)
         has_lq, has_deg = opt.get('dataroot_lq') is not None, opt.get('degradation') is not None
@@ -119,6 +127,10 @@ class AllInOneDataset(data.Dataset):
         super().__init__()
         self.opt = opt
         where = f'datasets.{opt.get("phase", "train")} ({opt.get("name", "AllInOneDataset")})'
+        unknown = sorted(set(opt) - set(DATASET_KEYS))
+        if unknown:  # a warning, not an error: other features (e.g. progressive patches) may read their own keys
+            get_root_logger().warning(f'{where}: key(s) {", ".join(unknown)} unused by AllInOneDataset (a typo?); '
+                                      f'it reads {", ".join(DATASET_KEYS)}')
         sources = opt.get('sources')
         if not isinstance(sources, (list, tuple)) or not sources:
             raise DatasetError(f'{where}.sources: a non-empty list of sources is required')

@@ -41,13 +41,17 @@ class DegradedImageDataset(data.Dataset):
 
     def __init__(self, opt):
         super().__init__()
+        opt = dict(opt)
+        for key in ('list_file', 'meta_info_file', 'list_root'):
+            if isinstance(opt.get(key), str):  # basicsr expands '~' only in the dataroots
+                opt[key] = osp.expanduser(opt[key])
         self.opt = opt
         self.name = opt.get('name', 'DegradedImageDataset')
         where = self.where = f'datasets.{opt.get("phase", "val")} ({self.name})'
         unknown = sorted(set(opt) - set(DATASET_KEYS))
-        if unknown:
-            raise DatasetError(f'{where}: unknown key(s) {", ".join(unknown)}; DegradedImageDataset takes '
-                               f'{", ".join(DATASET_KEYS)}')
+        if unknown:  # a warning, not an error: other features may read their own keys here
+            get_root_logger().warning(f'{where}: key(s) {", ".join(unknown)} unused by DegradedImageDataset '
+                                      f'(a typo?); it reads {", ".join(DATASET_KEYS)}')
         backend = backend_of(opt, where)
         has_lq, has_deg = opt.get('dataroot_lq') is not None, opt.get('degradation') is not None
         if has_lq == has_deg:

@@ -29,7 +29,8 @@ train:
     - {name: lowlight, dataroot_lq: ROOT/train/lowlight/lq, dataroot_gt: ROOT/train/lowlight/gt, repeat: 2}
 val_1: {name: demo_noise25, type: DegradedImageDataset, dataroot_gt: ROOT/val/clean,
         degradation: [{type: gaussian_noise_uint8, sigma: 25}], seed: 0}
-val_2: {name: demo_rain, type: DegradedImageDataset, dataroot_lq: ROOT/val/rain/input, dataroot_gt: ROOT/val/rain/target}
+val_2: {name: demo_rain, type: DegradedImageDataset, dataroot_lq: ROOT/val/rain/input,
+        dataroot_gt: ROOT/val/rain/target}
 val_3: {name: demo_haze, type: DegradedImageDataset, dataroot_lq: ROOT/val/haze/hazy, dataroot_gt: ROOT/val/haze/gt,
         pairing: sots}
 val_4: {name: demo_blur, type: DegradedImageDataset, dataroot_lq: ROOT/val/blur/lq, dataroot_gt: ROOT/val/blur/gt}

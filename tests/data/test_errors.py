@@ -140,6 +140,23 @@ def test_option_mistakes(tmp_path, mix_tree):
         train_set(noise_source(tmp_path / 'gt', io_backend={'type': 'lmdb'}))
 
 
+def test_unknown_dataset_keys_are_logged(tmp_path):
+    write_tree(tmp_path / 'gt', ['a.png'], size=(16, 16))
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger('basicsr').addHandler(handler)
+    try:
+        train_set(noise_source(tmp_path / 'gt'), num_crop=2)
+        DegradedImageDataset({'name': 'v', 'dataroot_gt': str(tmp_path / 'gt'), 'crop_to_multple': 16,
+                              'degradation': [{'type': 'jpeg'}]})
+    finally:
+        logging.getLogger('basicsr').removeHandler(handler)
+    warnings = ' '.join(r.getMessage() for r in records if r.levelno == logging.WARNING)
+    assert 'num_crop unused by AllInOneDataset (a typo?)' in warnings
+    assert 'crop_to_multple unused by DegradedImageDataset' in warnings
+
+
 def test_paired_size_mismatch(tmp_path):
     write_tree(tmp_path / 'lq', ['a.png'], size=(16, 20))
     write_tree(tmp_path / 'gt', ['a.png'], size=(16, 16))
