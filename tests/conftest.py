@@ -22,3 +22,13 @@ def in_tmp_dir(tmp_path, monkeypatch):
     """Run a test from a fresh temporary directory (basicsr writes experiments/ under the cwd)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    """tmp_path with data/train (6 pairs, 32 px) and two validation sets valA, valB (2 pairs, 24 px)."""
+    from cli_helpers import write_pairs
+    write_pairs(tmp_path / 'data' / 'train', 6, 32, seed=1)
+    write_pairs(tmp_path / 'data' / 'valA', 2, 24, seed=2)
+    write_pairs(tmp_path / 'data' / 'valB', 2, 24, seed=3)
+    return tmp_path

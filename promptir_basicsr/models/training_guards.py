@@ -4,11 +4,15 @@
 SRModel)``). The model calls :meth:`loss_is_finite` on its total loss before ``backward`` and
 :meth:`after_iteration` at the end of ``optimize_parameters``; everything else is automatic.
 
+Options (top level):
+    deterministic: true  # deterministic algorithms (cuDNN too), for bit-identical runs given manual_seed
+
 Options (``train:`` section):
     nan_policy: stop   # stop: save the last good state, then stop with a clear error (default)
                        # skip: drop the step (no backward, no update), warn, go on
     nan_max_skips: 100 # with skip: stop anyway after this many consecutive non-finite losses
 """
+import os
 import signal
 import sys
 
@@ -53,10 +57,24 @@ def _any_rank(flag, device):
     return bool(value.item() > 0)
 
 
+def configure_determinism(opt):
+    """``deterministic: true``: deterministic kernels, no cuDNN autotuning (train_pipeline turns it on)."""
+    if not opt.get('deterministic'):
+        return
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # needed by deterministic cuBLAS
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 class TrainingGuardsMixin:
     """Non-finite loss policy, SIGTERM/SIGINT pre-emption, best metrics kept in training states."""
 
     _stop_signal = None
+
+    def __init__(self, opt):
+        configure_determinism(opt)
+        super().__init__(opt)
 
     def init_training_settings(self):
         super().init_training_settings()
