@@ -55,10 +55,16 @@ def test(argv):
                          is_train=False)
 
 
+def convert(argv):
+    from .utils.checkpoints import convert_main
+    return convert_main(argv, prog='basicsr convert')
+
+
 # name -> (one-line help, function(argv) -> exit code). Later features add entries here.
 SUBCOMMANDS = {
     'train': ('train a model from an option file (basicsr flags)', train),
     'test': ('test a model from an option file (basicsr flags)', test),
+    'convert': ('convert an official PromptIR/AirNet/Restormer checkpoint to a basicsr .pth', convert),
 }
 
 
