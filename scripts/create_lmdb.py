@@ -5,7 +5,7 @@
 
 Converts the training ``sources`` of an AllInOneDataset and every other dataset with a
 ``dataroot_gt`` / ``dataroot_lq`` (validation sets included). Each folder becomes ``<folder>.lmdb``
-beside it (or ``DIR/<folder path with '/' -> '_'>.lmdb`` with ``--out``); keys are the percent-encoded
+beside it (or ``DIR/<folder path>.lmdb`` with ``--out``); keys are the percent-encoded
 relative names (no dots, reversible), so pairing rules and list files keep working. Sources that are
 already LMDB are skipped. Details: ``promptir_basicsr/data/lmdb_tools.py``.
 """

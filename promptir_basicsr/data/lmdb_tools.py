@@ -2,7 +2,7 @@
 
 Each image folder used by a source (training ``sources`` of an ``AllInOneDataset``, and every other
 dataset with a ``dataroot_gt``/``dataroot_lq``: ``DegradedImageDataset``, basicsr's paired datasets)
-becomes one ``<folder>.lmdb`` beside it (or under ``out_dir``), written with basicsr's ``LmdbMaker``:
+becomes one ``<folder>.lmdb`` beside it (or ``<out_dir>/<folder path>.lmdb``), written with basicsr's ``LmdbMaker``:
 PNG-encoded values, a ``meta_info.txt`` of ``<key>.png (h,w,c) <level>`` lines.
 
 Keys are :func:`promptir_basicsr.data.pairing.lmdb_key` of the image's relative name (percent-encoded,
@@ -41,8 +41,11 @@ def _lmdb_path(folder, out_dir):
     folder = osp.normpath(folder)
     if out_dir is None:
         return folder + '.lmdb'
+    # mirror the folder's path under out_dir: no collisions, and the LMDB keeps the folder's name
+    # (list files whose entries start with that name, like PromptIR's, keep working)
     rel = osp.relpath(folder) if not osp.isabs(folder) else folder.lstrip(os.sep)
-    return osp.join(out_dir, rel.replace(os.sep, '_').replace('..', 'up') + '.lmdb')
+    parts = ['up' if part == '..' else part for part in rel.split(os.sep)]
+    return osp.join(out_dir, *parts) + '.lmdb'
 
 
 def _existing_names(lmdb_path):

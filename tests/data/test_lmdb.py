@@ -100,10 +100,32 @@ def test_existing_lmdbs_are_kept_or_rebuilt(option_file):
 def test_out_dir_and_already_lmdb_sources(option_file, tmp_path):
     _, opt = option_file
     text = create_lmdbs(opt, out_dir=str(tmp_path / 'lmdbs'), log=lambda *_: None)
-    made = sorted(os.listdir(tmp_path / 'lmdbs'))
-    assert len(made) == 6 and all(name.endswith('.lmdb') for name in made)
+    made = sorted(str(p) for p in (tmp_path / 'lmdbs').rglob('*.lmdb'))
+    assert len(made) == 6 and any(p.endswith('rain/lq.lmdb') for p in made)
     assert str(tmp_path / 'lmdbs') in text
     opt['datasets']['val_1'] = to_lmdb(opt['datasets']['val_1'])
     logs = []
     create_lmdbs(opt, out_dir=str(tmp_path / 'lmdbs'), log=logs.append)
     assert any('already LMDB, skipped' in line for line in logs)
+
+
+def test_official_list_file_keeps_working_on_the_lmdb(tmp_path):
+    derain = tmp_path / 'Train' / 'Derain'
+    write_tree(derain / 'rainy', ['rain-1.png', 'rain-2.png', 'rain-3.png'], size=(16, 16))
+    write_tree(derain / 'gt', ['norain-1.png', 'norain-2.png', 'norain-3.png'], size=(16, 16), seed=2)
+    (tmp_path / 'rainTrain.txt').write_text('rainy/rain-1.png\nrainy/rain-3.png\n')
+    source = {'name': 'rain', 'dataroot_lq': str(derain / 'rainy'), 'dataroot_gt': str(derain / 'gt'),
+              'pairing': 'rain100l', 'list_file': str(tmp_path / 'rainTrain.txt')}
+    opt = {'datasets': {'train': {'name': 'mix', 'type': 'AllInOneDataset', 'gt_size': 16, 'sources': [source]}}}
+    for out_dir in (None, str(tmp_path / 'elsewhere')):
+        create_lmdbs(opt, out_dir=out_dir, log=lambda *_: None)
+        lmdb_source = dict(source, io_backend={'type': 'lmdb'})
+        prefix = str(derain) if out_dir is None else os.path.join(out_dir, str(derain).lstrip(os.sep))
+        lmdb_source.update(dataroot_lq=prefix + '/rainy.lmdb', dataroot_gt=prefix + '/gt.lmdb')
+        ds = AllInOneDataset({'name': 'mix', 'phase': 'train', 'gt_size': 16, 'augment': 'none',
+                              'sources': [lmdb_source]})
+        folder = AllInOneDataset({'name': 'mix', 'phase': 'train', 'gt_size': 16, 'augment': 'none',
+                                  'sources': [source]})
+        assert len(ds) == 2
+        for i in range(2):
+            assert torch.equal(ds[i]['lq'], folder[i]['lq']) and torch.equal(ds[i]['gt'], folder[i]['gt'])
