@@ -221,6 +221,34 @@ def fix_checkpoint_io():
     routed_torch.load = load
     routed_torch._routed_checkpoint_io = True
     base_model.torch = routed_torch
+    base_model.BaseModel.load_network = _load_network_with_clear_mismatch(base_model.BaseModel.load_network)
+
+
+def _load_network_with_clear_mismatch(load_network):
+    """A strict load of a non-matching file fails with torch's RuntimeError, after basicsr has only
+    logged the key differences as warnings. Raise a :class:`CheckpointError` that names the file, lists
+    missing/unexpected/mis-shaped keys and says how to fix it."""
+    from .utils.checkpoints import CheckpointError, compare_state_dicts, format_differences, load_checkpoint
+
+    def wrapper(self, net, load_path, strict=True, param_key='params'):
+        try:
+            return load_network(self, net, load_path, strict, param_key)
+        except RuntimeError as err:
+            if isinstance(err, CheckpointError) or 'state_dict' not in str(err):
+                raise
+            bare = self.get_bare_model(net)
+            ckpt = load_checkpoint(load_path)
+            state = ckpt.get(param_key, ckpt.get('params', ckpt)) if param_key else ckpt
+            state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+            differences = format_differences(compare_state_dicts(state, bare.state_dict()))
+            raise CheckpointError(
+                f'{load_path} does not match {type(bare).__name__} as configured in network_g:\n  '
+                + '\n  '.join(differences) + '\nAn official release (PromptIR .ckpt, AirNet .pth) must be converted '
+                'first: `basicsr convert --arch <Arch> <file> <out.pth>`. Otherwise check network_g\'s options, or set '
+                'path:strict_load_g: false to load only the matching tensors.') from err
+
+    wrapper._clear_mismatch = True
+    return wrapper
 
 
 def report_device_in_env_info():

@@ -167,14 +167,30 @@ def _walk_data_paths(node, where):
             yield from _walk_data_paths(item, f'{where}[{i}]')
 
 
+def _walk_degradations(node, where):
+    """(where, op type) for every op of every ``degradation:`` list in a dataset option."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == 'degradation' and isinstance(value, list):
+                for i, op in enumerate(value):
+                    yield f'{where}:degradation[{i}]', op.get('type') if isinstance(op, dict) else None
+            elif isinstance(value, (dict, list)):
+                yield from _walk_degradations(value, f'{where}:{key}')
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _walk_degradations(item, f'{where}[{i}]')
+
+
 def validate_options(opt, opt_path, is_train=True, check_paths=True):
     """Every problem of an option file at once, before anything is built or written.
 
     Checks required keys and their types, unknown keys (with the closest known key), registry names
-    (model, network, datasets, losses, metrics), data and checkpoint paths, and ``num_gpu`` against
+    (model, network, datasets, degradations, losses, metrics), data and checkpoint paths, and ``num_gpu`` against
     this machine. Raises :class:`OptionError` listing all problems; returns ``opt`` when it is fine.
     """
     from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
+
+    from .data.degradations import DEGRADATION_REGISTRY
     problems = []
 
     required = ['name', 'model_type', 'network_g', 'datasets', 'path'] + (['train', 'logger'] if is_train else [])
@@ -217,6 +233,8 @@ def validate_options(opt, opt_path, is_train=True, check_paths=True):
             problems.append(f'datasets:{phase}: expected a mapping of dataset options')
             continue
         _check_registry(problems, f'datasets:{phase}:type', dataset_opt.get('type'), DATASET_REGISTRY, 'dataset')
+        for where, op_type in _walk_degradations(dataset_opt, f'datasets:{phase}'):
+            _check_registry(problems, where, op_type, DEGRADATION_REGISTRY, 'degradation')
         if check_paths:
             for where, path in _walk_data_paths(dataset_opt, f'datasets:{phase}'):
                 if not os.path.exists(os.path.expanduser(path)):

@@ -49,6 +49,18 @@ def test_all_problems_reported_together_with_the_file_name(tmp_path):
     assert '7 problem(s)' in msg
 
 
+def test_unknown_dataset_and_degradation_names(tmp_path):
+    opt = good_options(tmp_path)
+    opt['datasets']['train'] = {'name': 'mix', 'type': 'AllInOneDatset', 'sources': [
+        {'name': 'noise', 'dataroot_gt': str(tmp_path / 'gt'), 'degradation': [{'type': 'gausian_noise'}]}]}
+    with pytest.raises(OptionError) as err:
+        validate_options(opt, 'x.yml')
+    msg = str(err.value)
+    assert "datasets:train:type: unknown dataset 'AllInOneDatset' (did you mean 'AllInOneDataset'?)" in msg
+    assert "datasets:train:sources[0]:degradation[0]: unknown degradation 'gausian_noise'" in msg
+    assert 'known: ' in msg and 'motion_blur' in msg
+
+
 def test_unknown_keys_in_sections_and_missing_checkpoint(tmp_path):
     opt = good_options(tmp_path)
     opt['val']['val_frq'] = 3

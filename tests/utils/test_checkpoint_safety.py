@@ -61,3 +61,19 @@ def test_atomic_save_keeps_the_old_file_when_the_write_fails(tmp_path):
         atomic_save({'v': lambda: 0}, tmp_path / 'a.state')
     assert load_checkpoint(tmp_path / 'a.state') == {'v': 1}
     assert os.listdir(tmp_path) == ['a.state']
+
+
+def test_strict_load_of_a_mismatching_checkpoint_lists_the_keys(tmp_path):
+    from basicsr.models.base_model import BaseModel
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 3, 1))
+    other = {'0.weight': torch.zeros(4, 3, 3, 3), '2.weight': torch.zeros(3, 4, 1, 1), '1.weight': torch.zeros(3, 2)}
+    atomic_save({'params': other}, tmp_path / 'other.pth')
+    model = BaseModel({'num_gpu': 0, 'is_train': False, 'dist': False})
+    with pytest.raises(CheckpointError) as err:
+        model.load_network(net, str(tmp_path / 'other.pth'), strict=True)
+    msg = str(err.value)
+    assert str(tmp_path / 'other.pth') in msg and 'does not match Sequential' in msg
+    assert 'missing in the file (2): 0.bias, 1.bias' in msg
+    assert 'unexpected in the file (1): 2.weight' in msg
+    assert 'shape mismatches (1): 1.weight (3, 2) vs network (3, 4, 1, 1)' in msg
+    assert 'basicsr convert' in msg and 'strict_load_g: false' in msg
