@@ -30,7 +30,7 @@ def test_fused_layer_norm_matches_reference_formula(norm_type):
     x_ref = x.detach().clone().requires_grad_()
     out = norm(x)
     ref = reference_channel_norm(x_ref, norm.body.weight, norm.body.bias)
-    assert out.shape == x.shape and out.is_contiguous()
+    assert out.shape == x.shape
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     grad = torch.randn_like(out)
     out.backward(grad)
