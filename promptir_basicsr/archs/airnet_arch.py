@@ -292,6 +292,10 @@ class AirNet(nn.Module):
     code sets queue_size = batch_size * 256; here it is its own argument (any batch size works:
     the enqueue wraps around).
 
+    DDP: the key encoder's parameters are frozen (DDP ignores them), but a step that leaves trainable
+    parameters unused - :meth:`contrastive` (no restorer), or ``forward`` without ``x_key`` (no
+    projection head) - needs ``find_unused_parameters: true``.
+
     Hyper-parameters: ``n_feats`` (restorer width; also the encoder's first width, because DGMs
     combine features and ``inter`` channel-wise), ``n_groups``, ``n_blocks``, ``kernel_size``,
     ``encoder_widths`` (the two stride-2 stages), ``moco_dim``, ``queue_size``, ``moco_momentum``,

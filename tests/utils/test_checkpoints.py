@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from basicsr.archs import build_network
+from basicsr.models.base_model import BaseModel
 
 from promptir_basicsr.utils.checkpoints import (CheckpointError, _resize_queue, convert_checkpoint,
                                                 convert_main)
@@ -39,9 +40,9 @@ def official_state_dict(name, seed=0):
 
 
 def load_strict(path, arch, **opt):
-    """What basicsr does with pretrain_network_g + strict_load_g: true."""
+    """What basicsr does with network_g + path.pretrain_network_g + strict_load_g: true."""
     net = build_network(dict(type=arch, **opt))
-    net.load_state_dict(torch.load(path, map_location='cpu')['params'], strict=True)
+    BaseModel({'num_gpu': 0, 'is_train': False}).load_network(net, str(path), strict=True, param_key='params')
     return net
 
 
