@@ -201,3 +201,16 @@ def test_convert_main_usage_errors(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert convert_main([str(tmp_path / 'missing.pth'), str(tmp_path / 'o.pth'), '--arch', 'Restormer']) == 1
     assert 'not found' in capsys.readouterr().err
+
+
+def test_convert_main_takes_the_network_from_an_option_file(tmp_path, capsys):
+    import yaml
+
+    torch.manual_seed(0)
+    tiny = dict(TINY_RESTORMER, LayerNorm_type='BiasFree')
+    state = build_network(dict(type='Restormer', **tiny)).state_dict()
+    torch.save({'params': state}, tmp_path / 'in.pth')
+    (tmp_path / 'train.yml').write_text(yaml.safe_dump({'network_g': dict(type='Restormer', **tiny)}))
+    assert convert_main([str(tmp_path / 'in.pth'), str(tmp_path / 'out.pth'), '--opt', str(tmp_path / 'train.yml')]) == 0
+    assert 'strict=True' in capsys.readouterr().out
+    assert_same_weights(load_strict(tmp_path / 'out.pth', 'Restormer', **tiny), state)
