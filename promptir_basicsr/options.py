@@ -109,6 +109,8 @@ def prepare_run(opt_path, is_train=True, force_yml=None):
     opt = read_option_file(opt_path)
     import_plugins(opt, opt_path)
     apply_force_yml(opt, force_yml)
+    from .utils.demo_data import prepare_demo_data
+    prepare_demo_data(opt)  # `demo_data: true`: make datasets/demo before its paths are checked
     validate_options(opt, opt_path, is_train=is_train)
     return opt
 

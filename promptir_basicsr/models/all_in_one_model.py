@@ -22,6 +22,8 @@ Only what differs from ``SRModel`` is overridden. Option keys (besides basicsr's
     amp: false                       mixed precision on CUDA: true/float16 or bfloat16; ignored (with
                                      a warning) on the CPU
     channels_last: false             channels-last memory format for the network and its inputs
+top level:
+    cpu_threads: ~                   torch's intra-op threads when running on the CPU (num_gpu 0)
 ``val:``
     pad_to_multiple: 8               inputs are reflect-padded to this multiple and the output cropped
     tile_size: ~  /  tile_overlap: 32   restore large images tile by tile (``utils/tiling.py``)
@@ -69,6 +71,7 @@ except ImportError:  # pragma: no cover - older options module
 if register_known_keys is not None:
     register_known_keys('train', 'mini_batch_sizes', 'iters', 'gt_sizes', 'amp', 'channels_last', 'grad_clip',
                         'use_grad_clip', 'ema_decay', 'encoder_iters', 'contrastive_weight', 'contrastive_opt')
+    register_known_keys('', 'cpu_threads')
     register_known_keys('val', 'tile_size', 'tile_overlap', 'pad_to_multiple', 'input_metrics', 'table_name')
 
 
@@ -122,6 +125,10 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
         self.input_results_by_set = OrderedDict()
         self._last_validation = {}
         self.channels_last = bool((opt.get('train') or {}).get('channels_last', False))
+        if opt.get('cpu_threads') and opt.get('num_gpu', 0) == 0:
+            # On a shared CPU, several intra-op threads that wait on each other can be 10-20x slower
+            # than one; the demo files ask for 1.
+            torch.set_num_threads(int(opt['cpu_threads']))
         super().__init__(opt)
         if self.channels_last:
             self.net_g = self.net_g.to(memory_format=torch.channels_last)

@@ -1,0 +1,18 @@
+"""The top-level option ``demo_data``: make the demo data set before a run checks its paths.
+
+``demo_data: true`` creates ``datasets/demo`` (relative to the current directory, where the option
+files expect it) when it is missing or from an older generator; ``demo_data: <folder>`` uses that
+folder. Called by :func:`promptir_basicsr.options.prepare_run` before the options are validated.
+The generator is the data package's :func:`promptir_basicsr.data.demo.ensure_demo_data`.
+"""
+DEFAULT_ROOT = 'datasets/demo'
+
+
+def prepare_demo_data(opt):
+    """Create the demo data if ``opt['demo_data']`` asks for it; returns its folder or None."""
+    value = opt.get('demo_data')
+    if not value:
+        return None
+    root = value if isinstance(value, str) else DEFAULT_ROOT
+    from ..data.demo import ensure_demo_data
+    return ensure_demo_data(root)
