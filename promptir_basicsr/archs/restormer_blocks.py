@@ -15,7 +15,7 @@ LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
 NORM_EPS = 1e-5  # the official value
 
 
-def _pair_padding(size, multiple):
+def _padding_to_multiple(size, multiple):
     return (multiple - size % multiple) % multiple
 
 
@@ -28,7 +28,7 @@ def pad_to_multiple(x, multiple):
     replicate padding instead of failing.
     """
     h, w = x.shape[-2:]
-    pad_h, pad_w = _pair_padding(h, multiple), _pair_padding(w, multiple)
+    pad_h, pad_w = _padding_to_multiple(h, multiple), _padding_to_multiple(w, multiple)
     if pad_h == 0 and pad_w == 0:
         return x, (h, w)
     mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'
