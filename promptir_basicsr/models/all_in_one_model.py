@@ -39,7 +39,8 @@ Batches from ``AllInOneDataset`` with ``one_per_source: true`` carry a source ax
 
 Validation images go to ``visualization/<set name>/<image>_<iter>.png`` (basicsr uses the image
 name as the folder, so two sets with the same file names overwrite each other). The validation that
-``train_pipeline`` runs after its loop is logged at ``total_iter`` (basicsr passes total_iter + 1),
+``train_pipeline`` runs after its loop is logged at ``total_iter`` (basicsr passes total_iter + 1 or
+more),
 and is not recomputed when the weights have not changed since the validation at ``total_iter``.
 In ``basicsr test`` each set's metrics and the degraded input's metrics are collected, and after
 every set the results table is written to ``results/<name>/results_table.{md,json}``
@@ -336,10 +337,11 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
 
     # ---- validation ----------------------------------------------------------------------------
     def _fix_final_iter(self, current_iter):
-        """train_pipeline validates after its loop with total_iter + 1; report total_iter."""
+        """train_pipeline validates after its loop with a counter past total_iter (its ``break``
+        leaves only the inner loop, so every remaining epoch adds one more); report total_iter."""
         if self.is_train and isinstance(current_iter, int):
             total = int(self.opt['train']['total_iter'])
-            if current_iter == total + 1:
+            if current_iter > total:
                 return total
         return current_iter
 

@@ -121,7 +121,9 @@ def test_final_validation_logged_at_total_iter(tiny_opt, caplog):
         _step(model, _batch(), it)
     model.validation(val, 3, None)
     first = dict(model.metric_results)
-    model.validation(val, 4, None)  # what train_pipeline passes after its loop
+    model.validation(val, 4, None)  # what train_pipeline passes after its loop (or 5, 6...)
+    assert model.best_metric_results['setA']['psnr']['iter'] == 3
+    model.validation(val, 6, None)
     assert model.best_metric_results['setA']['psnr']['iter'] == 3
     assert model.metric_results == first
 
