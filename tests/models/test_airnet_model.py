@@ -58,3 +58,27 @@ def test_one_per_source_two_crops_and_eval(tiny_opt):
     model.feed_data({'lq': torch.rand(1, 3, 13, 11)})
     model.test()
     assert model.output.shape == (1, 3, 13, 11) and model.net_g.training
+
+
+def test_resume_restores_queue_optimizer_and_scheduler(tiny_opt, tmp_path):
+    from promptir_basicsr.utils.checkpoints import load_checkpoint
+    train = {'encoder_iters': 1, 'scheduler': {'type': 'AirNetStepLR', 'encoder_step': 1, 'restore_step': 1}}
+    model = build(tiny_opt(model_type='AirNetModel', network=TINY_AIRNET, train=train))
+    for it in (1, 2, 3):
+        model.update_learning_rate(it)
+        model.feed_data(_batch(seed=it))
+        model.optimize_parameters(it)
+    model.save(0, 3)
+    state = load_checkpoint(tmp_path / 'training_states' / '3.state')
+
+    opt = tiny_opt(model_type='AirNetModel', network=TINY_AIRNET, train=train)
+    opt['path']['pretrain_network_g'] = str(tmp_path / 'models' / 'net_g_3.pth')
+    resumed = build(opt)
+    resumed.resume_training(state)
+    assert torch.equal(resumed.net_g.E.E.queue, model.net_g.E.E.queue)
+    assert torch.equal(resumed.net_g.E.E.queue_ptr, model.net_g.E.E.queue_ptr)
+    assert resumed.schedulers[0].last_epoch == model.schedulers[0].last_epoch
+    assert resumed.get_current_learning_rate() == model.get_current_learning_rate()
+    exp_avg = [s['exp_avg'] for s in model.optimizer_g.state_dict()['state'].values()]
+    exp_avg_resumed = [s['exp_avg'] for s in resumed.optimizer_g.state_dict()['state'].values()]
+    assert all(torch.equal(a, b) for a, b in zip(exp_avg, exp_avg_resumed))
