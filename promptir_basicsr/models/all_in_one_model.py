@@ -313,7 +313,9 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
 
     # ---- inference -----------------------------------------------------------------------------
     def inference_net(self):
-        return self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        """The EMA network if any, else net_g unwrapped from (D)DP: validation runs on rank 0 alone,
+        and a DDP forward there could wait for the other ranks (buffer broadcast)."""
+        return self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
 
     def restore(self, net, lq):
         """Full-image restoration of ``lq`` with ``net`` (eval mode, no grad): padding and tiles."""
@@ -332,7 +334,7 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
         net.eval()
         with torch.no_grad():
             self.output = self.restore(net, self.lq)
-        if was_training and net is self.net_g:
+        if was_training and not hasattr(self, 'net_g_ema'):
             net.train()
 
     # ---- validation ----------------------------------------------------------------------------
