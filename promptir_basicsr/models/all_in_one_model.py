@@ -170,13 +170,13 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
         return build_optimizer(params, dict(type=optim_type, lr=lr, **kwargs))
 
     def optimized_parameters(self):
-        """The parameters the optimizer gets (trainable ones), with basicsr's warning for the others."""
-        params = []
+        """The parameters the optimizer gets (trainable ones); the others are summarised in one log line."""
+        params, frozen = [], []
         for name, param in self.net_g.named_parameters():
-            if param.requires_grad:
-                params.append(param)
-            else:
-                get_root_logger().warning(f'Params {name} will not be optimized.')
+            (params if param.requires_grad else frozen).append(param if param.requires_grad else name)
+        if frozen:
+            get_root_logger().info(f'{len(frozen)} parameter tensors are not optimized (requires_grad False, e.g. '
+                                   f'a momentum encoder): {", ".join(frozen[:3])}{", ..." if len(frozen) > 3 else ""}')
         return params
 
     def setup_optimizers(self):
