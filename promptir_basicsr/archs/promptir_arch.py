@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .restormer_blocks import (Downsample, OverlapPatchEmbed, TransformerBlock, Upsample, pad_to_multiple,
-                               transformer_stage)
+from .restormer_blocks import RestormerEncoder, TransformerBlock, Upsample, pad_to_multiple, transformer_stage
 
 # Three 2x downsamplings: every level must see an even size.
 SIZE_MULTIPLE = 8
@@ -46,7 +45,7 @@ class PromptGenBlock(nn.Module):
 
 
 @ARCH_REGISTRY.register()
-class PromptIR(nn.Module):
+class PromptIR(RestormerEncoder, nn.Module):
     """All-in-one restoration with prompts. With ``d = dim``, prompt dims (p1, p2, p3) = prompt_dims
     and an input (B, inp_channels, H, W):
 
@@ -125,14 +124,7 @@ class PromptIR(nn.Module):
             self.reduce_noise_channel_3 = nn.Conv2d(d * 4 + p2 * 2, d * 4, kernel_size=1, bias=bias)
 
         # Encoder: Restormer's.
-        self.patch_embed = OverlapPatchEmbed(inp_channels, d)
-        self.encoder_level1 = transformer_stage(d, heads[0], num_blocks[0], **stage)
-        self.down1_2 = Downsample(d)
-        self.encoder_level2 = transformer_stage(d * 2, heads[1], num_blocks[1], **stage)
-        self.down2_3 = Downsample(d * 2)
-        self.encoder_level3 = transformer_stage(d * 4, heads[2], num_blocks[2], **stage)
-        self.down3_4 = Downsample(d * 4)
-        self.latent = transformer_stage(d * 8, heads[3], num_blocks[3], **stage)
+        self.build_encoder(inp_channels, d, num_blocks, heads, **stage)
 
         # Decoder with prompt interaction at each level (all three interaction blocks use heads[2],
         # as the official code does).
@@ -163,10 +155,7 @@ class PromptIR(nn.Module):
     def forward(self, inp_img):
         x, (h, w) = pad_to_multiple(inp_img, SIZE_MULTIPLE)
 
-        enc1 = self.encoder_level1(self.patch_embed(x))
-        enc2 = self.encoder_level2(self.down1_2(enc1))
-        enc3 = self.encoder_level3(self.down2_3(enc2))
-        latent = self.latent(self.down3_4(enc3))
+        _, enc1, enc2, enc3, latent = self.encode(x)
 
         latent = self._prompted(latent, self.prompt3, self.noise_level3, self.reduce_noise_level3)
         dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)))

@@ -8,14 +8,14 @@ from basicsr.utils.registry import ARCH_REGISTRY
 import torch
 from torch import nn
 
-from .restormer_blocks import Downsample, OverlapPatchEmbed, Upsample, pad_to_multiple, transformer_stage
+from .restormer_blocks import RestormerEncoder, Upsample, pad_to_multiple, transformer_stage
 
 # Three 2x downsamplings: every level must see an even size.
 SIZE_MULTIPLE = 8
 
 
 @ARCH_REGISTRY.register()
-class Restormer(nn.Module):
+class Restormer(RestormerEncoder, nn.Module):
     """Four-level U-shaped transformer. With ``d = dim`` and an input (B, inp_channels, H, W):
 
     ============================  =====================  ==========================================
@@ -56,14 +56,7 @@ class Restormer(nn.Module):
         d = dim
         self.dual_pixel_task = dual_pixel_task
 
-        self.patch_embed = OverlapPatchEmbed(inp_channels, d)
-        self.encoder_level1 = transformer_stage(d, heads[0], num_blocks[0], **stage)
-        self.down1_2 = Downsample(d)
-        self.encoder_level2 = transformer_stage(d * 2, heads[1], num_blocks[1], **stage)
-        self.down2_3 = Downsample(d * 2)
-        self.encoder_level3 = transformer_stage(d * 4, heads[2], num_blocks[2], **stage)
-        self.down3_4 = Downsample(d * 4)
-        self.latent = transformer_stage(d * 8, heads[3], num_blocks[3], **stage)
+        self.build_encoder(inp_channels, d, num_blocks, heads, **stage)
 
         self.up4_3 = Upsample(d * 8)
         self.reduce_chan_level3 = nn.Conv2d(d * 8, d * 4, kernel_size=1, bias=bias)
@@ -82,11 +75,7 @@ class Restormer(nn.Module):
     def forward(self, inp_img):
         x, (h, w) = pad_to_multiple(inp_img, SIZE_MULTIPLE)
 
-        enc1_in = self.patch_embed(x)
-        enc1 = self.encoder_level1(enc1_in)
-        enc2 = self.encoder_level2(self.down1_2(enc1))
-        enc3 = self.encoder_level3(self.down2_3(enc2))
-        latent = self.latent(self.down3_4(enc3))
+        enc1_in, enc1, enc2, enc3, latent = self.encode(x)
 
         dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)))
         dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)))

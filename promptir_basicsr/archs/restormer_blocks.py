@@ -180,3 +180,33 @@ class Upsample(nn.Module):
 
     def forward(self, x):
         return self.body(x)
+
+
+class RestormerEncoder:
+    """Restormer's encoder, shared by Restormer and PromptIR as a mixin of their ``nn.Module``.
+
+    Its modules are attributes of the network itself (``patch_embed``, ``encoder_level1``,
+    ``down1_2``, ... ``latent``), so the official state-dict keys stay unchanged.
+    """
+
+    def build_encoder(self, inp_channels, dim, num_blocks, heads, **stage):
+        """patch_embed, then three levels each halving the size and doubling the width, then the latent."""
+        d = dim
+        self.patch_embed = OverlapPatchEmbed(inp_channels, d)
+        self.encoder_level1 = transformer_stage(d, heads[0], num_blocks[0], **stage)
+        self.down1_2 = Downsample(d)
+        self.encoder_level2 = transformer_stage(d * 2, heads[1], num_blocks[1], **stage)
+        self.down2_3 = Downsample(d * 2)
+        self.encoder_level3 = transformer_stage(d * 4, heads[2], num_blocks[2], **stage)
+        self.down3_4 = Downsample(d * 4)
+        self.latent = transformer_stage(d * 8, heads[3], num_blocks[3], **stage)
+
+    def encode(self, x):
+        """(B, in, H, W) -> embedded (B, d, H, W), enc1 (B, d, H, W), enc2 (B, 2d, H/2, W/2),
+        enc3 (B, 4d, H/4, W/4), latent (B, 8d, H/8, W/8)."""
+        embedded = self.patch_embed(x)
+        enc1 = self.encoder_level1(embedded)
+        enc2 = self.encoder_level2(self.down1_2(enc1))
+        enc3 = self.encoder_level3(self.down2_3(enc2))
+        latent = self.latent(self.down3_4(enc3))
+        return embedded, enc1, enc2, enc3, latent
