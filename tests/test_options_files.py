@@ -120,3 +120,13 @@ def test_recipe_datasets_build_on_the_official_layout(path, official_layout):
         else:
             assert sample['lq'].shape == sample['gt'].shape and sample['lq'].shape[-1] == 32  # crop to 16
             assert torch.is_tensor(sample['lq'])
+
+
+@pytest.mark.parametrize('model', ['promptir', 'restormer', 'airnet'])
+def test_demo_test_files_match_their_training(model):
+    train = _load(osp.join(REPO, 'options', 'demo', f'{model}_demo.yml'))
+    test = _load(osp.join(REPO, 'options', 'demo', f'{model}_demo_test.yml'))
+    assert test['network_g'] == train['network_g'] and test['model_type'] == train['model_type']
+    assert test['path']['pretrain_network_g'] == f'experiments/{train["name"]}/models/net_g_latest.pth'
+    assert [d['name'] for d in test['datasets'].values()] == [d['name'] for k, d in train['datasets'].items()
+                                                              if k.startswith('val')]
