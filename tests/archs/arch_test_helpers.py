@@ -1,14 +1,8 @@
 """Helpers of the arch tests: the official key lists and tiny configurations.
 
-The official key lists (key TAB shape) live in ``shared/reference/keys/`` beside the repository
-clone (CI checks ``shared/`` out there); tests that need them skip, saying why, when it is absent.
+The official key lists (key TAB shape) live in ``tests/official_keys/``.
 """
-import ast
-from pathlib import Path
-
-import pytest
-
-KEYS_DIR = Path(__file__).resolve().parents[2].parent / 'shared' / 'reference' / 'keys'
+from official_keys import official_key_shapes
 
 # Tiny configurations: whole forward/backward passes in milliseconds on a CPU.
 TINY_RESTORMER = dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 1, 2, 2])
@@ -17,16 +11,8 @@ TINY_AIRNET = dict(n_feats=8, n_groups=1, n_blocks=1, encoder_widths=[8, 16], mo
 
 
 def official_keys(name):
-    """{key: shape} of ``<name>_official.tsv`` (name: promptir, restormer, airnet)."""
-    path = KEYS_DIR / f'{name}_official.tsv'
-    if not path.is_file():
-        pytest.skip(f'official key list not found: {path} (expected shared/ beside the repository clone)')
-    keys = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            key, shape = line.split('\t')
-            keys[key] = tuple(ast.literal_eval(shape))
-    return keys
+    """{key: shape} of the official ``name`` network (promptir, restormer, airnet)."""
+    return official_key_shapes(name)
 
 
 def assert_matches_official(net, name):

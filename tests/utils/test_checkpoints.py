@@ -4,7 +4,6 @@ Each official format is written exactly as its release ships it (PromptIR: Light
 'net.' keys and training entries; AirNet: plain state dict with its MoCo queue; Restormer:
 {'params': ...}); the converted file must load through basicsr's build_network with strict=True.
 """
-import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -13,25 +12,20 @@ import pytest
 import torch
 from basicsr.archs import build_network
 from basicsr.models.base_model import BaseModel
+from official_keys import official_key_shapes
 
 from promptir_basicsr.utils.checkpoints import (CheckpointError, _resize_queue, convert_checkpoint,
                                                 convert_main)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-KEYS_DIR = REPO_ROOT.parent / 'shared' / 'reference' / 'keys'
 TINY_RESTORMER = dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 1, 2, 2])
 
 
 def official_state_dict(name, seed=0):
     """Random tensors with every official key and shape of ``<name>_official.tsv``."""
-    path = KEYS_DIR / f'{name}_official.tsv'
-    if not path.is_file():
-        pytest.skip(f'official key list not found: {path} (expected shared/ beside the repository clone)')
     gen = torch.Generator().manual_seed(seed)
     state = {}
-    for line in path.read_text().splitlines():
-        key, shape = line.split('\t')
-        shape = ast.literal_eval(shape)
+    for key, shape in official_key_shapes(name).items():
         if key.endswith(('num_batches_tracked', 'queue_ptr')):
             state[key] = torch.zeros(shape, dtype=torch.long)
         else:
