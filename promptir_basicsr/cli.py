@@ -60,11 +60,17 @@ def convert(argv):
     return convert_main(argv, prog='basicsr convert')
 
 
+def table(argv):
+    from .utils.results_table import main as results_table_main
+    return results_table_main(argv)
+
+
 # name -> (one-line help, function(argv) -> exit code). Later features add entries here.
 SUBCOMMANDS = {
     'train': ('train a model from an option file (basicsr flags)', train),
     'test': ('test a model from an option file (basicsr flags)', test),
     'convert': ('convert an official PromptIR/AirNet/Restormer checkpoint to a basicsr .pth', convert),
+    'table': ('merge the results tables of several `basicsr test` runs (the paper\'s Table 1 layout)', table),
 }
 
 

@@ -300,6 +300,42 @@ def fix_runtime_options():
         module.parse_options = parse_options
 
 
+def fix_epoch_count():
+    """Train for the full ``total_iter``: count epochs from the loader's real length.
+
+    ``train_pipeline`` loops ``for epoch in range(start, total_epochs + 1)`` with ``total_epochs``
+    computed from ``ceil(samples / batch)`` iterations per epoch, but basicsr's train loader drops the
+    last partial batch (``drop_last=True``): an epoch has ``floor(samples / batch)`` iterations, so a
+    run could stop early (481 of 500 iterations seen). ``train_pipeline`` looks
+    ``create_train_val_dataloader`` up as a global of ``basicsr.train``; wrap it there. A train set
+    with fewer samples per process than one batch is an error instead of a run that never trains.
+    """
+    import math
+
+    import basicsr.train as basicsr_train
+
+    original = basicsr_train.create_train_val_dataloader
+    if getattr(original, '_real_epoch_count', False):
+        return
+
+    def create_train_val_dataloader(opt, logger):
+        train_loader, train_sampler, val_loaders, total_epochs, total_iters = original(opt, logger)
+        iters_per_epoch = len(train_loader)
+        if iters_per_epoch == 0:
+            raise ValueError(
+                f"datasets:train: {len(train_sampler)} samples per process are fewer than batch_size_per_gpu "
+                f"({opt['datasets']['train']['batch_size_per_gpu']}), so no full batch exists: lower "
+                'batch_size_per_gpu, add images, or raise dataset_enlarge_ratio.')
+        real_epochs = math.ceil(total_iters / iters_per_epoch)
+        if real_epochs != total_epochs:
+            logger.info(f'Full batches per epoch: {iters_per_epoch} (the last partial batch is dropped); '
+                        f'total epochs: {real_epochs}.')
+        return train_loader, train_sampler, val_loaders, real_epochs, total_iters
+
+    create_train_val_dataloader._real_epoch_count = True
+    basicsr_train.create_train_val_dataloader = create_train_val_dataloader
+
+
 def apply_all():
     """Apply every repair once. The import alias must come before anything imports basicsr."""
     global _APPLIED
@@ -313,4 +349,5 @@ def apply_all():
     fix_checkpoint_io()
     report_device_in_env_info()
     fix_runtime_options()
+    fix_epoch_count()
     _APPLIED = True

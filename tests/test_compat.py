@@ -161,3 +161,22 @@ def test_apply_all_is_idempotent():
     from basicsr.models import base_model
     assert base_model.torch._routed_checkpoint_io
     assert callable(basicsr.train.load_resume_state) and before is not None
+
+
+def test_epoch_count_covers_total_iter_when_the_last_batch_is_dropped(tiny_data):
+    import basicsr.train
+    from basicsr.utils import get_root_logger
+    from cli_helpers import paired_set
+    train = paired_set('train', tiny_data / 'data' / 'train', 'train')  # 6 images
+    train.update(batch_size_per_gpu=4, phase='train', scale=1)
+    opt = {'datasets': {'train': train}, 'world_size': 1, 'rank': 0, 'num_gpu': 0, 'dist': False,
+           'manual_seed': 0, 'train': {'total_iter': 10}}
+    loader, _, _, total_epochs, total_iters = basicsr.train.create_train_val_dataloader(opt, get_root_logger())
+    # basicsr: ceil(6/4) = 2 iterations per epoch -> ceil(10/2) = 5 epochs (+1) = 6 iterations of real
+    # 1-batch epochs. Counted from the loader: 1 per epoch -> 10 epochs.
+    assert len(loader) == 1 and total_iters == 10
+    assert (total_epochs + 1) * len(loader) >= total_iters
+
+    train['batch_size_per_gpu'] = 8
+    with pytest.raises(ValueError, match='6 samples per process are fewer than batch_size_per_gpu'):
+        basicsr.train.create_train_val_dataloader(opt, get_root_logger())

@@ -108,8 +108,8 @@ def merge_tables(tables):
     return make_table(rows, metrics, sets)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog='results_table',
+def main(argv=None, prog='basicsr table'):
+    parser = argparse.ArgumentParser(prog=prog,
                                      description='Merge results tables of `basicsr test` runs into one table.')
     parser.add_argument('folders', nargs='+', help='results folders (results/<name>) or results_table.json files')
     parser.add_argument('--out', help='folder to write the merged results_table.{md,json} (default: print only)')
