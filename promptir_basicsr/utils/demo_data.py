@@ -5,6 +5,9 @@ files expect it) when it is missing or from an older generator; ``demo_data: <fo
 folder. Called by :func:`promptir_basicsr.options.prepare_run` before the options are validated.
 The generator is the data package's :func:`promptir_basicsr.data.demo.ensure_demo_data`.
 """
+import os
+import os.path as osp
+
 DEFAULT_ROOT = 'datasets/demo'
 
 
@@ -15,4 +18,14 @@ def prepare_demo_data(opt):
         return None
     root = value if isinstance(value, str) else DEFAULT_ROOT
     from ..data.demo import ensure_demo_data
-    return ensure_demo_data(root)
+    # Under torchrun every rank gets here at once: a file lock lets one write, the others then find
+    # the data complete (building it removes an incomplete folder first, which would break a writer).
+    lock_path = osp.abspath(root).rstrip(os.sep) + '.lock'
+    os.makedirs(osp.dirname(lock_path), exist_ok=True)
+    with open(lock_path, 'w') as lock:
+        try:
+            import fcntl
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:  # not POSIX: no concurrent launches to guard against here
+            pass
+        return ensure_demo_data(root)
