@@ -115,21 +115,19 @@ def prepare_run(opt_path, is_train=True, force_yml=None):
     return opt
 
 
-# Keys basicsr 1.4.2 (and this plugin) read, per section; anything else is most likely a typo.
+# Keys basicsr 1.4.2 and this module read, per section; anything else is most likely a typo.
+# Our models, datasets and guards declare the keys they read themselves (register_known_keys).
 KNOWN_KEYS = {
     '': {'name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'network_d', 'path',
          'train', 'val', 'logger', 'dist_params', 'find_unused_parameters', 'plugins', 'is_train', 'dist', 'rank',
-         'world_size', 'auto_resume', 'root_path', 'deterministic', 'use_static_graph', 'demo_data'},
+         'world_size', 'auto_resume', 'root_path', 'demo_data', 'high_order_degradation'},
     'path': {'pretrain_network_g', 'pretrain_network_d', 'strict_load_g', 'strict_load_d', 'param_key_g',
              'param_key_d', 'resume_state', 'ignore_resume_networks', 'experiments_root', 'models',
              'training_states', 'log', 'visualization', 'results_root'},
     'logger': {'print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'},
-    'val': {'val_freq', 'save_img', 'suffix', 'metrics', 'pbar', 'tile_size', 'tile_overlap', 'pad_to_multiple',
-            'save_img_freq', 'rgb2bgr', 'use_image', 'selfensemble_testing'},
+    'val': {'val_freq', 'save_img', 'suffix', 'metrics', 'pbar', 'center_frame_only', 'flip_seq', 'num_val_samples'},
     'train': {'optim_g', 'optim_d', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt',
-              'gan_opt', 'ema_decay', 'net_d_iters', 'net_d_init_iters', 'grad_clip', 'use_grad_clip',
-              'nan_policy', 'nan_max_skips', 'mini_batch_sizes', 'iters', 'gt_size', 'gt_sizes', 'encoder_iters',
-              'contrastive_weight', 'contrastive_opt', 'amp', 'channels_last', 'compile'},
+              'gan_opt', 'ema_decay', 'net_d_iters', 'net_d_init_iters'},
 }
 
 

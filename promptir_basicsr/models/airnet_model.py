@@ -25,7 +25,10 @@ import torch.distributed as dist
 from basicsr.losses import build_loss
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from ..options import register_known_keys
 from .all_in_one_model import AllInOneModel
+
+register_known_keys('train', 'encoder_iters', 'contrastive_weight', 'contrastive_opt')
 
 
 @MODEL_REGISTRY.register()

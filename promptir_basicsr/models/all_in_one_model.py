@@ -58,6 +58,7 @@ from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.registry import METRIC_REGISTRY, MODEL_REGISTRY
 from tqdm import tqdm
 
+from ..options import register_known_keys
 from ..utils import results_table
 from ..utils.tiling import tiled_forward
 from .schedulers import build_optimizer, build_scheduler
@@ -65,15 +66,11 @@ from .training_guards import TrainingGuardsMixin
 
 _PAIRED_KEYS = ('lq', 'gt', 'lq2', 'gt2')
 
-try:  # the option checker rejects keys it does not know; declare ours
-    from ..options import register_known_keys
-except ImportError:  # pragma: no cover - older options module
-    register_known_keys = None
-if register_known_keys is not None:
-    register_known_keys('train', 'mini_batch_sizes', 'iters', 'gt_sizes', 'amp', 'channels_last', 'grad_clip',
-                        'use_grad_clip', 'ema_decay', 'encoder_iters', 'contrastive_weight', 'contrastive_opt')
-    register_known_keys('', 'cpu_threads')
-    register_known_keys('val', 'tile_size', 'tile_overlap', 'pad_to_multiple', 'input_metrics', 'table_name')
+# The option checker rejects keys it does not know; declare the ones this model reads.
+register_known_keys('train', 'mini_batch_sizes', 'iters', 'gt_sizes', 'amp', 'channels_last', 'grad_clip',
+                    'use_grad_clip')
+register_known_keys('', 'cpu_threads')
+register_known_keys('val', 'tile_size', 'tile_overlap', 'pad_to_multiple', 'input_metrics', 'table_name')
 
 
 def flatten_sources(data):

@@ -22,7 +22,11 @@ from basicsr.data.data_sampler import EnlargedSampler
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 
+from ..options import register_known_keys
 from ..utils.checkpoints import atomic_save
+
+register_known_keys('', 'deterministic')
+register_known_keys('train', 'nan_policy', 'nan_max_skips')
 
 
 class NonFiniteLossError(RuntimeError):
