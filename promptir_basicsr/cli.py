@@ -44,10 +44,10 @@ def main(argv=None):
         print(f"basicsr: unknown subcommand '{name}'\n\n{_usage()}", file=sys.stderr)
         return 2
     import promptir_basicsr  # noqa: F401  (compat fixes and registrations before anything runs)
-    from .options import OptionError
+    from .errors import UserError
     try:
         return entry_point(name)(rest)
-    except OptionError as err:
+    except UserError as err:
         print(f'basicsr {name}: error: {err}', file=sys.stderr)
         return 2
 

@@ -11,8 +11,10 @@ import os.path as osp
 import torch
 import yaml
 
+from .errors import UserError
 
-class OptionError(ValueError):
+
+class OptionError(UserError):
     """An option file that cannot run; the message names the file and every problem found."""
 
 
