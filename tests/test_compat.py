@@ -44,17 +44,26 @@ def test_resume_state_loads_on_cpu(tmp_path):
     assert opt['path']['pretrain_network_g'].endswith('net_g_4.pth')
 
 
-def test_auto_resume_from_another_directory_finds_the_newest_complete_state(tmp_path, monkeypatch):
+def test_auto_resume_picks_the_newest_complete_state(tmp_path):
     import basicsr.train
     opt = _opt_with_states(tmp_path, [2, 10])
     # A kill during a save leaves only a temporary file: it must never be picked.
     (tmp_path / 'root' / 'experiments' / 'run' / 'training_states' / '.12.state.x1y2.tmp').write_bytes(b'trunc')
-    elsewhere = tmp_path / 'elsewhere'
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)  # basicsr searched ./experiments/<name> relative to the cwd
     state = basicsr.train.load_resume_state(opt)
     assert state is not None and state['iter'] == 10
     assert opt['path']['resume_state'].endswith('10.state')
+
+
+def test_auto_resume_without_a_state_says_where_it_looked(tmp_path, capsys):
+    """Guards against the silent restart from iteration 0 (the README promises this one line)."""
+    import basicsr.train
+    opt = _opt_with_states(tmp_path, [])
+    assert basicsr.train.load_resume_state(opt) is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"--auto_resume: no training state in {opt['path']['training_states']}; starting from "
+                   'iteration 0 (a run is continued from the directory it was started in).']
+    opt['auto_resume'] = False  # no flag, no message
+    assert basicsr.train.load_resume_state(opt) is None and capsys.readouterr().err == ''
 
 
 def _free_port():
@@ -137,7 +146,7 @@ def test_env_info_says_cpu():
 
 def test_runtime_defaults_for_options_basicsr_indexes_without_checking():
     import basicsr.train
-    assert getattr(basicsr.train.parse_options, '_with_runtime_defaults', False)
+    assert compat._is_ours(basicsr.train.parse_options)
     from promptir_basicsr.options import apply_runtime_defaults
     opt = {'num_gpu': 'auto', 'datasets': {'train': {'prefetch_mode': 'cuda', 'pin_memory': True}},
            'logger': {}, 'val': {'val_freq': 1}}
@@ -149,18 +158,30 @@ def test_runtime_defaults_for_options_basicsr_indexes_without_checking():
         assert opt['datasets']['train']['prefetch_mode'] == 'cpu'
 
 
-def test_apply_all_is_idempotent():
+def _patched_attributes():
+    """(owner, attribute) of every basicsr function or module that compat replaces."""
+    import basicsr.test
     import basicsr.train
-    before = basicsr.train.load_resume_state
-    compat._APPLIED = False
-    try:
-        compat.apply_all()
-    finally:
-        compat._APPLIED = True
-    # Re-applying wraps nothing twice.
+    from basicsr.data import degradations
     from basicsr.models import base_model
-    assert base_model.torch._routed_checkpoint_io
-    assert callable(basicsr.train.load_resume_state) and before is not None
+    from basicsr.utils import dist_util, file_client
+    return [(basicsr.train, 'load_resume_state'), (dist_util, '_init_dist_pytorch'), (dist_util, '_init_dist_slurm'),
+            (base_model.BaseModel, 'model_to_device'), (degradations, 'add_jpg_compression'),
+            (file_client.LmdbBackend, '__init__'), (base_model, 'torch'), (base_model.BaseModel, 'load_network'),
+            (basicsr.train, 'get_env_info'), (basicsr.test, 'get_env_info'), (basicsr.train, 'parse_options'),
+            (basicsr.test, 'parse_options'), (basicsr.train, 'create_train_val_dataloader')]
+
+
+def test_apply_all_twice_wraps_nothing_twice():
+    """Guards against a repair that wraps basicsr's function again on a second apply_all() (model_to_device
+    did): every patched attribute must stay the very object the first application installed."""
+    before = [getattr(owner, name) for owner, name in _patched_attributes()]
+    assert all(compat._is_ours(obj) for obj in before)  # the list above names only our replacements
+    compat.apply_all()
+    compat.apply_all()
+    after = [getattr(owner, name) for owner, name in _patched_attributes()]
+    for (owner, name), first, now in zip(_patched_attributes(), before, after):
+        assert now is first, f'{getattr(owner, "__name__", owner)}.{name} was replaced again'
 
 
 def test_epoch_count_covers_total_iter_when_the_last_batch_is_dropped(tiny_data):

@@ -26,21 +26,35 @@ def test_repeat_mix_over_an_epoch(mix_tree):
     assert all(per_image[(0, j)] == 3 for j in range(4)) and all(per_image[(1, j)] == 2 for j in range(3))
 
 
-def test_weight_mix_over_an_epoch(mix_tree):
-    opt = mix_options(mix_tree, samples_per_epoch=50)
-    for source, weight in zip(opt['sources'], (0.5, 0.3, 0.2)):
+def _weighted(tree, weights, samples=None):
+    opt = mix_options(tree) if samples is None else mix_options(tree, samples_per_epoch=samples)
+    for source, weight in zip(opt['sources'], weights):
         source.pop('repeat')
         source['weight'] = weight
-    ds = build(opt)
+    return build(opt)
+
+
+def test_weight_mix_over_an_epoch(mix_tree):
+    ds = _weighted(mix_tree, (0.5, 0.3, 0.2), samples=50)
     assert len(ds) == 50
     counts = collections.Counter(int(ds[i]['deg_index']) for i in range(len(ds)))
     assert counts == {0: 25, 1: 15, 2: 10}
-    # default epoch length: the number of images; largest remainder keeps the total exact
-    opt.pop('samples_per_epoch')
-    for source, weight in zip(opt['sources'], (1, 1, 1)):
-        source['weight'] = weight
-    ds = build(opt)
-    assert len(ds) == 11 and sorted(ds.counts) == [3, 4, 4]
+
+
+def test_weight_mix_gives_the_leftover_samples_to_the_largest_remainders(mix_tree):
+    """Guards the largest-remainder rounding: weights 5:3:2 of 7 samples are exactly 3.5, 2.1, 1.4;
+    the floors 3, 2, 1 leave one sample, which goes to the largest remainder (0.5, source 0) -> 4, 2, 1.
+    Giving it to the smallest (0.1) would make 3, 3, 1; equal weights never have distinct remainders."""
+    ds = _weighted(mix_tree, (5, 3, 2), samples=7)
+    assert ds.counts == [4, 2, 1] and len(ds) == 7
+    assert collections.Counter(int(ds[i]['deg_index']) for i in range(7)) == {0: 4, 1: 2, 2: 1}
+    # two leftovers: 2:5:3 of 9 is 1.8, 4.5, 2.7 -> floors 1, 4, 2 (7), the remainders 0.8 and 0.7 win
+    assert _weighted(mix_tree, (2, 5, 3), samples=9).counts == [2, 4, 3]
+    # default epoch length: the number of images (4 + 3 + 4 = 11); 1:1:1 is 3.67 each -> 4, 4, 3
+    assert _weighted(mix_tree, (1, 1, 1)).counts == [4, 4, 3]
+    # a zero weight gets nothing, and its index range is skipped
+    ds = _weighted(mix_tree, (1, 0, 1), samples=4)
+    assert ds.counts == [2, 0, 2] and [ds.source_of_index(i)[0] for i in range(4)] == [0, 0, 2, 2]
 
 
 def test_sample_contents(mix_tree):

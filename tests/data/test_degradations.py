@@ -48,18 +48,27 @@ def test_gaussian_noise_std_is_sigma_over_255(sigma):
     assert abs(residual.mean()) < 0.01
 
 
-def test_official_uint8_noise_matches_the_formula_and_truncates():
+def test_official_uint8_noise_matches_the_formula_clips_and_truncates():
+    """Guards the uint8 recipe's clip to [0, 255] and its truncation: the image holds black and white
+    bands, where sigma 50 pushes most values out of range (mid-grey alone never reaches the clip, and
+    without it astype(uint8) wraps -20 to 236)."""
     clean = np.full((48, 48, 3), 128 / 255., np.float32)
-    rng = np.random.default_rng(3)
-    noisy = op('gaussian_noise_uint8')(clean, rng, sigma=25)
-    expected_rng = np.random.default_rng(3)
-    expected = np.clip(np.round(clean * 255) + expected_rng.standard_normal(clean.shape) * 25, 0, 255)
-    expected = expected.astype(np.uint8).astype(np.float32) / 255.
+    clean[:12], clean[-12:] = 0.0, 1.0
+    noisy = op('gaussian_noise_uint8')(clean, np.random.default_rng(3), sigma=50)
+    draws = np.random.default_rng(3).standard_normal(clean.shape) * 50
+    expected = np.clip(np.round(clean * 255) + draws, 0, 255).astype(np.uint8).astype(np.float32) / 255.
     np.testing.assert_array_equal(noisy, expected)
     assert np.allclose(noisy * 255, np.round(noisy * 255), atol=1e-4)  # on the uint8 grid
-    # astype(uint8) truncates: the noise has a negative bias of about half a grey level
-    assert -1.0 < (noisy - clean).mean() * 255 < 0.0
-    assert abs((noisy - clean).std() * 255 - 25) < 1.0
+    black, white = noisy[:12], noisy[-12:]
+    # clipped, not wrapped: about half of the black band is exactly 0, half of the white band exactly 1,
+    # and no black pixel jumps to the top of the range
+    assert 0.4 < (black == 0).mean() < 0.6 and 0.4 < (white == 1).mean() < 0.6
+    assert black.max() < 0.8 and white.min() > 0.2
+    # astype(uint8) truncates (rounding would not): on mid-grey, where the clip never fires, the noise
+    # has a bias of -0.5 grey levels (standard error here 0.014)
+    grey = np.full((200, 200, 3), 128 / 255., np.float32)
+    residual = (op('gaussian_noise_uint8')(grey, np.random.default_rng(4), sigma=5) - grey) * 255
+    assert -0.6 < residual.mean() < -0.4 and abs(residual.std() - 5) < 0.1
 
 
 def test_blur_preserves_mean_and_removes_high_frequencies(photo):

@@ -77,3 +77,27 @@ def test_strict_load_of_a_mismatching_checkpoint_lists_the_keys(tmp_path):
     assert 'unexpected in the file (1): 2.weight' in msg
     assert 'shape mismatches (1): 1.weight (3, 2) vs network (3, 4, 1, 1)' in msg
     assert 'basicsr convert' in msg and 'strict_load_g: false' in msg
+
+
+def test_atomic_save_fsyncs_the_complete_file_before_the_rename(tmp_path, monkeypatch):
+    """Guards the fsync: without it, after a power loss the rename can be on disk while the data is
+    not, leaving an empty or truncated file under the final name."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        info = os.fstat(fd)
+        events.append(('fsync', info.st_ino, info.st_size))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(('replace', os.stat(src).st_ino, os.path.basename(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, 'fsync', fsync)
+    monkeypatch.setattr(os, 'replace', replace)
+    atomic_save({'w': torch.arange(1000.)}, tmp_path / 'net.pth')
+    final = os.stat(tmp_path / 'net.pth')
+    assert [e[0] for e in events] == ['fsync', 'replace']
+    # the file synced is the one renamed, already complete (same inode, final size)
+    assert events[0][1:] == (final.st_ino, final.st_size) and events[1][1:] == (final.st_ino, 'net.pth')
