@@ -22,6 +22,6 @@ setup(
         'scikit-image>=0.19',
         'scipy',
     ],
-    extras_require={'test': ['pytest']},
+    extras_require={'test': ['pytest'], 'mutation': ['mutmut==3.8.1']},  # mutation: scripts/mutation_test.py
     entry_points={'console_scripts': ['basicsr=promptir_basicsr.cli:main']},
 )

@@ -1,7 +1,5 @@
 """The `basicsr` command end to end: train, auto-resume, test, plugins, usage errors."""
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest

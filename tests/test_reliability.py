@@ -3,7 +3,6 @@ SIGTERM and SIGINT pre-emption (a second signal quits at once), non-finite losse
 metrics across a resume, 2-process DDP on CPU (gloo), determinism with threads and data workers."""
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import dump, paired_set, run_cli, train_options, write_pairs
+from cli_helpers import dump, run_cli, train_options, write_pairs
 
 pytestmark = pytest.mark.slow
 
