@@ -10,13 +10,18 @@ Not part of CI (an area takes minutes to an hour on 2 CPU cores). Needs mutmut (
 ``build/mutation/<area>/`` (git-ignored), whose ``setup.cfg`` asks mutmut to mutate only that area and
 to select tests only among those that cover it; the slow end-to-end tests are left out (they run the
 command line in subprocesses, which import the installed, unmutated package). The script prints, per
-area, the mutants killed and survived and the kill rate, and lists the survivors; look at one with
-``cd build/mutation/<area> && mutmut show <name>``. A survivor is either an equivalent mutant (the
-change cannot alter behaviour) or a missing test.
+area, the mutants killed and survived and the kill rate, twice: over all mutants, and over the
+behaviour mutants, leaving out those that only change the wording of a message, note, log line or
+--help text (their strings, or a message replaced by None). It lists the text survivors by name and
+the behaviour survivors with their diffs (``cd build/mutation/<area> && mutmut show <name>`` shows
+one again). A behaviour survivor is either an equivalent mutant (the change cannot alter behaviour)
+or a missing test.
 """
 import argparse
 import collections
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -61,31 +66,84 @@ def prepare(area):
     return work
 
 
+# Run inside the work folder: every mutant's status and diff, from mutmut's own records (mutmut 3.8).
+_LIST_MUTANTS = """
+import json
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+from mutmut.mutation.data import SourceFileMutationData
+from mutmut.stats import status_by_exit_code
+from mutmut.utils.file_utils import walk_mutatable_files
+out = {}
+for path in walk_mutatable_files():
+    data = SourceFileMutationData(path=path)
+    data.load()
+    for name, code in data.exit_code_by_key.items():
+        out[name] = [status_by_exit_code[code], get_diff_for_mutant(name, path=path)]
+print(json.dumps(out))
+"""
+
+_STRING = re.compile(r"""[rbfRBF]{0,2}("([^"\\\n]|\\.)*"|'([^'\\\n]|\\.)*')""")
+_MESSAGE_STATEMENT = re.compile(r'^\s*(raise |log\(|logger\.|get_root_logger\(\)\.|print\(|notes\.append\(|'
+                                r'parser\.error\(|warnings\.warn\()')
+_HELP_ARGUMENT = re.compile(r'\b(help|description|epilog|metavar|prog)=(S|None|prog),?')
+
+
+def is_text_mutant(diff):
+    """True when a mutant only changes wording: inside string literals, in a message statement, or in
+    an argparse help/description/metavar/prog argument."""
+    old = [line[1:] for line in diff.splitlines() if line.startswith('-') and not line.startswith('---')]
+    new = [line[1:] for line in diff.splitlines() if line.startswith('+') and not line.startswith('+++')]
+    if not old:
+        return False
+    if [_STRING.sub('S', line) for line in old] == [_STRING.sub('S', line) for line in new]:
+        return True
+    if _MESSAGE_STATEMENT.match(old[0]):
+        return True
+
+    def without_help(lines):
+        text = re.sub(r'S(\s*S)+', 'S', _STRING.sub('S', ' '.join(lines)))  # implicit concatenation
+        return re.sub(r'\s', '', _HELP_ARGUMENT.sub('', text))
+
+    return without_help(old) == without_help(new)
+
+
 def run_area(area, max_children):
     work = prepare(area)
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}  # mutmut puts mutants/ on sys.path itself
     env.setdefault('OMP_NUM_THREADS', '1')
     cmd = [sys.executable, '-m', 'mutmut', 'run'] + (['--max-children', str(max_children)] if max_children else [])
     subprocess.run(cmd, cwd=work, env=env, check=False)
-    listing = subprocess.run([sys.executable, '-m', 'mutmut', 'results', '--all', 'true'], cwd=work, env=env,
-                             capture_output=True, text=True, check=True).stdout
-    status = {}
-    for line in listing.splitlines():
-        name, sep, result = line.strip().rpartition(': ')
-        if sep:
-            status[name] = result
-    return work, status
+    return work, load_results(work, env)
 
 
-def report(area, work, status):
-    counts = collections.Counter(status.values())
+def load_results(work, env=None):
+    """{mutant name: (status, diff)} of a finished run in ``work``."""
+    env = env or {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    listing = subprocess.run([sys.executable, '-c', _LIST_MUTANTS], cwd=work, env=env, capture_output=True,
+                             text=True, check=True).stdout
+    return {name: tuple(value) for name, value in json.loads(listing).items()}
+
+
+def _rate(counts):
     judged = counts['killed'] + counts['survived']
-    rate = f'{100 * counts["killed"] / judged:.1f}%' if judged else 'n/a'
-    print(f'\n== {area}: {len(status)} mutants, killed {counts["killed"]}, survived {counts["survived"]}, '
-          f'other {dict((k, v) for k, v in counts.items() if k not in ("killed", "survived"))}; '
-          f'kill rate {rate} (killed / (killed + survived))')
-    for name in sorted(n for n, s in status.items() if s != 'killed'):
-        print(f'   {status[name]:>10}  {name}')
+    return f'{100 * counts["killed"] / judged:.1f}%' if judged else 'n/a'
+
+
+def report(area, work, results):
+    counts = collections.Counter(status for status, _ in results.values())
+    behaviour = collections.Counter(status for status, diff in results.values() if not is_text_mutant(diff))
+    other = {k: v for k, v in counts.items() if k not in ('killed', 'survived')}
+    print(f'\n== {area}: {len(results)} mutants, killed {counts["killed"]}, survived {counts["survived"]}'
+          f'{f", other {other}" if other else ""}; kill rate {_rate(counts)}')
+    print(f'   behaviour mutants (not message/help wording): {sum(behaviour.values())}, killed {behaviour["killed"]}, '
+          f'survived {behaviour["survived"]}; kill rate {_rate(behaviour)}')
+    text = sorted(n for n, (s, d) in results.items() if s == 'survived' and is_text_mutant(d))
+    print(f'   surviving wording mutants ({len(text)}): {", ".join(n.rsplit(".", 1)[-1] for n in text)}')
+    for name, (status, diff) in sorted(results.items()):
+        if status != 'killed' and name not in text:
+            print(f'   -- {status}: {name}')
+            print('\n'.join('      ' + line for line in diff.splitlines() if line[:1] in '+-' and line[:3] not in
+                            ('---', '+++')))
     print(f'   inspect: cd {os.path.relpath(work, os.getcwd())} && mutmut show <name>')
     return counts
 
@@ -95,10 +153,15 @@ def main(argv=None):
     parser.add_argument('area', choices=sorted(AREAS) + ['all'])
     parser.add_argument('--max-children', type=int, default=None,
                         help='parallel mutant runs (default: mutmut\'s, the number of CPUs)')
+    parser.add_argument('--report-only', action='store_true',
+                        help='print the report of the last run in build/mutation/<area>/ without running again')
     args = parser.parse_args(argv)
     for area in sorted(AREAS) if args.area == 'all' else [args.area]:
-        work, status = run_area(area, args.max_children)
-        report(area, work, status)
+        if args.report_only:
+            work = os.path.join(REPO, 'build', 'mutation', area)
+            report(area, work, load_results(work))
+        else:
+            report(area, *run_area(area, args.max_children))
     return 0
 
 

@@ -101,3 +101,25 @@ def test_atomic_save_fsyncs_the_complete_file_before_the_rename(tmp_path, monkey
     assert [e[0] for e in events] == ['fsync', 'replace']
     # the file synced is the one renamed, already complete (same inode, final size)
     assert events[0][1:] == (final.st_ino, final.st_size) and events[1][1:] == (final.st_ino, 'net.pth')
+
+
+def test_atomic_save_writes_a_hidden_tmp_file_beside_the_target_and_passes_save_options(tmp_path, monkeypatch):
+    """Guards the temporary name ('.<name>.<random>.tmp' in the target's folder: never matched by a scan
+    for *.pth / *.state, and renamed within one file system) and the forwarding of torch.save's options."""
+    import zipfile
+    names = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        names.append(src)
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, 'replace', spy)
+    atomic_save({'w': torch.ones(1)}, tmp_path / 'sub' / 'net_g_5.pth')
+    folder, name = os.path.split(names[0])
+    assert folder == str(tmp_path / 'sub') and name.startswith('.net_g_5.pth.') and name.endswith('.tmp')
+    atomic_save({'w': torch.ones(1)}, tmp_path / 'legacy_kw.pth', _use_new_zipfile_serialization=False)
+    atomic_save({'w': torch.ones(1)}, tmp_path / 'legacy_pos.pth', pickle, 2, False)
+    for path in (tmp_path / 'legacy_kw.pth', tmp_path / 'legacy_pos.pth'):
+        assert not zipfile.is_zipfile(path) and torch.equal(load_checkpoint(path)['w'], torch.ones(1))
+    assert zipfile.is_zipfile(tmp_path / 'sub' / 'net_g_5.pth')

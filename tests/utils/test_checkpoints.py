@@ -15,7 +15,8 @@ from basicsr.models.base_model import BaseModel
 from official_keys import official_key_shapes
 
 from promptir_basicsr.utils.checkpoints import (CheckpointError, _parse_arch_opt, _resize_queue, adapt_moco_queues,
-                                                convert_checkpoint, convert_main, extract_state_dict)
+                                                convert_checkpoint, convert_main, extract_state_dict,
+                                                format_differences)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_RESTORMER = dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 1, 2, 2])
@@ -313,3 +314,31 @@ def test_convert_main_in_process_flags(tmp_path, capsys):
 def test_parse_arch_opt_splits_at_the_first_equals_sign():
     assert _parse_arch_opt('heads=[1, 2]') == ('heads', [1, 2])
     assert _parse_arch_opt(' name =a=b') == ('name', 'a=b')
+
+
+def test_conversion_casts_to_the_network_dtype_and_caps_long_key_lists(tmp_path):
+    """Guards the cast of floating tensors to the network's dtype (a float64 file gives a float32 .pth) and
+    the capped key listing of a mismatch report."""
+    torch.manual_seed(0)
+    state = {k: v.double() for k, v in build_network(dict(type='Restormer', **TINY_RESTORMER)).state_dict().items()}
+    torch.save({'params': state}, tmp_path / 'f64.pth')
+    convert_checkpoint(tmp_path / 'f64.pth', tmp_path / 'f32.pth', arch='Restormer', arch_opt=TINY_RESTORMER, log=quiet)
+    written = torch.load(tmp_path / 'f32.pth', weights_only=True)['params']
+    assert {v.dtype for v in written.values()} == {torch.float32}
+    diff = {'missing': [f'k{i}' for i in range(32)], 'unexpected': [f'u{i}' for i in range(30)], 'mismatched': []}
+    lines = format_differences(diff)
+    assert lines[0].startswith('missing in the file (32): k0, k1,') and lines[0].endswith('k29, ... and 2 more')
+    assert lines[1].endswith('u28, u29')  # exactly the limit: nothing left out
+
+
+def test_convert_checkpoint_refusals_name_the_problem(tmp_path):
+    torch.save([torch.zeros(1)], tmp_path / 'list.pth')
+    with pytest.raises(CheckpointError, match=r'^Cannot tell the architecture from the keys; pass --arch\.$'):
+        convert_checkpoint(tmp_path / 'list.pth', tmp_path / 'o.pth', log=quiet)
+    torch.save({'params': {'w': torch.zeros(1)}}, tmp_path / 'w.pth')
+    with pytest.raises(CheckpointError, match=r"^Unknown architecture 'NoSuchNet': "):
+        convert_checkpoint(tmp_path / 'w.pth', tmp_path / 'o.pth', arch='NoSuchNet', log=quiet)
+    with pytest.raises(CheckpointError, match=r"^Cannot build Restormer with options \{'no_such_option': 1\}: "):
+        convert_checkpoint(tmp_path / 'w.pth', tmp_path / 'o.pth', arch='Restormer', arch_opt={'no_such_option': 1},
+                           log=quiet)
+    assert not (tmp_path / 'o.pth').exists()
