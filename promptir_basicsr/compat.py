@@ -6,6 +6,7 @@ We patch basicsr's module attributes where its own code looks them up; we never 
 basicsr module. Where a replacement re-states a basicsr function, its docstring says what differs.
 """
 import importlib
+import logging
 import os
 import os.path as osp
 import sys
@@ -308,7 +309,8 @@ def fix_epoch_count():
     last partial batch (``drop_last=True``): an epoch has ``floor(samples / batch)`` iterations, so a
     run could stop early (481 of 500 iterations seen). ``train_pipeline`` looks
     ``create_train_val_dataloader`` up as a global of ``basicsr.train``; wrap it there. A train set
-    with fewer samples per process than one batch is an error instead of a run that never trains.
+    with fewer samples per process than one batch is an error (a ``UserError``) instead of a run that never
+    trains; a batch larger than the train set (made to work by ``dataset_enlarge_ratio``) is a warning.
     """
     import math
 
@@ -321,11 +323,18 @@ def fix_epoch_count():
     def create_train_val_dataloader(opt, logger):
         train_loader, train_sampler, val_loaders, total_epochs, total_iters = original(opt, logger)
         iters_per_epoch = len(train_loader)
+        train_opt = opt['datasets']['train']
+        batch = train_opt['batch_size_per_gpu'] * opt['world_size']
         if iters_per_epoch == 0:
-            raise ValueError(
+            from .errors import UserError
+            raise UserError(
                 f"datasets:train: {len(train_sampler)} samples per process are fewer than batch_size_per_gpu "
-                f"({opt['datasets']['train']['batch_size_per_gpu']}), so no full batch exists: lower "
+                f"({train_opt['batch_size_per_gpu']}), so no full batch exists: lower "
                 'batch_size_per_gpu, add images, or raise dataset_enlarge_ratio.')
+        if batch > len(train_loader.dataset):
+            logger.warning(f"datasets:train: a batch of {batch} samples (batch_size_per_gpu "
+                           f"{train_opt['batch_size_per_gpu']} x {opt['world_size']} process(es)) is larger than the "
+                           f'training set ({len(train_loader.dataset)} samples): every batch repeats samples.')
         real_epochs = math.ceil(total_iters / iters_per_epoch)
         if real_epochs != total_epochs:
             logger.info(f'Full batches per epoch: {iters_per_epoch} (the last partial batch is dropped); '
@@ -334,6 +343,44 @@ def fix_epoch_count():
 
     create_train_val_dataloader._real_epoch_count = True
     basicsr_train.create_train_val_dataloader = create_train_val_dataloader
+
+
+def readable_options_echo():
+    """Echo the options at the start of the log as YAML, after the notes of the option check.
+
+    ``train_pipeline``/``test_pipeline`` log ``dict2str(opt)`` (a global of their modules) right after
+    creating the logger; basicsr's prints a list of sources as ``[OrderedDict([('name', ...), ...])]``.
+    :func:`promptir_basicsr.options.options_echo` first logs the warnings and notes gathered before the
+    logger existed (consistency warnings, where the demo data went), then returns readable YAML.
+    """
+    import basicsr.test as basicsr_test
+    import basicsr.train as basicsr_train
+
+    from .options import options_echo
+
+    basicsr_train.dict2str = options_echo
+    basicsr_test.dict2str = options_echo
+
+
+class _DropMessage(logging.Filter):
+    """Drops log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record):
+        return not str(record.msg).startswith(self.prefix)
+
+
+def drop_misleading_validation_warning():
+    """``train_pipeline`` warns "Multiple validation datasets are *only* supported by SRModel." at every
+    validation with several sets, whatever the model: our models (SRModel subclasses) validate each set
+    with its own log lines and tensorboard tags, so the line is false for them. Filter it out of basicsr's
+    logger (its other messages are untouched)."""
+    logger = logging.getLogger('basicsr')
+    if not any(isinstance(f, _DropMessage) for f in logger.filters):
+        logger.addFilter(_DropMessage('Multiple validation datasets are *only* supported by SRModel'))
 
 
 def apply_all():
@@ -350,4 +397,6 @@ def apply_all():
     report_device_in_env_info()
     fix_runtime_options()
     fix_epoch_count()
+    readable_options_echo()
+    drop_misleading_validation_warning()
     _APPLIED = True
