@@ -239,7 +239,7 @@ class Checker:
                 for i, item in enumerate(value):
                     here = f'{_join(where, key)}[{i}]'
                     if isinstance(item, Mapping):
-                        self.mapping(item, spec.items, here, train=train, owner=owner)
+                        self.mapping(item, spec.items, here, train=train, owner=f'each entry of `{key}`')
                     else:
                         self.add(f'`{here}` must be a mapping of keys, got {item!r}')
             if spec.check is not None:
@@ -344,6 +344,8 @@ def _check_metrics(checker, node, where):
 
 def _check_train(checker, node, where):
     """Every ``*_opt`` of the train section is a loss (basicsr's convention: pixel_opt, perceptual_opt, ...)."""
+    if not checker.is_train:
+        return
     for key, value in node.items():
         if key.endswith('_opt') and isinstance(value, Mapping):
             _check_loss(checker, value, _join(where, key))
@@ -458,7 +460,11 @@ def collect_problems(opt, is_train=True):
         if isinstance(node, Mapping):
             checker.mapping(node, checker.section(name), name)
     rules = getattr(checker.model_cls, 'option_problems', None)
-    if rules is not None and not checker.problems:  # cross-key rules assume well-formed keys
-        for message in rules(opt, is_train):
+    if rules is not None:
+        try:
+            found = rules(opt, is_train)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            found = []  # the rules assume well-formed keys; the problems above already say what is wrong
+        for message in found:
             checker.add(message)
     return checker.problems
