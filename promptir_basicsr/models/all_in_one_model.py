@@ -211,7 +211,8 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
             (params if param.requires_grad else frozen).append(param if param.requires_grad else name)
         if frozen:
             get_root_logger().info(f'{len(frozen)} parameter tensors are not optimized (requires_grad False: a '
-                                   f'momentum encoder, unused official modules): {", ".join(frozen[:3])}{", ..." if len(frozen) > 3 else ""}')
+                                   'momentum encoder, unused official modules): '
+                                   f'{", ".join(frozen[:3])}{", ..." if len(frozen) > 3 else ""}')
         return params
 
     def setup_optimizers(self):

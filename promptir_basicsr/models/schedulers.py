@@ -143,9 +143,8 @@ def scheduler_class(name):
     if not isinstance(name, str):
         return None
     cls = SCHEDULERS.get(name) or getattr(torch.optim.lr_scheduler, name, None)
-    base = torch.optim.lr_scheduler.LRScheduler
-    return cls if isinstance(cls, type) and (issubclass(cls, base) or cls is torch.optim.lr_scheduler.ReduceLROnPlateau) \
-        else None
+    kinds = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    return cls if isinstance(cls, type) and issubclass(cls, kinds) else None
 
 
 def build_scheduler(optimizer, scheduler_opt, train_opt=None):
@@ -224,6 +223,6 @@ def horizon_warnings(scheduler_opt, train_opt):
             warnings.append(f'train:scheduler:{label} end at iteration {horizon}, before train:total_iter {total}: '
                             f'the last {total - horizon} iterations run at the final lr')
         elif total < EARLY_STOP_SHARE * horizon:
-            warnings.append(f'train:total_iter {total} stops at {100 * total / horizon:.0f}% of train:scheduler:{label} '
-                            f'{horizon}: the lr is still high when the run ends; scale the schedule with total_iter')
+            warnings.append(f'train:total_iter {total} stops at {100 * total / horizon:.0f}% of '
+                            f'train:scheduler:{label} {horizon}: the lr is still high when the run ends; scale the schedule with total_iter')
     return warnings
