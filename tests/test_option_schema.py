@@ -5,7 +5,6 @@ import json
 import logging
 import os
 import os.path as osp
-import subprocess
 import sys
 
 import pytest
@@ -45,27 +44,27 @@ def test_the_demo_files_pass():
         assert problems_of(demo(name)) == []
 
 
-@pytest.mark.slow
-def test_typos_in_three_sections_exit_2_name_all_three_and_write_nothing(tmp_path):
-    """The issue's report: typos in network_g, datasets.train and datasets.val_1 of one file. Guards against a
-    check that stops at the first problem, a traceback, or experiments/ (or the demo data) left behind."""
+def test_typos_in_three_sections_exit_2_name_all_three_and_write_nothing(in_tmp_dir, capsys):
+    """The issue's report, through the `basicsr train` entry point: typos in network_g, datasets.train and
+    datasets.val_1 of one file. Guards against a check that stops at the first problem, a traceback, or
+    experiments/ (or the demo data) left behind."""
+    from promptir_basicsr import cli
     text = open(DEMO['promptir'], encoding='utf-8').read()
     seed = '    seed: 0                      # the noise'
     for good, bad in (('  dim: 16 ', '  dimm: 16 '), ('    batch_size_per_gpu: 4 ', '    batch_size_per_gpuu: 4 '),
                       (seed, seed.replace('seed', 'seeed', 1))):
         assert text.count(good) == 1
         text = text.replace(good, bad)
-    (tmp_path / 'typos.yml').write_text(text)
-    proc = subprocess.run([sys.executable, '-m', 'promptir_basicsr', 'train', '-opt', 'typos.yml'], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2
-    assert 'Traceback' not in proc.stderr and proc.stdout == ''
-    assert proc.stderr.startswith('basicsr train: error: typos.yml: 4 problem(s) in the options:')
-    assert "unknown key `network_g:dimm` (did you mean 'dim'?)" in proc.stderr
-    assert "unknown key `datasets:train:batch_size_per_gpuu` (did you mean 'batch_size_per_gpu'?)" in proc.stderr
-    assert 'missing required key `datasets:train:batch_size_per_gpu`' in proc.stderr
-    assert "unknown key `datasets:val_1:seeed` (did you mean 'seed'?)" in proc.stderr
-    assert sorted(os.listdir(tmp_path)) == ['typos.yml']  # no experiments/, no datasets/demo
+    (in_tmp_dir / 'typos.yml').write_text(text)
+    assert cli.main(['train', '-opt', 'typos.yml']) == 2
+    out, err = capsys.readouterr()
+    assert out == '' and 'Traceback' not in err
+    assert err.startswith('basicsr train: error: typos.yml: 4 problem(s) in the options:')
+    assert "unknown key `network_g:dimm` (did you mean 'dim'?)" in err
+    assert "unknown key `datasets:train:batch_size_per_gpuu` (did you mean 'batch_size_per_gpu'?)" in err
+    assert 'missing required key `datasets:train:batch_size_per_gpu`' in err
+    assert "unknown key `datasets:val_1:seeed` (did you mean 'seed'?)" in err
+    assert sorted(os.listdir(in_tmp_dir)) == ['typos.yml']  # no experiments/, no datasets/demo
 
 
 def test_network_g_against_the_architecture_signature():
