@@ -46,11 +46,12 @@ def test_results_table_script_merges_two_runs(tmp_path):
 
 
 def test_results_table_names_a_missing_folder_in_one_line(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        rt.main([str(tmp_path / 'none')])
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == (
-        f'basicsr table: error: No {rt.JSON_NAME} at {tmp_path / "none"}: run `basicsr test` first')
+    """Guards the one-line error (exit status 2, no traceback) of the script's entry point."""
+    from promptir_basicsr.errors import run_command
+    assert run_command('results_table.py', rt.main, [str(tmp_path / 'none')]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f'results_table.py: error: no {rt.JSON_NAME} at {tmp_path / "none"}: give a results folder written by '
+        f'`basicsr test` (results/<name>) or its {rt.JSON_NAME}']
 
 
 def test_make_demo_data_script_writes_the_demo_set(tmp_path):

@@ -120,11 +120,7 @@ def main(argv=None, prog='basicsr table'):
     parser.add_argument('folders', nargs='+', help='results folders (results/<name>) or results_table.json files')
     parser.add_argument('--out', help='folder to write the merged results_table.{md,json} (default: print only)')
     args = parser.parse_args(argv)
-    try:
-        tables = [read_table(p) for p in args.folders]
-    except FileNotFoundError as err:
-        parser.error(str(err))  # one line, exit status 2
-    table = merge_tables(tables)
+    table = merge_tables([read_table(p) for p in args.folders])
     text = write_table(table, args.out) if args.out else to_markdown(table)
     print(text)
     return 0
