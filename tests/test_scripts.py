@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from promptir_basicsr.data.demo import TRAIN_PHOTOS, VAL_PHOTOS, scene_of
 from promptir_basicsr.utils import results_table as rt
 
