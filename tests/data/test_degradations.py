@@ -242,6 +242,7 @@ def test_motion_kernel_is_a_normalised_line_at_the_angle(length, angle, points):
 def test_vertical_and_center_depth_proxies():
     """Guards the 'vertical' proxy (far at the top, 1 -> 0 down the rows) and the centre proxy's range."""
     from promptir_basicsr.data.degradations.weather import depth_proxy
+    assert depth_proxy((2, 3), 'uniform').dtype == np.float32 and depth_proxy((2, 3), 'uniform').min() == 1.0
     vertical = depth_proxy((5, 3), 'vertical')
     np.testing.assert_allclose(vertical, np.repeat(np.array([1, 0.75, 0.5, 0.25, 0], np.float32)[:, None], 3, axis=1))
     assert vertical.dtype == np.float32
@@ -261,9 +262,12 @@ def test_rain_layer_defaults_width_and_brightness():
     assert layer.shape == (64, 64) and abs(float(layer.max()) - 0.8) < 1e-6 and layer.min() == 0.0
     drops = rain_layer((200, 200), np.random.default_rng(1), density=0.02, length=1, angle=0, brightness=1.0)
     assert 0.015 < (drops > 0).mean() < 0.025  # length 1: the drops themselves, 2% of the pixels
-    assert drops.max() == 1.0 and np.quantile(drops[drops > 0], 0.02) > 0.45  # drop values 0.5..1 over the max
+    values = drops[drops > 0]  # each drop's value is uniform in 0.5..1 (over the brightest): mean 0.75
+    assert drops.max() == 1.0 and values.min() > 0.49 and 0.73 < values.mean() < 0.77 and values.std() > 0.1
     wide = rain_layer((200, 200), np.random.default_rng(1), density=0.02, length=1, angle=0, width=3)
     assert 0.12 < (wide > 0).mean() < 0.2  # each drop now covers up to 3 x 3 pixels
+    two = rain_layer((200, 200), np.random.default_rng(1), density=0.02, length=1, angle=0, width=2)
+    assert 0.05 < (two > 0).mean() < 0.1  # up to 2 x 2
     dim = rain_layer((64, 64), np.random.default_rng(0), angle=90, brightness=0.3)
     np.testing.assert_allclose(dim, layer * (0.3 / 0.8), atol=1e-6)
     assert rain_layer((8, 8), np.random.default_rng(0), density=0.0).max() == 0.0  # no drops, no NaN
@@ -315,3 +319,20 @@ def test_pipeline_refuses_an_op_that_returns_no_image_and_keeps_float32():
             build_pipeline([{'type': 'test_bad_output_op', 'kind': kind}], where='where')(img, None)
     out = build_pipeline([{'type': 'test_float64_op', 'anything': 1}])(img, None)  # **kwargs: any parameter
     assert out.dtype == np.float32 and np.all(out == np.float32(0.8))
+    # every op's output is clipped to [0, 1] before the next op sees it
+    steps = [{'type': 'test_float64_op'}, {'type': 'test_float64_op'}]
+    assert np.all(build_pipeline(steps)(np.full((2, 2, 3), 0.7, np.float32), None) == 1.0)
+    if 'test_offset_op' not in DEGRADATION_REGISTRY:
+        @DEGRADATION_REGISTRY.register()
+        def test_offset_op(img, rng, offset=-1.0):
+            return img + offset
+    below = build_pipeline([{'type': 'test_offset_op'}, {'type': 'test_offset_op', 'offset': 0.5}])(img, None)
+    assert np.all(below == 0.5)  # -0.6 was clipped to 0 before the second op
+
+
+def test_describe_makes_file_name_safe_text():
+    """Guards describe(): ranges, choices, negative and fractional values spelled with letters, and any
+    other character (a slash, a space) replaced by '_'."""
+    pipeline = build_pipeline([{'type': 'haze', 'beta': [0.5, 1.5], 'A': {'choice': [0.8, 1]}, 'depth': 'a/b c'},
+                               {'type': 'gaussian_noise', 'sigma': -2}])
+    assert pipeline.describe() == 'haze_beta0p5to1p5_A0p8or1_deptha_b_c+gaussian_noise_sigmam2'
