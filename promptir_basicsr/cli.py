@@ -14,6 +14,8 @@ SUBCOMMANDS = {
     'test': ('test a model from an option file (basicsr flags)', 'commands.pipeline:test'),
     'convert': ('convert an official PromptIR/AirNet/Restormer checkpoint to a basicsr .pth',
                 'utils.checkpoints:convert_main'),
+    'restore': ('restore your own images with any weights, at any size (tiles, 8/16-bit, gray, alpha)',
+                'commands.restore:main'),
     'table': ("merge the results tables of several `basicsr test` runs (the paper's Table 1 layout)",
               'utils.results_table:main'),
 }

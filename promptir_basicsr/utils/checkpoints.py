@@ -15,12 +15,12 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read safely or does not match the network."""
 
 
-def atomic_save(obj, path, *args, **kwargs):
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``.
+def atomic_write(path, write):
+    """Write a file through ``write(f)`` (f: a binary file) to a temporary file beside ``path``,
+    fsync, then rename over ``path``: a reader never sees a half-written file.
 
-    A reader never sees a half-written file: either the old file or the complete new one.
-    The temporary name starts with '.' and ends in '.tmp', so no scan for ``*.pth``/``*.state``
-    ever picks it up.
+    The temporary name starts with '.' and ends in '.tmp', so no scan for ``*.pth``/``*.state``/
+    ``*.png`` ever picks it up.
     """
     path = os.fspath(path)
     folder = osp.dirname(osp.abspath(path))
@@ -28,7 +28,7 @@ def atomic_save(obj, path, *args, **kwargs):
     fd, tmp_path = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=folder)
     try:
         with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f, *args, **kwargs)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
@@ -36,6 +36,16 @@ def atomic_save(obj, path, *args, **kwargs):
         if osp.exists(tmp_path):
             os.remove(tmp_path)
         raise
+
+
+def atomic_write_bytes(path, data):
+    """:func:`atomic_write` of ``data`` (bytes): images, tables, plots."""
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_save(obj, path, *args, **kwargs):
+    """``torch.save`` through :func:`atomic_write`: either the old file or the complete new one."""
+    atomic_write(path, lambda f: torch.save(obj, f, *args, **kwargs))
 
 
 def load_checkpoint(path, map_location='cpu'):
@@ -253,30 +263,31 @@ def convert_state_dict(ckpt, net, param_key=None, allow_mismatch=False):
 def convert_checkpoint(in_path, out_path, arch=None, arch_opt=None, param_key=None, allow_mismatch=False, log=print):
     """Convert an official checkpoint file to basicsr's ``{'params': state_dict}`` at ``out_path``.
 
-    ``arch`` is a registered arch name (guessed from the keys when None) built through basicsr's
-    ``build_network`` with ``arch_opt``; the written file is loaded back into that network with
+    The network is read from the weights (:func:`promptir_basicsr.inference.infer_network_options`:
+    architecture and every hyper-parameter); ``arch`` (a registered arch name) and ``arch_opt``
+    override what was read, and are needed only for architectures it cannot read. It is built
+    through basicsr's ``build_network``; the written file is loaded back into that network with
     ``strict=True`` before this returns, so ``pretrain_network_g`` + ``strict_load_g: true`` work.
     Returns the report of :func:`convert_state_dict`.
     """
     from basicsr.archs import build_network
 
-    import promptir_basicsr  # noqa: F401  (our archs registered)
+    from ..inference import describe_network, resolve_network_opt
 
     ckpt = load_checkpoint_for_conversion(in_path)
-    if arch is None:
-        try:
-            arch = detect_arch(extract_state_dict(ckpt, param_key)[0])
-        except CheckpointError:
-            arch = None
-        if arch is None:
-            raise CheckpointError('Cannot tell the architecture from the keys; pass --arch.')
+    weights = extract_state_dict(ckpt, param_key)[0]
+    detected = detect_arch(weights)
+    network_opt = resolve_network_opt(weights, arch=arch, overrides=arch_opt)
+    arch = network_opt.pop('type')
+    if detected == arch:
         log(f'architecture (detected from the keys): {arch}')
+    log(f'network: {describe_network(dict(type=arch, **network_opt))}')
     try:
-        net = build_network({'type': arch, **(arch_opt or {})})
+        net = build_network({'type': arch, **network_opt})
     except KeyError as err:
         raise CheckpointError(f'Unknown architecture {arch!r}: {err}') from err
     except (TypeError, ValueError) as err:
-        raise CheckpointError(f'Cannot build {arch} with options {arch_opt}: {err}') from err
+        raise CheckpointError(f'Cannot build {arch} with options {network_opt}: {err}') from err
     state_dict, report = convert_state_dict(ckpt, net, param_key=param_key, allow_mismatch=allow_mismatch)
     log(f'read {in_path}: {report["source"]}')
     for note in report['notes']:
@@ -314,8 +325,8 @@ def build_convert_parser(prog='basicsr convert'):
     parser.add_argument('--arch', default=None,
                         help='registered architecture: PromptIR, Restormer, AirNet, ... (default: detected from the keys)')
     parser.add_argument('--arch-opt', action='append', default=[], metavar='KEY=VALUE',
-                        help='architecture option, YAML value, repeatable (e.g. LayerNorm_type=BiasFree, '
-                        'queue_size=2560, num_blocks=[4,6,6,8])')
+                        help='architecture option, YAML value, repeatable (e.g. queue_size=2560); overrides what is '
+                        'read from the weights (PromptIR, Restormer and AirNet options are read from them)')
     parser.add_argument('--opt', default=None, metavar='YML',
                         help="take the architecture from an option file's network_g (--arch/--arch-opt override)")
     parser.add_argument('--param-key', default=None,
