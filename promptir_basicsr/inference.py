@@ -94,7 +94,7 @@ def _restormer_body_options(sd, more_heads_keys=()):
     ``more_heads_keys``: (level, temperature key) of other blocks that use a level's heads.
     """
     embed = sd['patch_embed.proj.weight']  # (dim, inp_channels, 3, 3)
-    levels = (('encoder_level1', 'decoder_level1'), ('encoder_level2', 'decoder_level2'),
+    levels = (('encoder_level1', 'decoder_level1', 'refinement'), ('encoder_level2', 'decoder_level2'),
               ('encoder_level3', 'decoder_level3'), ('latent', ))
     heads = []
     for level, (stages, default) in enumerate(zip(levels, (1, 2, 4, 8))):
@@ -411,22 +411,24 @@ def to_tensor(rgb):
 
 
 def to_samples(restored, like):
-    """Restored (H, W, 3) float RGB -> the stored array of ``like``'s mode and dtype (OpenCV's BGR order)."""
+    """Restored (H, W, 3) float RGB -> the stored array of ``like``'s mode and dtype (OpenCV's BGR order).
+
+    Integer outputs are clamped to [0, 1] per channel first (as basicsr's ``tensor2img``); a gray
+    input comes back as the mean of the three channels; float32 TIFFs are stored unclamped.
+    """
     restored = np.asarray(restored, dtype=np.float32)
-    if like.gray:
-        planes = restored.mean(axis=2)[..., None]  # a gray input comes back as gray
-    else:
-        planes = restored[..., ::-1]  # RGB -> BGR
+    if like.dtype is not np.float32:
+        restored = np.clip(restored, 0, 1)
+    planes = restored.mean(axis=2, keepdims=True) if like.gray else restored[..., ::-1]  # RGB -> BGR
     if like.dtype is np.float32:
-        samples = planes.astype(np.float32)
+        samples = planes
     else:
-        scale = _sample_range(like.dtype)
-        samples = (np.clip(planes, 0, 1) * scale).round().astype(like.dtype)
+        samples = (planes * _sample_range(like.dtype)).round().astype(like.dtype)
     if like.alpha is not None:
         if like.gray:  # gray + alpha PNG: OpenCV writes 1, 3 or 4 channels, so the gray repeats
             samples = np.repeat(samples, 3, axis=2)
         samples = np.concatenate([samples, like.alpha[..., None].astype(samples.dtype)], axis=2)
-    return samples[..., 0] if samples.shape[2] == 1 else samples
+    return np.ascontiguousarray(samples[..., 0] if samples.shape[2] == 1 else samples)
 
 
 def encode_image(samples, ext):

@@ -101,7 +101,7 @@ def side_by_side(images, labels, captions=None, title=None):
     scale = _font_scale(min(img.shape[1] for img in images))
     captions = captions or [None] * len(images)
     row = _stack([labelled(img, lab, cap, scale) for img, lab, cap in zip(images, labels, captions)], axis=1)
-    return _stack([text_bar(title, row.shape[1]), row], axis=0) if title else row
+    return _stack([text_bar(title, row.shape[1], scale * 1.2), row], axis=0) if title else row
 
 
 def save_png(picture, path):
@@ -162,14 +162,14 @@ class ValidationGrid:
         body = [_stack([labelled(_pad(cell, cell.shape[0], width), None, caption or ' ', scale)
                         for cell, caption in row], axis=1) for row in self.rows]
         grid = _stack([header] + body, axis=0)
-        return _stack([text_bar(title, grid.shape[1]), grid], axis=0)
+        return _stack([text_bar(title, grid.shape[1], scale * 1.2), grid], axis=0)
 
     def write(self, folder, set_name, current_iter, tb_logger=None):
         """Save ``<folder>/<set_name>/grid_<iter>.png`` and add it to tensorboard (``grids/<set>``).
 
         Returns the path, or None when there was nothing to draw.
         """
-        picture = self.render(f'{set_name} @ {current_iter}' if isinstance(current_iter, int) else set_name)
+        picture = self.render(f'{set_name}, iteration {current_iter}' if isinstance(current_iter, int) else set_name)
         if picture is None:
             return None
         path = osp.join(folder, set_name, f'grid_{current_iter}.png')
