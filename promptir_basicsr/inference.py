@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import torch
 
+from .errors import UserError
 from .utils.checkpoints import (CheckpointError, convert_state_dict, detect_arch, extract_state_dict,
                                 load_checkpoint_for_conversion)
 from .utils.tiling import TileGrid, tiled_forward
@@ -248,7 +249,9 @@ def load_network(path, arch=None, overrides=None, param_key=None):
         raise CheckpointError(f'Cannot build {network_opt["type"]} with options {network_opt}: {err}') from err
     converted, report = convert_state_dict(ckpt, net, param_key=param_key)
     net.load_state_dict(converted, strict=True)
-    report['read_from'] = ('the file metadata' if file_opt else 'the weights') + (' + your options' if overrides else '')
+    report['read_from'] = 'the file metadata' if file_opt else 'the weights'
+    if overrides:
+        report['read_from'] += ' + your options'
     return net.eval(), network_opt, report
 
 
@@ -305,8 +308,17 @@ class Restorer:
     def __call__(self, x, on_tile=None):
         """(N, C, H, W) float in [0, 1] (any device) -> restored (N, C, H, W) float32 on the CPU."""
         x = x.to(self.device)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            out = tiled_forward(self._forward, x, self.tile_size, self.tile_overlap, self.multiple, on_tile=on_tile)
+        amp = self.amp_dtype is not None
+        try:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=amp):
+                out = tiled_forward(self._forward, x, self.tile_size, self.tile_overlap, self.multiple,
+                                    on_tile=on_tile)
+        except RuntimeError as err:
+            if amp and 'not implemented for' in str(err):  # e.g. AirNet's deformable conv in bfloat16 on the CPU
+                reason = str(err).splitlines()[0][-80:]
+                raise UserError(f'--amp: {type(self.net).__name__} has an operation without {self.amp_dtype} support '
+                                f'on {self.device.type} ({reason}); run without --amp') from None
+            raise
         return out.cpu()
 
     def tile_count(self, height, width):
@@ -332,7 +344,7 @@ _FORMAT_CAN_STORE = {
     '.webp': ({1, 3, 4}, {np.uint8}),  # gray is stored as RGB
 }
 _ENCODE_PARAMS = {'.jpg': [cv2.IMWRITE_JPEG_QUALITY, 95], '.jpeg': [cv2.IMWRITE_JPEG_QUALITY, 95],
-                  '.webp': [cv2.IMWRITE_WEBP_QUALITY, 95]}
+                  '.webp': [cv2.IMWRITE_WEBP_QUALITY, 95], '.png': [cv2.IMWRITE_PNG_COMPRESSION, 3]}
 _PNG_GRAY_ALPHA = 4  # PNG colour type of gray + alpha (OpenCV reads it as BGRA and cannot write it)
 
 
@@ -349,14 +361,6 @@ class ImageFile:
     gray: bool
     alpha: Optional[np.ndarray]
     dtype: type
-
-    @property
-    def mode(self):
-        return ('gray' if self.gray else 'RGB') + ('+alpha' if self.alpha is not None else '')
-
-    @property
-    def bit_depth(self):
-        return {np.uint8: 8, np.uint16: 16}.get(self.dtype, 32)
 
 
 def _sample_range(dtype):
@@ -395,13 +399,13 @@ def read_image(path):
     gray = raw.ndim == 2 or raw.shape[2] == 1
     alpha = None
     if gray:
-        plane = raw.reshape(raw.shape[:2]).astype(np.float32) / scale
-        rgb = np.repeat(plane[..., None], 3, axis=2)
+        rgb = np.repeat(raw.reshape(*raw.shape[:2], 1), 3, axis=2).astype(np.float32)
     else:
         if raw.shape[2] == 4:
             alpha = raw[..., 3].copy()
             gray = path.lower().endswith('.png') and _png_colour_type(path) == _PNG_GRAY_ALPHA
-        rgb = cv2.cvtColor(np.ascontiguousarray(raw[..., :3]), cv2.COLOR_BGR2RGB).astype(np.float32) / scale
+        rgb = cv2.cvtColor(np.ascontiguousarray(raw[..., :3]), cv2.COLOR_BGR2RGB).astype(np.float32)
+    rgb /= scale  # in place: one float copy of the image
     return ImageFile(rgb=rgb, gray=gray, alpha=alpha, dtype=dtype)
 
 
@@ -411,19 +415,20 @@ def to_tensor(rgb):
 
 
 def to_samples(restored, like):
-    """Restored (H, W, 3) float RGB -> the stored array of ``like``'s mode and dtype (OpenCV's BGR order).
+    """Restored (H, W, 3) float32 RGB -> the stored array of ``like``'s mode and dtype (OpenCV's BGR order).
 
     Integer outputs are clamped to [0, 1] per channel first (as basicsr's ``tensor2img``); a gray
     input comes back as the mean of the three channels; float32 TIFFs are stored unclamped.
+    ``restored`` is overwritten (in place: at 4096 x 4096 each float copy is 200 MB).
     """
-    restored = np.asarray(restored, dtype=np.float32)
-    if like.dtype is not np.float32:
-        restored = np.clip(restored, 0, 1)
-    planes = restored.mean(axis=2, keepdims=True) if like.gray else restored[..., ::-1]  # RGB -> BGR
-    if like.dtype is np.float32:
-        samples = planes
-    else:
-        samples = (planes * _sample_range(like.dtype)).round().astype(like.dtype)
+    integer = like.dtype is not np.float32
+    if integer:
+        np.clip(restored, 0, 1, out=restored)
+    planes = restored.mean(axis=2, keepdims=True) if like.gray else restored[..., ::-1]  # RGB -> BGR (a view)
+    if integer:
+        planes *= _sample_range(like.dtype)
+        np.rint(planes, out=planes)
+    samples = planes.astype(like.dtype)
     if like.alpha is not None:
         if like.gray:  # gray + alpha PNG: OpenCV writes 1, 3 or 4 channels, so the gray repeats
             samples = np.repeat(samples, 3, axis=2)

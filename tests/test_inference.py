@@ -209,3 +209,18 @@ def test_jpeg_orientation_is_applied(tmp_path):
     image = read_image(tmp_path / 'phone.jpg')
     assert image.rgb.shape == (16, 8, 3)
     assert image.rgb[:4].mean() > 0.9 and image.rgb[-4:].mean() < 0.1  # the white half is on top now
+
+
+def test_restorer_bf16_autocast_and_unsupported_ops():
+    """--amp bf16 runs PromptIR in bfloat16 on the CPU (close to float32, float32 out); AirNet's deformable
+    convolution has no bfloat16 CPU kernel: a one-line user error instead of a traceback."""
+    from promptir_basicsr.errors import UserError
+    from promptir_basicsr.inference import Restorer
+    x = torch.rand(1, 3, 20, 28)
+    net = _tiny('PromptIR')
+    full, half = Restorer(net, 'cpu')(x), Restorer(net, 'cpu', amp='bf16')(x)
+    assert half.dtype == torch.float32 and 0 < (full - half).abs().max() < 0.1
+    with pytest.raises(UserError, match='--amp'):
+        Restorer(_tiny('AirNet'), 'cpu', amp='bf16')(x)
+    with pytest.raises(ValueError, match='fp16 needs CUDA'):
+        Restorer(net, 'cpu', amp='fp16')

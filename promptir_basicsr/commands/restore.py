@@ -143,20 +143,29 @@ def prepare_restorer(args, log):
 
 
 def restore_file(restorer, path, out_path, compare_path, tile_bar):
-    """Restore one file; returns its megapixels. Raises ImageError/OSError for this file's problems."""
+    """Restore one file; returns its megapixels. Raises ImageError/OSError for this file's problems.
+
+    Large images: each float copy of a 4096 x 4096 RGB image is 200 MB, so copies are dropped as soon
+    as they are not needed and the result is converted in place.
+    """
     image = read_image(path)
     height, width = image.rgb.shape[:2]
     on_tile = None
     if tile_bar is not None:
         tile_bar.reset(total=restorer.tile_count(height, width))
-        on_tile = lambda done, total: tile_bar.update(1)  # noqa: E731
-    restored = restorer(to_tensor(image.rgb), on_tile=on_tile)[0].permute(1, 2, 0).numpy()
-    samples = to_samples(restored, image)
-    ext = osp.splitext(out_path)[1]
-    atomic_write_bytes(out_path, encode_image(samples, ext))
+
+        def on_tile(done, total):
+            tile_bar.update(1)
+    x = to_tensor(image.rgb)
+    if not compare_path:
+        image.rgb = None  # the tensor holds the pixels now
+    restored = restorer(x, on_tile=on_tile)[0].permute(1, 2, 0).numpy()
+    del x
     if compare_path:
         from ..visual.grids import save_png, side_by_side
         save_png(side_by_side([image.rgb, restored], ['input', 'restored']), compare_path)
+    samples = to_samples(restored, image)
+    atomic_write_bytes(out_path, encode_image(samples, osp.splitext(out_path)[1]))
     return height * width / 1e6
 
 

@@ -15,6 +15,12 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read safely or does not match the network."""
 
 
+def _new_file_mode():
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path, write):
     """Write a file through ``write(f)`` (f: a binary file) to a temporary file beside ``path``,
     fsync, then rename over ``path``: a reader never sees a half-written file.
@@ -31,6 +37,7 @@ def atomic_write(path, write):
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp_path, _new_file_mode())  # mkstemp makes 0600; give what open() would
         os.replace(tmp_path, path)
     except BaseException:
         if osp.exists(tmp_path):

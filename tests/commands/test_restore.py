@@ -127,6 +127,9 @@ def test_tiled_restore_keeps_size_mode_and_depth(photos, weights, tmp_path, caps
         assert img.shape == shape and img.dtype == dtype, name
     assert _read(out / 'photo_r.jpg').shape == (30, 26, 3)
     np.testing.assert_array_equal(_read(out / 'rgba_r.png')[..., 3], _read(photos / 'rgba.png')[..., 3])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / 'odd_r.png').stat().st_mode & 0o777 == 0o666 & ~umask  # as any new file, not mkstemp's 0600
     compare = _read(out / 'odd_r_compare.png')
     assert compare.shape[1] == 2 * 29 + GAP and compare.shape[0] > 37 and compare.shape[2] == 3
     assert (out / 'sub' / 'deep_r_compare.png').is_file()
@@ -144,6 +147,11 @@ def test_outputs_never_overwrite_inputs(photos, weights, capsys):
     status = cli.main(['restore', '-i', str(photos), '-o', str(photos.parent / 'o'), '--weights', str(weights),
                        '--ext', 'png'])
     assert status == 2 and 'both be written' in capsys.readouterr().err
+    # an output folder inside the input folder is not walked: a second run restores the same 7 files
+    for _ in range(2):
+        assert cli.main(['restore', '-i', str(photos), '-o', str(photos / 'restored'), '--weights',
+                         str(weights)]) == 1  # broken.png
+        assert 'restored 7 image(s)' in capsys.readouterr().out
 
 
 def test_bad_arguments_are_one_line_errors(photos, weights, tmp_path, capsys):

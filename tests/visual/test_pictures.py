@@ -72,18 +72,19 @@ def test_log_parsing_places_validations_at_their_iteration(tmp_path):
     """basicsr does not log a validation's iteration: the last logged iteration rounded up to val_freq,
     capped at total_iter; 'weights unchanged' lines pin it; a resumed run continues from its iteration."""
     log = tmp_path / 'train_x.log'
+    line = '2026 INFO: [x..][epoch:  {}, iter:      {:2d}, lr:({})] [eta: 0:00:01, time (data): 0.1 (0.0)] l_pix: {} '
     log.write_text('\n'.join([
         '  val:', '    val_freq: 4', '  train:', '    total_iter: 10',
         '2026 INFO: Start training from epoch: 0, iter: 0',
-        '2026 INFO: [x..][epoch:  0, iter:       3, lr:(1.000e-03,)] [eta: 0:00:01, time (data): 0.1 (0.0)] l_pix: 5.0e-01 ',
+        line.format(0, 3, '1.000e-03,', '5.0e-01'),
         '2026 INFO: Input (degraded) A: psnr: 20.0000, ssim: 0.5000',
         '2026 INFO: Validation A', '\t # psnr: 25.0000\tBest: 25.0000 @ 4 iter', '',
-        '2026 INFO: [x..][epoch:  1, iter:       9, lr:(5.000e-04,)] [eta: 0:00:01, time (data): 0.1 (0.0)] l_pix: 2.5e-01 ',
+        line.format(1, 9, '5.000e-04,', '2.5e-01'),
         '2026 INFO: Validation A', '\t # psnr: 26.0000\tBest: 26.0000 @ 10 iter', '',
         '2026 INFO: Validation A at iter 8: weights unchanged since the last validation, results repeated.',
         '2026 INFO: Validation A', '\t # psnr: 24.0000\tBest: 26.0000 @ 10 iter', '',
         '2026 INFO: Resuming training from epoch: 1, iter: 11',
-        '2026 INFO: [x..][epoch:  1, iter:      12, lr:(2.000e-04,)] [eta: 0:00:01, time (data): 0.1 (0.0)] l_pix: 1.0e-01 ',
+        line.format(1, 12, '2.000e-04,', '1.0e-01'),
     ]))
     curves = RunCurves('x')
     read_log(log, curves)
