@@ -3,6 +3,7 @@
 Every ``torch.load`` of this project goes through :func:`load_checkpoint` (``weights_only=True``),
 and every checkpoint or training state is written by :func:`atomic_save`.
 """
+import contextlib
 import os
 import os.path as osp
 import pickle
@@ -10,9 +11,15 @@ import tempfile
 
 import torch
 
+from ..errors import UserError
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read safely or does not match the network."""
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be read safely or does not match the network (a user-fixable problem)."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file does not exist."""
 
 
 def _new_file_mode():
@@ -21,23 +28,24 @@ def _new_file_mode():
     return 0o666 & ~umask
 
 
-def atomic_write(path, write):
-    """Write a file through ``write(f)`` (f: a binary file) to a temporary file beside ``path``,
-    fsync, then rename over ``path``: a reader never sees a half-written file.
+@contextlib.contextmanager
+def _atomic_file(path, mode):
+    """An open temporary file beside ``path``; on success fsync'd and renamed over ``path``, else removed.
 
-    The temporary name starts with '.' and ends in '.tmp', so no scan for ``*.pth``/``*.state``/
-    ``*.png`` ever picks it up.
+    A reader never sees a half-written file: either the old file or the complete new one. The temporary
+    name starts with '.' and ends in '.tmp', so no scan for ``*.pth``/``*.state``/``*.png`` ever picks it
+    up. The file gets the permissions a plain ``open`` would give (mkstemp makes 0600).
     """
     path = os.fspath(path)
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp_path = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=folder)
     try:
-        with os.fdopen(fd, 'wb') as f:
-            write(f)
+        with os.fdopen(fd, mode, **({} if 'b' in mode else {'encoding': 'utf-8'})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp_path, _new_file_mode())  # mkstemp makes 0600; give what open() would
+        os.chmod(tmp_path, _new_file_mode())
         os.replace(tmp_path, path)
     except BaseException:
         if osp.exists(tmp_path):
@@ -45,14 +53,22 @@ def atomic_write(path, write):
         raise
 
 
-def atomic_write_bytes(path, data):
-    """:func:`atomic_write` of ``data`` (bytes): images, tables, plots."""
-    atomic_write(path, lambda f: f.write(data))
-
-
 def atomic_save(obj, path, *args, **kwargs):
-    """``torch.save`` through :func:`atomic_write`: either the old file or the complete new one."""
-    atomic_write(path, lambda f: torch.save(obj, f, *args, **kwargs))
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
+    with _atomic_file(path, 'wb') as f:
+        torch.save(obj, f, *args, **kwargs)
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` (UTF-8) to ``path`` the same way: a temporary file, fsync, rename."""
+    with _atomic_file(path, 'w') as f:
+        f.write(text)
+
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` (bytes: images, plots) to ``path`` the same way."""
+    with _atomic_file(path, 'wb') as f:
+        f.write(data)
 
 
 def load_checkpoint(path, map_location='cpu'):
@@ -63,7 +79,7 @@ def load_checkpoint(path, map_location='cpu'):
     """
     path = os.fspath(path)
     if not osp.isfile(path):
-        raise FileNotFoundError(f'Checkpoint not found: {path}')
+        raise CheckpointNotFoundError(f'Checkpoint not found: {path}')
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -99,6 +115,8 @@ def load_checkpoint_for_conversion(path):
     """
     try:
         return load_checkpoint(path)
+    except CheckpointNotFoundError:
+        raise
     except CheckpointError as err:
         try:
             names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
@@ -345,16 +363,14 @@ def build_convert_parser(prog='basicsr convert'):
 
 
 def convert_main(argv=None, prog='basicsr convert'):
-    """Command-line entry: returns 0 on success, 1 when the checkpoint is refused, 2 on usage errors."""
-    import sys
-
+    """Command-line entry: returns 0 on success; a refused or missing checkpoint raises :class:`CheckpointError`
+    (a :class:`~promptir_basicsr.errors.UserError`: one line and exit status 2 through ``cli.main``)."""
     parser = build_convert_parser(prog)
     args = parser.parse_args(argv)
     arch, arch_opt = args.arch, {}
     if args.opt:
-        import yaml
-        with open(args.opt, encoding='utf-8') as f:
-            network_opt = dict((yaml.safe_load(f) or {}).get('network_g') or {})
+        from ..options import read_option_file
+        network_opt = dict(read_option_file(args.opt).get('network_g') or {})
         if not network_opt:
             parser.error(f'{args.opt} has no network_g section')
         arch = arch or network_opt.pop('type', None)
@@ -364,10 +380,6 @@ def convert_main(argv=None, prog='basicsr convert'):
         arch_opt.update(_parse_arch_opt(item) for item in args.arch_opt)
     except ValueError as err:
         parser.error(str(err))
-    try:
-        convert_checkpoint(args.input, args.output, arch=arch, arch_opt=arch_opt, param_key=args.param_key,
-                           allow_mismatch=args.allow_mismatch)
-    except (CheckpointError, FileNotFoundError) as err:
-        print(f'{prog}: error: {err}', file=sys.stderr)
-        return 1
+    convert_checkpoint(args.input, args.output, arch=arch, arch_opt=arch_opt, param_key=args.param_key,
+                       allow_mismatch=args.allow_mismatch)
     return 0
