@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from promptir_basicsr import cli
-from promptir_basicsr.visual.curves import RunCurves, read_log
+from promptir_basicsr.visual.curves import RunCurves, read_log, read_run
 from promptir_basicsr.visual.grids import GAP, ValidationGrid
 from promptir_basicsr.visual.prompt_maps import mutual_information
 
@@ -108,6 +108,9 @@ def test_plot_one_and_several_runs(demo_run, tmp_path, capsys):
     other.mkdir(parents=True)
     for log in run.glob('*.log'):
         (other / log.name).write_text(log.read_text())
+    from_log = read_run(str(other))  # the log alone places the validations at 2 and 4 too
+    assert from_log.sources == [str(p) for p in sorted(other.glob('*.log'))]
+    assert sorted(from_log.series[('metric', 'Rain', 'psnr')]) == [2, 4]
     assert cli.main(['plot', str(run), str(other), '-o', str(tmp_path / 'two.png')]) == 0
     assert _png(tmp_path / 'two.png').shape[:2] == (960, 1260)
     assert cli.main(['plot', str(tmp_path / 'nothing_here'), '-o', str(tmp_path / 'x.png')]) == 2
