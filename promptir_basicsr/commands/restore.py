@@ -120,6 +120,8 @@ def read_network_options(args):
 
 def prepare_restorer(args, log):
     """The network of ``--weights`` (and the option flags), ready on its device: a :class:`Restorer`."""
+    if args.tile < 0 or (args.tile and not 0 <= args.tile_overlap < args.tile):
+        raise UserError(f'--tile {args.tile} --tile-overlap {args.tile_overlap}: need tile > overlap >= 0')
     arch, overrides = read_network_options(args)
     try:
         net, network_opt, report = load_network(args.weights, arch, overrides, args.param_key)
@@ -129,8 +131,6 @@ def prepare_restorer(args, log):
         f'{describe_network(network_opt)}')
     for note in report['notes']:
         log(f'note: {note}')
-    if args.tile < 0 or (args.tile and not 0 <= args.tile_overlap < args.tile):
-        raise UserError(f'--tile {args.tile} --tile-overlap {args.tile_overlap}: need tile > overlap >= 0')
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -211,7 +211,7 @@ def main(argv=None):
     seconds = time.time() - start
     restored = len(plans) - len(failures)
     log(f'restored {restored} image(s), {megapixels:.2f} megapixels in {seconds:.1f} s '
-        f'({megapixels / max(seconds, 1e-9):.3f} megapixels/s) -> {args.output}')
+        f'({megapixels / max(seconds, 1e-9):.3g} megapixels/s) -> {args.output}')
     if failures:
         log(f'failed {len(failures)} file(s):\n  ' + '\n  '.join(failures))
         return 1
