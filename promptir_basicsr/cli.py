@@ -14,6 +14,12 @@ SUBCOMMANDS = {
     'test': ('test a model from an option file (basicsr flags)', 'commands.pipeline:test'),
     'convert': ('convert an official PromptIR/AirNet/Restormer checkpoint to a basicsr .pth',
                 'utils.checkpoints:convert_main'),
+    'restore': ('restore your own images with any weights, at any size (tiles, 8/16-bit, gray, alpha)',
+                'commands.restore:main'),
+    'plot': ('plot loss, learning rate and per-set metrics of training runs (several runs overlay)',
+             'commands.plot:main'),
+    'prompts': ("record a trained PromptIR's prompt weights per degradation: heatmaps and a specialisation table",
+                'commands.prompts:main'),
     'table': ("merge the results tables of several `basicsr test` runs (the paper's Table 1 layout)",
               'utils.results_table:main'),
 }
