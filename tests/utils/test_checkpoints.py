@@ -273,15 +273,16 @@ def test_convert_main_in_process_flags(tmp_path, capsys):
     assert convert_main([str(tmp_path / 'in.pth'), str(tmp_path / 'ema.pth'), '--arch', 'Restormer',
                          '--param-key', 'params_ema', *opts]) == 0
     out = capsys.readouterr().out
-    assert 'detected from the keys' not in out and "read " in out and "entry 'params_ema'" in out
+    assert "entry 'params_ema'" in out and 'LayerNorm_type=BiasFree' in out
     assert_same_weights(load_strict(tmp_path / 'ema.pth', 'Restormer', **tiny), ema)
 
     (tmp_path / 'train.yml').write_text(yaml.safe_dump({'network_g': dict(type='Restormer', **tiny)}))
     assert convert_main([str(tmp_path / 'in.pth'), str(tmp_path / 'p.pth'), '--opt', str(tmp_path / 'train.yml')]) == 0
-    assert 'detected from the keys' not in capsys.readouterr().out
+    assert 'LayerNorm_type=BiasFree' in capsys.readouterr().out
 
     partial = {k: v for k, v in params.items() if k != 'output.weight'}
     torch.save({'params': partial}, tmp_path / 'partial.pth')
+    opts += ['--arch', 'Restormer', '--arch-opt', 'out_channels=3']  # what the missing key would have told
     with pytest.raises(CheckpointError, match='output.weight'):
         convert_main([str(tmp_path / 'partial.pth'), str(tmp_path / 'no.pth'), *opts])
     assert not (tmp_path / 'no.pth').exists()
@@ -320,9 +321,11 @@ def test_conversion_casts_to_the_network_dtype_and_caps_long_key_lists(tmp_path)
 
 def test_convert_checkpoint_refusals_name_the_problem(tmp_path):
     torch.save([torch.zeros(1)], tmp_path / 'list.pth')
-    with pytest.raises(CheckpointError, match=r'^Cannot tell the architecture from the keys; pass --arch\.$'):
+    with pytest.raises(CheckpointError, match=r'^Expected a dict checkpoint, got list\.$'):
         convert_checkpoint(tmp_path / 'list.pth', tmp_path / 'o.pth', log=quiet)
     torch.save({'params': {'w': torch.zeros(1)}}, tmp_path / 'w.pth')
+    with pytest.raises(CheckpointError, match=r'^Cannot tell the architecture from the weights \(known: '):
+        convert_checkpoint(tmp_path / 'w.pth', tmp_path / 'o.pth', log=quiet)
     with pytest.raises(CheckpointError, match=r"^Unknown architecture 'NoSuchNet': "):
         convert_checkpoint(tmp_path / 'w.pth', tmp_path / 'o.pth', arch='NoSuchNet', log=quiet)
     with pytest.raises(CheckpointError, match=r"^Cannot build Restormer with options \{'no_such_option': 1\}: "):
