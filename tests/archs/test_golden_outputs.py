@@ -66,6 +66,8 @@ MORE_CONFIGURATIONS = [
                       prompt_len=2, prompt_dims=[8, 8, 16], prompt_sizes=[4, 4, 4]), 'every stage a different depth'),
     ('Restormer', dict(dim=8, num_blocks=[2, 1, 3, 1], num_refinement_blocks=2, heads=[1, 2, 2, 4]),
      'every stage a different depth'),
+    ('Restormer', dict(inp_channels=6, dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 1, 2, 2],
+                       bias=True, dual_pixel_task=True), 'dual-pixel with biases'),
 ]
 
 
