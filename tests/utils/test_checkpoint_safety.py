@@ -123,3 +123,22 @@ def test_atomic_save_writes_a_hidden_tmp_file_beside_the_target_and_passes_save_
     for path in (tmp_path / 'legacy_kw.pth', tmp_path / 'legacy_pos.pth'):
         assert not zipfile.is_zipfile(path) and torch.equal(load_checkpoint(path)['w'], torch.ones(1))
     assert zipfile.is_zipfile(tmp_path / 'sub' / 'net_g_5.pth')
+
+
+def test_atomic_text_and_bytes_writes_and_their_file_mode(tmp_path):
+    """Guards atomic_write_text/atomic_write_bytes (results tables, images) and the mode of every atomic
+    file: what open() would give (0o666 less the umask), not mkstemp's private 0o600 (found by mutation
+    testing)."""
+    from promptir_basicsr.utils.checkpoints import atomic_write_bytes, atomic_write_text
+    old_umask = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / 'table.md', 'PSNR 30.00 dB, \u00b5 = 1\n')
+        atomic_write_bytes(tmp_path / 'img.bin', b'\x00\xffpng')
+        atomic_save({'w': torch.ones(1)}, tmp_path / 'w.pth')
+    finally:
+        os.umask(old_umask)
+    assert (tmp_path / 'table.md').read_text(encoding='utf-8') == 'PSNR 30.00 dB, \u00b5 = 1\n'
+    assert (tmp_path / 'img.bin').read_bytes() == b'\x00\xffpng'
+    for name in ('table.md', 'img.bin', 'w.pth'):
+        assert os.stat(tmp_path / name).st_mode & 0o777 == 0o640, name
+    assert sorted(os.listdir(tmp_path)) == ['img.bin', 'table.md', 'w.pth']  # no temporary file left
