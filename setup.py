@@ -22,6 +22,11 @@ setup(
         'scikit-image>=0.19',
         'scipy',
     ],
-    extras_require={'test': ['pytest']},
+    extras_require={
+        'test': ['pytest'],
+        # spandrel support, `basicsr export`, `basicsr restore --weights model.onnx` (promptir_basicsr/interop/)
+        'interop': ['spandrel>=0.4.2', 'spandrel-extra-arches>=0.2.0', 'onnx>=1.16', 'onnxruntime>=1.17', 'onnxscript',
+                    'safetensors>=0.4'],
+    },
     entry_points={'console_scripts': ['basicsr=promptir_basicsr.cli:main']},
 )
