@@ -25,13 +25,15 @@ _NUMPY_TYPES = {'tensor(float)': np.float32, 'tensor(float16)': np.float16}
 
 
 def providers_for(device, ort):
-    """onnxruntime execution providers for a torch device: CUDA first when asked for and available."""
-    if torch.device(device).type != 'cuda':
-        return ['CPUExecutionProvider']
-    if 'CUDAExecutionProvider' not in ort.get_available_providers():
+    """onnxruntime execution providers for ``device``: 'cpu'; 'cuda' (an error without onnxruntime's CUDA
+    provider, from the onnxruntime-gpu package); 'auto': CUDA when that provider and a GPU are there."""
+    cuda = 'CUDAExecutionProvider' in ort.get_available_providers()
+    if device == 'cuda' and not cuda:
         raise UserError('--device cuda with an .onnx model needs onnxruntime with CUDA: pip install onnxruntime-gpu '
                         f'(this onnxruntime {ort.__version__} offers {", ".join(ort.get_available_providers())})')
-    return ['CUDAExecutionProvider', 'CPUExecutionProvider']
+    if device == 'cuda' or (device == 'auto' and cuda and torch.cuda.is_available()):
+        return ['CUDAExecutionProvider', 'CPUExecutionProvider']
+    return ['CPUExecutionProvider']
 
 
 def _session(model, options, providers, ort):
@@ -52,7 +54,9 @@ class OnnxNetwork(nn.Module):
 
     Args:
         model: an ``.onnx`` file (path or bytes), e.g. from ``basicsr export --format onnx``.
-        device: 'cpu' or 'cuda' (onnxruntime's CUDA provider, from the onnxruntime-gpu package).
+        device: 'cpu', 'cuda' (onnxruntime's CUDA provider, from the onnxruntime-gpu package) or 'auto'
+            (CUDA when available, else the CPU); see :func:`providers_for`. Inputs and outputs are torch
+            tensors on any device: they pass through host memory.
         threads: onnxruntime's intra-op threads (None: its default, one per physical core).
 
     Attributes: ``network_opt`` (the architecture and options recorded at export, or None for a
@@ -60,7 +64,7 @@ class OnnxNetwork(nn.Module):
     when unknown), ``input_dtype`` (float32 or float16 models).
     """
 
-    def __init__(self, model, device='cpu', threads=None):
+    def __init__(self, model, device='auto', threads=None):
         super().__init__()
         ort = require('onnxruntime', 'running .onnx models')
         options = ort.SessionOptions()

@@ -48,11 +48,13 @@ def test_models_that_are_not_image_to_image_are_refused():
 
 
 def test_cuda_needs_onnxruntime_gpu():
-    """Asking for CUDA with a CPU-only onnxruntime names the package to install instead of running elsewhere."""
+    """--device cuda with a CPU-only onnxruntime names the package to install instead of running elsewhere;
+    'auto' takes CUDA only when onnxruntime has the provider and torch sees a GPU."""
     assert providers_for('cpu', ort) == ['CPUExecutionProvider']
-    if 'CUDAExecutionProvider' in ort.get_available_providers():
+    cuda = 'CUDAExecutionProvider' in ort.get_available_providers()
+    assert (providers_for('auto', ort)[0] == 'CUDAExecutionProvider') == (cuda and torch.cuda.is_available())
+    if cuda:
         assert providers_for('cuda', ort)[0] == 'CUDAExecutionProvider'
     else:
         with pytest.raises(UserError, match='pip install onnxruntime-gpu'):
             providers_for('cuda', ort)
-
