@@ -1,7 +1,7 @@
 """Writers from a built network to ONNX, TorchScript and safetensors, each checked before it is written.
 
-Each writer returns the file's bytes and a report; nothing reaches the disk here (``basicsr export``
-writes the bytes atomically), so a file that fails its check is never written.
+Each writer returns the file's bytes and the differences it measured; nothing reaches the disk here
+(``basicsr export`` writes the bytes atomically), so a file that fails its check is never written.
 
 - :func:`onnx_bytes`: ONNX with dynamic height and width (and batch with ``dynamic_batch``), run by
   onnxruntime at :data:`VERIFY_SIZES` against the PyTorch network.
@@ -15,10 +15,11 @@ the example (:data:`TRACE_SIZE`) is deliberately not a multiple of 8: the paddin
 recorded with sizes computed from the input's shape, and at a multiple of 8 they pad by zero and crop
 nothing. :data:`VERIFY_SIZES` checks both cases.
 
-Why torch's TorchScript-based ONNX exporter (``dynamo=False``) and not the newer ``torch.export`` one:
-measured on a tiny PromptIR here, the TorchScript exporter took 1 s, the dynamo exporter 40 s (23 s of
-CPU), and the dynamo graph with a dynamic batch failed in onnxruntime at batch 2 (a reshape
-specialised to batch 1), while the traced graph ran batches of any size.
+Why torch's TorchScript-based ONNX exporter (``dynamo=False``) and not the newer ``torch.export`` one
+(torch 2.14, tiny PromptIR, measured here): the TorchScript exporter took about 1 s, the dynamo exporter
+about 40 s (over 20 s of CPU time); and with the batch axis declared dynamic, the dynamo graph still
+failed in onnxruntime at batch 2 (a reshape specialised to the example's batch of 1), while the traced
+graph runs any batch.
 """
 import copy
 import io
@@ -78,6 +79,11 @@ def check_differences(differences, precision, what):
         raise ExportCheckError(f'the {what} differs from the PyTorch network by up to {worst:.2e} ({shown}), more '
                                f'than the {TOLERANCE[precision]:.0e} allowed for {precision}; nothing was written')
     return differences
+
+
+def describe_differences(differences):
+    """'64x64 max abs difference 2.98e-07, 45x61 max abs difference ...' (what `basicsr export` prints)."""
+    return ', '.join(f'{h}x{w} max abs difference {diff:.2e}' for (h, w), diff in differences)
 
 
 def _traceable(net, fp16):
@@ -173,17 +179,16 @@ def onnx_bytes(net, network_opt, opset=None, dynamic_batch=False, fp16=False, lo
     onnxruntime's outputs differ from the network's.
     """
     require('onnx', 'ONNX export')
-    require('onnxruntime', 'ONNX export (verification)')
+    ort = require('onnxruntime', 'ONNX export')  # it checks the exported model
     if opset is not None and opset not in OPSET_RANGE:
         raise UserError(f'--opset {opset}: the exporter writes opsets {OPSET_RANGE.start} to {OPSET_RANGE.stop - 1}')
     _register_deform_conv2d()
     channels = network_opt.get('inp_channels', 3)
     needed, reason = minimum_opset(net, channels)  # in float32: quicker on the CPU, the same operators
-    model = _traceable(net, fp16)
     if opset is not None and opset < needed:
         raise UserError(f'--opset {opset}: {reason}, which needs --opset {needed} or newer')
     opset = opset or needed
-    model_bytes = _trace_to_onnx(model, _example(channels, fp16), opset, dynamic_batch)
+    model_bytes = _trace_to_onnx(_traceable(net, fp16), _example(channels, fp16), opset, dynamic_batch)
     options = {k: v for k, v in network_opt.items() if k != 'type'}
     model_bytes = _with_metadata(model_bytes, {ONNX_ARCH_KEY: network_opt['type'],
                                                ONNX_OPTIONS_KEY: json.dumps(options),
@@ -196,8 +201,7 @@ def onnx_bytes(net, network_opt, opset=None, dynamic_batch=False, fp16=False, lo
     runner.size_multiple = 1
     precision = 'float16' if fp16 else 'float32'
     differences = check_differences(max_differences(net, runner, channels), precision, f'ONNX model (opset {opset})')
-    log(f'onnxruntime {require("onnxruntime", "ONNX export").__version__}, opset {opset}, {precision}: '
-        + ', '.join(f'{h}x{w} max abs difference {diff:.2e}' for (h, w), diff in differences))
+    log(f'onnxruntime {ort.__version__}, opset {opset}, {precision}: {describe_differences(differences)}')
     return model_bytes, differences
 
 
@@ -226,8 +230,7 @@ def torchscript_bytes(net, network_opt, fp16=False, log=print):
     precision = 'float16' if fp16 else 'float32'
     differences = check_differences(max_differences(net, _run_in_float32(reloaded), channels), precision,
                                     'TorchScript module')
-    log(f'TorchScript, {precision}: ' + ', '.join(f'{h}x{w} max abs difference {diff:.2e}'
-                                                   for (h, w), diff in differences))
+    log(f'TorchScript, {precision}: {describe_differences(differences)}')
     return buffer.getvalue(), differences
 
 
