@@ -77,13 +77,17 @@ def test_spandrel_loads_the_official_release_formats(tmp_path, arch):
 @pytest.mark.parametrize('extras_first', [True, False])
 def test_detection_order_with_the_extra_arches(tmp_path, extras_first):
     """PromptIR's keys satisfy the extra arches' Restormer detection: ours must still win, whatever order the
-    registries were added in; a Restormer file stays with the extra arches (we do not take it over)."""
+    registries were added in; a Restormer file stays with the extra arches (we do not take it over), which
+    run our (gray, BiasFree, non-default) Restormer weights with our outputs."""
     reg = registry(extras_first)
     promptir = ModelLoader(registry=reg).load_from_file(write(tmp_path / 'p.pth', built(PROMPTIR), 'pth'))
     assert promptir.architecture.id == 'PromptIR' and type(promptir.model).__module__.startswith('promptir_basicsr')
-    restormer = ModelLoader(registry=reg).load_from_file(write(tmp_path / 'r.pth', built(RESTORMER), 'pth'))
+    ours = built(RESTORMER)
+    restormer = ModelLoader(registry=reg).load_from_file(write(tmp_path / 'r.pth', ours, 'pth'))
     assert restormer.architecture.id == 'Restormer'
     assert type(restormer.model).__module__.startswith('spandrel_extra_arches')
+    x = image(1, 37, 45)  # the extra arches' own Restormer gives our Restormer's outputs (README's claim)
+    assert (restormer(x) - run(ours, x).clamp(0, 1)).abs().max() <= 1e-5
 
 
 def test_detection_leaves_other_files_alone():
