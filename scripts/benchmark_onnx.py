@@ -72,7 +72,8 @@ def main():
     print(f'\n{args.arch} (full size, random weights), {args.size}x{args.size}, '
           f'{f"tiles {args.tile}" if args.tile else "whole image"}, CPU, torch {torch.__version__}, onnxruntime '
           f'{onnxruntime.__version__}, best / median of {args.rounds} alternating rounds\n')
-    print('| threads | torch eager | onnxruntime | torch / onnxruntime (best) | (median) | max abs difference |')
+    print('| threads | torch eager (best / median) | onnxruntime (best / median) | torch / onnxruntime, best | median '
+          '| max abs difference |')
     print('|:---:|:---:|:---:|:---:|:---:|:---:|')
     for threads, eager_s, ort_s, diff in rows:
         print(f'| {threads} | {min(eager_s):.2f} / {statistics.median(eager_s):.2f} s | {min(ort_s):.2f} / '
