@@ -21,6 +21,9 @@ setup(
         'pyyaml',
         'scikit-image>=0.19',
         'scipy',
+        'matplotlib',  # training curves and prompt heatmaps (promptir_basicsr/visual/)
+        'tensorboard',  # basicsr's tb_logger (the demos turn it on) and reading it in `basicsr plot`
+        'safetensors',  # `basicsr restore --weights *.safetensors`
     ],
     extras_require={
         'test': ['pytest'],

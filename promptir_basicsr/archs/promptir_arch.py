@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .restormer_blocks import RestormerEncoder, TransformerBlock, Upsample, pad_to_multiple, transformer_stage
+from ..utils.tiling import pad_to_multiple
+from .restormer_blocks import RestormerEncoder, TransformerBlock, Upsample, transformer_stage
 
 # Three 2x downsamplings: every level must see an even size.
 SIZE_MULTIPLE = 8

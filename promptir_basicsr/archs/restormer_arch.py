@@ -8,7 +8,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 import torch
 from torch import nn
 
-from .restormer_blocks import RestormerEncoder, Upsample, pad_to_multiple, transformer_stage
+from ..utils.tiling import pad_to_multiple
+from .restormer_blocks import RestormerEncoder, Upsample, transformer_stage
 
 # Three 2x downsamplings: every level must see an even size.
 SIZE_MULTIPLE = 8

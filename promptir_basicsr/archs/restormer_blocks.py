@@ -15,26 +15,6 @@ LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
 NORM_EPS = 1e-5  # the official value
 
 
-def _padding_to_multiple(size, multiple):
-    return (multiple - size % multiple) % multiple
-
-
-def pad_to_multiple(x, multiple):
-    """Pad the bottom/right of (B, C, H, W) ``x`` so H and W are multiples of ``multiple``.
-
-    Returns ``(x_padded, (H, W))``; when both already are multiples, ``x`` itself comes back and no
-    padding op runs at all. Reflect padding (what Restormer's own validation uses) keeps the border
-    statistics natural; it needs pad < size, so a tiny side (e.g. H=3 padded to 8) falls back to
-    replicate padding instead of failing.
-    """
-    h, w = x.shape[-2:]
-    pad_h, pad_w = _padding_to_multiple(h, multiple), _padding_to_multiple(w, multiple)
-    if pad_h == 0 and pad_w == 0:
-        return x, (h, w)
-    mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode), (h, w)
-
-
 class LayerNorm(nn.Module):
     """Layer norm over the channels of a (B, C, H, W) map, at each pixel; eps 1e-5, biased variance.
 

@@ -38,7 +38,11 @@ Batches from ``AllInOneDataset`` with ``one_per_source: true`` carry a source ax
 ``lq2``/``gt2`` (used by ``AirNetModel``).
 
 Validation images go to ``visualization/<set name>/<image>_<iter>.png`` (basicsr uses the image
-name as the folder, so two sets with the same file names overwrite each other). The validation that
+name as the folder, so two sets with the same file names overwrite each other). Each validation
+also draws one grid per set, degraded | restored | target for the first ``val:grid_images`` (4)
+images with their PSNR, cells of at most ``val:grid_size`` (256) pixels:
+``visualization/<set>/grid_<iter>.png`` and tensorboard ``grids/<set>`` (``visual/grids.py``;
+in ``basicsr test``: ``results/<name>/visualization/<set>/grid_<name>.png``). The validation that
 ``train_pipeline`` runs after its loop is logged at ``total_iter`` (basicsr passes total_iter + 1 or
 more), and is skipped, not recomputed nor logged again, when the weights have not changed since the
 validation at ``total_iter``. ``val.pbar`` (basicsr's key) shows a tqdm bar over each set's images; by
@@ -63,6 +67,7 @@ from tqdm import tqdm
 from ..option_schema import Key
 from ..utils import results_table
 from ..utils.tiling import tiled_forward
+from ..visual.grids import ValidationGrid
 from .schedulers import build_optimizer, build_scheduler
 from .training_guards import TrainingGuardsMixin
 
@@ -122,7 +127,8 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
                   'channels_last': Key(bool), 'grad_clip': Key(float, None), 'use_grad_clip': Key(bool)},
         'datasets:train': {key: Key(list, None) for key in _PROGRESSIVE_KEYS},  # where Restormer's files keep them
         'val': {'tile_size': Key(int, None), 'tile_overlap': Key(int), 'pad_to_multiple': Key(int),
-                'input_metrics': Key(bool), 'table_name': Key(str, None)},
+                'input_metrics': Key(bool), 'table_name': Key(str, None),
+                'grid_images': Key(int), 'grid_size': Key(int)},  # the validation grid (visual/grids.py)
     }
 
     #: default of ``val.pad_to_multiple`` (PromptIR and Restormer need multiples of 8)
@@ -406,6 +412,7 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
         float_metric = {name: wants_float_rgb(m) for name, m in metrics_opt.items()}
 
         pbar = tqdm(total=len(dataloader), unit='image', leave=False) if _wants_pbar(val_opt) else None
+        grid = ValidationGrid.from_options(val_opt)
         count = 0
         self._validating = True
         try:
@@ -421,6 +428,7 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
                     sr_img = tensor2img([output[b]])
                     if save_img:
                         imwrite(sr_img, self._image_path(dataset_name, img_name, current_iter))
+                    grid.add(img_name, lq[b], output[b], None if gt is None else gt[b])
                     if with_metrics and gt is not None:
                         gt_img = tensor2img([gt[b]])
                         self._add_metrics(self.metric_results, metrics_opt, float_metric, output[b], sr_img, gt[b],
@@ -442,6 +450,8 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
             if pbar:
                 pbar.close()
 
+        if self.opt.get('rank', 0) == 0:
+            grid.write(self.opt['path']['visualization'], dataset_name, current_iter, tb_logger)
         if not with_metrics or count == 0:
             return
         for name in self.metric_results:

@@ -22,12 +22,19 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """The checkpoint file does not exist."""
 
 
+def _new_file_mode():
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def _atomic_file(path, mode):
     """An open temporary file beside ``path``; on success fsync'd and renamed over ``path``, else removed.
 
     A reader never sees a half-written file: either the old file or the complete new one. The temporary
-    name starts with '.' and ends in '.tmp', so no scan for ``*.pth``/``*.state`` ever picks it up.
+    name starts with '.' and ends in '.tmp', so no scan for ``*.pth``/``*.state``/``*.png`` ever picks it
+    up. The file gets the permissions a plain ``open`` would give (mkstemp makes 0600).
     """
     path = os.fspath(path)
     folder = osp.dirname(osp.abspath(path))
@@ -38,6 +45,7 @@ def _atomic_file(path, mode):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp_path, _new_file_mode())
         os.replace(tmp_path, path)
     except BaseException:
         if osp.exists(tmp_path):
@@ -55,6 +63,12 @@ def atomic_write_text(path, text):
     """Write ``text`` (UTF-8) to ``path`` the same way: a temporary file, fsync, rename."""
     with _atomic_file(path, 'w') as f:
         f.write(text)
+
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` (bytes: images, plots) to ``path`` the same way."""
+    with _atomic_file(path, 'wb') as f:
+        f.write(data)
 
 
 def load_checkpoint(path, map_location='cpu'):
@@ -274,30 +288,31 @@ def convert_state_dict(ckpt, net, param_key=None, allow_mismatch=False):
 def convert_checkpoint(in_path, out_path, arch=None, arch_opt=None, param_key=None, allow_mismatch=False, log=print):
     """Convert an official checkpoint file to basicsr's ``{'params': state_dict}`` at ``out_path``.
 
-    ``arch`` is a registered arch name (guessed from the keys when None) built through basicsr's
-    ``build_network`` with ``arch_opt``; the written file is loaded back into that network with
+    The network is read from the weights (:func:`promptir_basicsr.inference.infer_network_options`:
+    architecture and every hyper-parameter); ``arch`` (a registered arch name) and ``arch_opt``
+    override what was read, and are needed only for architectures it cannot read. It is built
+    through basicsr's ``build_network``; the written file is loaded back into that network with
     ``strict=True`` before this returns, so ``pretrain_network_g`` + ``strict_load_g: true`` work.
     Returns the report of :func:`convert_state_dict`.
     """
     from basicsr.archs import build_network
 
-    import promptir_basicsr  # noqa: F401  (our archs registered)
+    from ..inference import describe_network, resolve_network_opt
 
     ckpt = load_checkpoint_for_conversion(in_path)
-    if arch is None:
-        try:
-            arch = detect_arch(extract_state_dict(ckpt, param_key)[0])
-        except CheckpointError:
-            arch = None
-        if arch is None:
-            raise CheckpointError('Cannot tell the architecture from the keys; pass --arch.')
+    weights = extract_state_dict(ckpt, param_key)[0]
+    detected = detect_arch(weights)
+    network_opt = resolve_network_opt(weights, arch=arch, overrides=arch_opt)
+    arch = network_opt.pop('type')
+    if detected == arch:
         log(f'architecture (detected from the keys): {arch}')
+    log(f'network: {describe_network(dict(type=arch, **network_opt))}')
     try:
-        net = build_network({'type': arch, **(arch_opt or {})})
+        net = build_network({'type': arch, **network_opt})
     except KeyError as err:
         raise CheckpointError(f'Unknown architecture {arch!r}: {err}') from err
     except (TypeError, ValueError) as err:
-        raise CheckpointError(f'Cannot build {arch} with options {arch_opt}: {err}') from err
+        raise CheckpointError(f'Cannot build {arch} with options {network_opt}: {err}') from err
     state_dict, report = convert_state_dict(ckpt, net, param_key=param_key, allow_mismatch=allow_mismatch)
     log(f'read {in_path}: {report["source"]}')
     for note in report['notes']:
@@ -335,8 +350,8 @@ def build_convert_parser(prog='basicsr convert'):
     parser.add_argument('--arch', default=None,
                         help='registered architecture: PromptIR, Restormer, AirNet, ... (default: detected from the keys)')
     parser.add_argument('--arch-opt', action='append', default=[], metavar='KEY=VALUE',
-                        help='architecture option, YAML value, repeatable (e.g. LayerNorm_type=BiasFree, '
-                        'queue_size=2560, num_blocks=[4,6,6,8])')
+                        help='architecture option, YAML value, repeatable (e.g. queue_size=2560); overrides what is '
+                        'read from the weights (PromptIR, Restormer and AirNet options are read from them)')
     parser.add_argument('--opt', default=None, metavar='YML',
                         help="take the architecture from an option file's network_g (--arch/--arch-opt override)")
     parser.add_argument('--param-key', default=None,

@@ -1,26 +1,38 @@
 """Run a restoration network on a whole image: padding to a multiple, and optional overlapping tiles.
 
-One helper for every place that restores a full image (validation, testing, ``basicsr restore``):
+The one helper for every place that restores a full image (the networks' own padding, validation,
+``basicsr test``, ``basicsr restore``, ``basicsr prompts``):
 
 - :func:`pad_to_multiple` / :func:`padded_forward`: pad H and W up to a multiple (PromptIR and
   Restormer need multiples of 8), run, crop back.
-- :func:`tiled_forward`: split a large image into ``tile_size`` tiles overlapping by
-  ``tile_overlap`` pixels, run each alone (peak memory of one tile), and stitch. Each tile
-  contributes only its centre: ``tile_overlap // 2`` pixels are dropped on every side that is not
-  an image border, and pixels covered by several centres are averaged. A network whose receptive
-  field radius is at most ``tile_overlap // 2`` (a stack of convolutions) therefore gives exactly
-  its untiled output; networks with global operations (Restormer/PromptIR channel attention,
-  PromptIR's pooled prompt weights, AirNet's pooled degradation code) see only their tile, so
-  their tiled output is close to but not identical with the untiled one.
+- :func:`tiled_forward`: split a large image into ``tile_size`` tiles overlapping by ``tile_overlap``
+  pixels, run each alone (the peak memory of one tile, whatever the image size), and blend.
+
+Blending. Along every side a tile shares with a neighbour, its weight is 0 for the outer
+``tile_overlap // 4`` pixels (a tile's border sees zero padding instead of the image, so those
+pixels are the least reliable), then rises linearly to 1 across the middle of the overlap, where
+the neighbour's weight falls by the same amount: the weights of neighbouring tiles sum to 1, so
+tiles fade into each other with no seam, and a constant image stays constant. The weights are a
+product of a row and a column profile, so the normaliser is one row and one column vector, not a
+second image-sized buffer.
+
+Exactness. A network whose receptive-field radius is at most ``tile_overlap // 4`` pixels (a stack
+of convolutions) sees, at every pixel with a non-zero weight, exactly what it sees untiled: its
+tiled output equals the untiled one. Networks with global operations (Restormer/PromptIR channel
+attention, PromptIR's pooled prompt weights, AirNet's pooled degradation code) see only their
+tile, so their tiled output is close to, not identical with, the untiled one (README: measured).
 """
 import torch
 import torch.nn.functional as F
 
 
 def pad_to_multiple(x, multiple, mode='reflect'):
-    """``x`` (N,C,H,W) padded at the bottom/right to multiples of ``multiple``; returns (padded, (H, W)).
+    """``x`` (N, C, H, W) padded at the bottom/right so H and W are multiples of ``multiple``.
 
-    Reflect padding needs the pad to be smaller than the side; tiny images fall back to replicate.
+    Returns ``(padded, (H, W))``; when both already are multiples (or ``multiple`` <= 1), ``x``
+    itself comes back and no padding op runs at all. Reflect padding (what Restormer's own
+    validation uses) keeps the border statistics natural; it needs pad < size, so a tiny side (e.g.
+    H=3 padded to 8) falls back to replicate padding instead of failing.
     """
     h, w = x.shape[-2:]
     if multiple is None or multiple <= 1:
@@ -41,63 +53,99 @@ def padded_forward(fn, x, multiple=8, scale=1, mode='reflect'):
     return out[..., :h * scale, :w * scale]
 
 
-def _starts(length, tile, stride):
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
-    return starts
+class TileGrid:
+    """Where the tiles of an (H, W) image go, for ``tile_size`` / ``tile_overlap`` (input pixels).
+
+    ``tile_size`` is rounded down to a multiple of ``multiple``. Along a side longer than the tile,
+    tiles start every ``tile - overlap`` pixels and the last one is moved back to end at the border
+    (so every tile has the full size); a side no longer than the tile is one tile.
+    """
+
+    def __init__(self, height, width, tile_size, tile_overlap=32, multiple=8):
+        multiple = max(int(multiple or 1), 1)
+        tile = max(multiple, (int(tile_size) // multiple) * multiple)
+        overlap = int(tile_overlap or 0)
+        if not 0 <= overlap < tile:
+            raise ValueError(f'tile_overlap must be in [0, tile_size), got {tile_overlap} with tile_size {tile}')
+        self.tile_h, self.tile_w = min(tile, height), min(tile, width)
+        self.overlap = overlap
+        self.rows = self._starts(height, self.tile_h, overlap)
+        self.cols = self._starts(width, self.tile_w, overlap)
+
+    @staticmethod
+    def _starts(length, tile, overlap):
+        if length <= tile:
+            return [0]
+        starts = list(range(0, length - tile, max(tile - overlap, 1)))
+        starts.append(length - tile)
+        return starts
+
+    def __len__(self):
+        return len(self.rows) * len(self.cols)
 
 
-def tiled_forward(fn, x, tile_size, tile_overlap=32, multiple=8, scale=1, mode='reflect'):
-    """``fn`` applied to ``x`` (N,C,H,W) tile by tile; see the module docstring.
+def _blend_profile(start, tile, length, overlap, scale):
+    """1-D weights (tile * scale,) of a tile at ``start`` along a side of ``length`` (input pixels).
+
+    1 everywhere, except at ends shared with a neighbour: 0 for the outer ``overlap // 4`` pixels,
+    then a linear ramp over the middle of the overlap (see the module docstring).
+    """
+    n = tile * scale
+    margin, ramp_len = (overlap // 4) * scale, (overlap - 2 * (overlap // 4)) * scale
+    dist = torch.arange(n, dtype=torch.float32)
+    ramp = ((dist - margin + 1) / (ramp_len + 1)).clamp(0, 1)  # by distance from the tile's end
+    weight = torch.ones(n)
+    if start > 0:
+        weight = weight * ramp
+    if start + tile < length:
+        weight = weight * ramp.flip(0)
+    return weight
+
+
+def tiled_forward(fn, x, tile_size, tile_overlap=32, multiple=8, scale=1, mode='reflect', on_tile=None):
+    """``fn`` applied to ``x`` (N, C, H, W) tile by tile and blended; see the module docstring.
 
     Args:
-        fn: a function of a (N,C,h,w) tensor returning (N,C',h*scale,w*scale).
+        fn: a function of a (N, C, h, w) tensor returning (N, C', h*scale, w*scale).
         tile_size (int): tile side in input pixels; rounded down to a multiple of ``multiple``.
             ``None``/0: no tiling (:func:`padded_forward`).
         tile_overlap (int): overlap between neighbouring tiles, in input pixels (< tile_size).
         multiple (int): the image is first padded to this multiple, and tiles are multiples of it.
         scale (int): output/input size ratio (1 for restoration).
+        on_tile: called as ``on_tile(done, total)`` after each tile (progress bars).
+    Returns:
+        (N, C', H*scale, W*scale) float32 on ``x``'s device, whatever dtype ``fn`` computes in.
     """
     if not tile_size:
-        return padded_forward(fn, x, multiple, scale, mode)
-    multiple = max(int(multiple or 1), 1)
-    tile = max(multiple, (int(tile_size) // multiple) * multiple)
-    overlap = int(tile_overlap or 0)
-    if not 0 <= overlap < tile:
-        raise ValueError(f'tile_overlap must be in [0, tile_size), got {tile_overlap} with tile_size {tile}')
-    padded, (h, w) = pad_to_multiple(x, multiple, mode)
+        out = padded_forward(fn, x, multiple, scale, mode)
+        if on_tile:
+            on_tile(1, 1)
+        return out.float()
+    padded, (h, w) = pad_to_multiple(x, max(int(multiple or 1), 1), mode)
     big_h, big_w = padded.shape[-2:]
-    tile_h, tile_w = min(tile, big_h), min(tile, big_w)
-    stride_h, stride_w = max(tile_h - overlap, 1), max(tile_w - overlap, 1)
-    margin = overlap // 2
-
+    grid = TileGrid(big_h, big_w, tile_size, tile_overlap, multiple)
+    th, tw = grid.tile_h, grid.tile_w
+    row_weights = [_blend_profile(top, th, big_h, grid.overlap, scale).to(x.device) for top in grid.rows]
+    col_weights = [_blend_profile(left, tw, big_w, grid.overlap, scale).to(x.device) for left in grid.cols]
     out = None
-    weight = None
-    rows, cols = _starts(big_h, tile_h, stride_h), _starts(big_w, tile_w, stride_w)
-    for top in rows:
-        for left in cols:
-            patch = padded[..., top:top + tile_h, left:left + tile_w]
-            result = fn(patch)
+    done = 0
+    for top, wy in zip(grid.rows, row_weights):
+        for left, wx in zip(grid.cols, col_weights):
+            result = fn(padded[..., top:top + th, left:left + tw]).float()
             if out is None:
-                n, c = result.shape[:2]
-                out = result.new_zeros((n, c, big_h * scale, big_w * scale))
-                weight = result.new_zeros((1, 1, big_h * scale, big_w * scale))
-            # the tile's centre: drop `margin` pixels on sides that are not image borders
-            y0 = 0 if top == 0 else margin
-            x0 = 0 if left == 0 else margin
-            y1 = tile_h if top + tile_h >= big_h else tile_h - margin
-            x1 = tile_w if left + tile_w >= big_w else tile_w - margin
-            oy, ox = (top + y0) * scale, (left + x0) * scale
-            out[..., oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale] += \
-                result[..., y0 * scale:y1 * scale, x0 * scale:x1 * scale]
-            weight[..., oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale] += 1
-    out = out / weight
+                out = result.new_zeros((result.shape[0], result.shape[1], big_h * scale, big_w * scale))
+            out[..., top * scale:(top + th) * scale, left * scale:(left + tw) * scale] += \
+                result * wy[:, None] * wx[None, :]
+            done += 1
+            if on_tile:
+                on_tile(done, len(grid))
+    # Each tile's weight is wy(row) * wx(col), so the total weight is (sum of rows) x (sum of cols).
+    total_y = torch.zeros(big_h * scale, device=out.device)
+    total_x = torch.zeros(big_w * scale, device=out.device)
+    for top, wy in zip(grid.rows, row_weights):
+        total_y[top * scale:(top + th) * scale] += wy
+    for left, wx in zip(grid.cols, col_weights):
+        total_x[left * scale:(left + tw) * scale] += wx
+    out /= total_y[:, None]  # two in-place passes: no image-sized normaliser
+    out /= total_x[None, :]
     return out[..., :h * scale, :w * scale]
-
-
-@torch.no_grad()
-def restore_image(net, x, tile_size=None, tile_overlap=32, multiple=8, scale=1):
-    """Convenience for callers outside a model (e.g. ``basicsr restore``): ``net`` in eval mode."""
-    return tiled_forward(net, x, tile_size, tile_overlap, multiple, scale)

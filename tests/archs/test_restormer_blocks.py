@@ -2,8 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from promptir_basicsr.archs import restormer_blocks
-from promptir_basicsr.archs.restormer_blocks import Attention, LayerNorm, pad_to_multiple
+from promptir_basicsr.archs.restormer_blocks import Attention, LayerNorm
 
 
 def reference_channel_norm(x, weight, bias):
@@ -61,24 +60,3 @@ def test_attention_matches_per_head_formula():
         heads.append(a.softmax(-1) @ vh)
     expected = attn.project_out(torch.cat(heads).reshape(1, 8, 3, 5))
     torch.testing.assert_close(attn(x), expected)
-
-
-def test_pad_to_multiple_sizes_and_no_op():
-    x = torch.rand(1, 3, 37, 53)
-    padded, size = pad_to_multiple(x, 8)
-    assert padded.shape[-2:] == (40, 56) and size == (37, 53)
-    torch.testing.assert_close(padded[..., :37, :53], x)
-    assert padded[0, 0, 37, 0] == x[0, 0, 35, 0]  # reflect, not zeros
-    already = torch.rand(1, 3, 16, 24)
-    same, _ = pad_to_multiple(already, 8)
-    assert same is already
-    tiny, _ = pad_to_multiple(torch.rand(1, 3, 3, 8), 8)  # reflect impossible (pad 5 >= 3): replicate
-    assert tiny.shape[-2:] == (8, 8)
-
-
-def test_no_padding_op_when_already_multiple(monkeypatch):
-    def forbidden(*args, **kwargs):
-        raise AssertionError('F.pad called for an input that is already a multiple of 8')
-
-    monkeypatch.setattr(restormer_blocks.F, 'pad', forbidden)
-    pad_to_multiple(torch.rand(1, 3, 32, 48), 8)

@@ -73,7 +73,7 @@ def test_onnx_export_and_restore_through_onnxruntime(tmp_path, weights, photos, 
     from_pth = restore(photos, tmp_path / 'pth', weights, *tiles)
     capsys.readouterr()
     from_onnx = restore(photos, tmp_path / 'onnx', model, *tiles)
-    assert 'ONNX, onnxruntime CPUExecutionProvider' in capsys.readouterr().out
+    assert 'device: onnxruntime CPUExecutionProvider' in capsys.readouterr().out
     for name, expected in from_pth.items():
         assert from_onnx[name].shape == expected.shape and np.abs(from_onnx[name] - expected).max() <= 1, name
 
@@ -95,6 +95,9 @@ def test_flags_and_refusals(tmp_path, weights, capsys, monkeypatch):
     assert cli.main(['restore', '-i', str(tmp_path / 'a.png'), '-o', str(tmp_path / 'o'), '--weights',
                      str(tmp_path / 'x.onnx')]) == 2
     assert 'x.onnx: no such file' in capsys.readouterr().err
+    assert cli.main(['restore', '-i', str(tmp_path / 'a.png'), '-o', str(tmp_path / 'o'), '--weights',
+                     str(tmp_path / 'x.onnx'), '--amp', 'bf16']) == 2
+    assert '--amp does not apply to an .onnx model' in capsys.readouterr().err
 
     monkeypatch.setitem(export.TOLERANCE, 'float32', -1.0)  # no export can pass: the check must stop it
     target = tmp_path / 'checked' / 'm.pt'

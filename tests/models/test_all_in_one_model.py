@@ -109,7 +109,8 @@ def test_val_images_of_two_sets_do_not_overwrite(tiny_opt, tmp_path):
     for name in ('setA', 'setB'):
         model.validation(loader(PairSet(name, ['img0', 'img1'], seed=len(name))), 5, None, save_img=True)
     for name in ('setA', 'setB'):
-        assert sorted(os.listdir(tmp_path / 'visualization' / name)) == ['img0_5.png', 'img1_5.png']
+        # the images and the set's validation grid (visual/grids.py)
+        assert sorted(os.listdir(tmp_path / 'visualization' / name)) == ['grid_5.png', 'img0_5.png', 'img1_5.png']
     assert set(model.best_metric_results) == {'setA', 'setB'}
     assert set(model.input_results_by_set) == {'setA', 'setB'}
 

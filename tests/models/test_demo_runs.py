@@ -51,4 +51,5 @@ def test_demo_trains_validates_and_tests(model, tmp_path):
     md = (results / 'results_table.md').read_text()
     assert '| Method | Noise15 | Noise25 | Noise50 | Rain | Haze | Average |' in md
     for name in SETS:
-        assert len(os.listdir(results / 'visualization' / name)) == 3
+        files = sorted(os.listdir(results / 'visualization' / name))
+        assert len(files) == 4 and f'grid_{model}_demo_test.png' in files  # 3 images and their grid

@@ -12,7 +12,7 @@ import pytest
 import torch
 from basicsr.archs import build_network
 from basicsr.models.base_model import BaseModel
-from official_keys import official_key_shapes
+from official_keys import lightning_checkpoint, official_key_shapes
 
 from promptir_basicsr.utils.checkpoints import (CheckpointError, _resize_queue, convert_checkpoint,
                                                 convert_main)
@@ -42,22 +42,6 @@ def load_strict(path, arch, **opt):
 
 def quiet(*args, **kwargs):
     pass
-
-
-def lightning_checkpoint(state_dict):
-    """A Lightning 2 checkpoint as trainer.save_checkpoint writes it (plain entries only)."""
-    return {
-        'epoch': 119, 'global_step': 534000, 'pytorch-lightning_version': '2.0.1',
-        'state_dict': {f'net.{k}': v for k, v in state_dict.items()},
-        'loops': {'fit_loop': {'state_dict': {}, 'epoch_progress': {'total': {'ready': 120, 'completed': 119}}}},
-        'callbacks': {"ModelCheckpoint{'monitor': None, 'mode': 'min'}": {
-            'best_model_score': None, 'dirpath': '/ckpt', 'last_model_path': '/ckpt/last.ckpt'}},
-        'optimizer_states': [{'state': {0: {'step': torch.tensor(5.0), 'exp_avg': torch.zeros(3)}},
-                              'param_groups': [{'lr': 2e-4, 'betas': (0.9, 0.999), 'weight_decay': 0.01,
-                                                'amsgrad': False, 'params': [0]}]}],
-        'lr_schedulers': [{'warmup_epochs': 15, 'max_epochs': 150, 'base_lrs': [2e-4], 'last_epoch': 119}],
-        'hparams_name': 'kwargs', 'hyper_parameters': {},
-    }
 
 
 def assert_same_weights(net, state_dict):

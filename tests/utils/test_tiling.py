@@ -1,8 +1,10 @@
+"""The one tiling and padding helper (utils/tiling.py): exactness, blending, geometry, padding."""
 import pytest
 import torch
 from torch import nn
 
-from promptir_basicsr.utils.tiling import pad_to_multiple, tiled_forward
+from promptir_basicsr.utils import tiling
+from promptir_basicsr.utils.tiling import TileGrid, pad_to_multiple, tiled_forward
 
 
 def _conv_net():
@@ -14,26 +16,85 @@ def _conv_net():
 
 @pytest.mark.parametrize('size', [(40, 56), (37, 50)])
 def test_tiled_equals_untiled_for_conv_net(size):
+    """Radius 3 <= overlap // 4: tiled equals untiled, with several rows/columns and a last tile moved
+    back to the border (guards the zero-weight margin, the tile placement and the normalisation)."""
     net = _conv_net()
     x = torch.rand(1, 3, *size)
     with torch.no_grad():
         whole = tiled_forward(net, x, tile_size=None)
-        tiled = tiled_forward(net, x, tile_size=16, tile_overlap=8)
+        tiled = tiled_forward(net, x, tile_size=16, tile_overlap=12)
     assert tiled.shape == x.shape
     torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-6)
 
 
-def test_too_small_overlap_differs_and_bad_overlap():
+def test_overlap_too_small_for_the_receptive_field_differs():
+    """overlap 8 -> margin 2 < radius 3: tile borders leak in (pins the margin at overlap // 4)."""
     net = _conv_net()
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
-        assert not torch.allclose(tiled_forward(net, x, 16, 0), tiled_forward(net, x, None), atol=1e-6)
+        assert not torch.allclose(tiled_forward(net, x, 16, 8), tiled_forward(net, x, None), atol=1e-4)
+
+
+@pytest.mark.parametrize('scale', [1, 2])
+def test_constant_image_stays_constant(scale):
+    """Whatever a tile's content, the weights of overlapping tiles sum to 1: a constant image comes back
+    constant (no seams, no dark or bright bands at overlaps), also at output scale 2."""
+    x = torch.full((1, 3, 45, 61), 0.3)
+
+    def global_op(t):  # depends on the whole tile, like PromptIR's pooled prompt weights
+        out = t * (1 + t.mean())
+        return out.repeat_interleave(scale, -1).repeat_interleave(scale, -2)
+
+    out = tiled_forward(global_op, x, tile_size=16, tile_overlap=8, scale=scale)
+    assert out.shape == (1, 3, 45 * scale, 61 * scale)
+    torch.testing.assert_close(out, torch.full_like(out, 0.3 * 1.3), rtol=0, atol=1e-6)
+
+
+def test_overlaps_are_blended_smoothly():
+    """Each tile returns its own mean (a strongly tile-dependent network) on a horizontal gradient: a hard
+    cut between tiles would jump by the full difference of the tile means; the blend spreads it over the
+    overlap, so neighbouring pixels differ by a fraction of it."""
+    x = torch.linspace(0, 1, 96).expand(1, 3, 24, 96).contiguous()
+    out = tiled_forward(lambda t: t.mean().expand_as(t), x, tile_size=32, tile_overlap=16)
+    grid = TileGrid(24, 96, 32, 16)
+    means = torch.stack([x[..., left:left + 32].mean() for left in grid.cols])
+    jump_between_tiles = (means[1:] - means[:-1]).abs().min()
+    step_between_pixels = (out[..., 1:] - out[..., :-1]).abs().max()
+    assert step_between_pixels < 0.2 * jump_between_tiles
+    assert torch.all(out[..., 1:] >= out[..., :-1] - 1e-6)  # the blend of increasing means increases
+
+
+def test_progress_callback_and_grid_geometry():
+    """on_tile counts every tile once; tiles are multiples of 8, cover the image and end at its border."""
+    calls = []
+    tiled_forward(lambda t: t, torch.rand(1, 3, 70, 100), tile_size=35, tile_overlap=8,
+                  on_tile=lambda done, total: calls.append((done, total)))
+    grid = TileGrid(72, 104, 35, 8)  # the image padded to multiples of 8
+    assert (grid.tile_h, grid.tile_w) == (32, 32)  # 35 rounded down to a multiple of 8
+    assert grid.rows == [0, 24, 40] and grid.cols == [0, 24, 48, 72]
+    assert calls == [(i, 12) for i in range(1, 13)] and len(grid) == 12
+    assert TileGrid(20, 30, 64, 16).rows == [0] and TileGrid(20, 30, 64, 16).tile_w == 30  # one tile per short side
     with pytest.raises(ValueError):
-        tiled_forward(net, x, 16, 16)
+        tiled_forward(lambda t: t, torch.rand(1, 3, 32, 32), 16, 16)
 
 
-def test_pad_to_multiple():
-    x = torch.rand(1, 3, 5, 9)
+def test_pad_to_multiple_sizes_and_no_op():
+    x = torch.rand(1, 3, 37, 53)
     padded, size = pad_to_multiple(x, 8)
-    assert padded.shape[-2:] == (8, 16) and size == (5, 9)
-    assert torch.equal(padded[..., :5, :9], x)
+    assert padded.shape[-2:] == (40, 56) and size == (37, 53)
+    torch.testing.assert_close(padded[..., :37, :53], x)
+    assert padded[0, 0, 37, 0] == x[0, 0, 35, 0]  # reflect, not zeros
+    already = torch.rand(1, 3, 16, 24)
+    same, _ = pad_to_multiple(already, 8)
+    assert same is already
+    tiny, _ = pad_to_multiple(torch.rand(1, 3, 3, 8), 8)  # reflect impossible (pad 5 >= 3): replicate
+    assert tiny.shape[-2:] == (8, 8)
+
+
+def test_no_padding_op_when_already_multiple(monkeypatch):
+    """The networks pad through this helper on every forward: no op at all for multiples of 8."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError('F.pad called for an input that is already a multiple of 8')
+
+    monkeypatch.setattr(tiling.F, 'pad', forbidden)
+    pad_to_multiple(torch.rand(1, 3, 32, 48), 8)
