@@ -14,6 +14,7 @@ import sys
 
 from ..errors import UserError
 from ..inference import describe_network, load_network
+from ..interop import INTEROP_INSTALL
 from ..utils.checkpoints import CheckpointError, atomic_write_bytes
 from .restore import add_network_arguments, read_network_options
 
@@ -26,7 +27,7 @@ def build_parser(prog='basicsr export'):
     parser = argparse.ArgumentParser(
         prog=prog, description='Export weights to ONNX (dynamic height and width, checked with onnxruntime), '
         'TorchScript or safetensors (the network in the metadata, so `basicsr restore` and spandrel need nothing '
-        'else). Needs the interop extra: pip install -e ".[interop]".',
+        'else). Needs the interop extra: ' + INTEROP_INSTALL + '.',
         epilog='example: %(prog)s --weights net_g_latest.pth --format onnx --output promptir.onnx')
     parser.add_argument('--weights', required=True, help='any weights `basicsr restore` reads (.pth, .ckpt, '
                         '.safetensors)')

@@ -16,7 +16,8 @@ import importlib
 
 from ..errors import UserError
 
-INTEROP_INSTALL = 'pip install -e ".[interop]"'
+#: The install command of the README (pinned versions); named by every "extra missing" error.
+INTEROP_INSTALL = 'pip install --no-build-isolation -r requirements-interop.txt -e ".[interop]"'
 
 
 class MissingExtraError(UserError, ImportError):
