@@ -13,10 +13,9 @@ import os.path as osp
 import sys
 
 from ..errors import UserError
-from ..inference import describe_network, load_network
 from ..interop import INTEROP_INSTALL
-from ..utils.checkpoints import CheckpointError, atomic_write_bytes
-from .restore import add_network_arguments, read_network_options
+from ..utils.checkpoints import atomic_write_bytes
+from .restore import add_network_arguments, load_network_from_args
 
 # format -> (file extension, writer name in promptir_basicsr.interop.export)
 FORMATS = {'onnx': ('.onnx', 'onnx_bytes'), 'torchscript': ('.pt', 'torchscript_bytes'),
@@ -63,13 +62,7 @@ def main(argv=None):
             raise UserError(f'{flag} applies to --format onnx only (this export is {fmt})')
     from ..interop import export  # here: its optional packages are imported only by the writers
 
-    arch, overrides = read_network_options(args)
-    try:
-        net, network_opt, report = load_network(args.weights, arch, overrides, args.param_key)
-    except (CheckpointError, FileNotFoundError) as err:
-        raise UserError(f'--weights {args.weights}: {err}') from None
-    print(f'weights: {args.weights} ({report["source"]}); network from {report["read_from"]}: '
-          f'{describe_network(network_opt)}')
+    net, network_opt = load_network_from_args(args, print)
     writer = getattr(export, FORMATS[fmt][1])
     kwargs = dict(opset=args.opset, dynamic_batch=args.dynamic) if fmt == 'onnx' else {}
     try:

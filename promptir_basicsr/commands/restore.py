@@ -123,6 +123,21 @@ def read_network_options(args):
     return args.arch or overrides.pop('type', None), overrides
 
 
+def load_network_from_args(args, log):
+    """``(net, network_opt)`` for ``--weights`` and the network options (:func:`add_network_arguments`),
+    logging where the network came from (shared with ``basicsr export``)."""
+    arch, overrides = read_network_options(args)
+    try:
+        net, network_opt, report = load_network(args.weights, arch, overrides, args.param_key)
+    except (CheckpointError, FileNotFoundError) as err:
+        raise UserError(f'--weights {args.weights}: {err}') from None
+    log(f'weights: {args.weights} ({report["source"]}); network from {report["read_from"]}: '
+        f'{describe_network(network_opt)}')
+    for note in report['notes']:
+        log(f'note: {note}')
+    return net, network_opt
+
+
 def load_onnx_network(args, log):
     """An ``.onnx`` export as the network, run by onnxruntime (:class:`~promptir_basicsr.interop.onnx_runtime.
     OnnxNetwork`); its network was fixed at export, so the network options and ``--amp`` do not apply."""
@@ -148,18 +163,7 @@ def prepare_restorer(args, log):
     if args.tile < 0 or (args.tile and not 0 <= args.tile_overlap < args.tile):
         raise UserError(f'--tile {args.tile} --tile-overlap {args.tile_overlap}: need tile > overlap >= 0')
     onnx = args.weights.lower().endswith('.onnx')
-    if onnx:
-        net = load_onnx_network(args, log)
-    else:
-        arch, overrides = read_network_options(args)
-        try:
-            net, network_opt, report = load_network(args.weights, arch, overrides, args.param_key)
-        except (CheckpointError, FileNotFoundError) as err:
-            raise UserError(f'--weights {args.weights}: {err}') from None
-        log(f'weights: {args.weights} ({report["source"]}); network from {report["read_from"]}: '
-            f'{describe_network(network_opt)}')
-        for note in report['notes']:
-            log(f'note: {note}')
+    net = load_onnx_network(args, log) if onnx else load_network_from_args(args, log)[0]
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
