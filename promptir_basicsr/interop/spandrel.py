@@ -77,8 +77,9 @@ class BasicsrArchitecture(Architecture):
 # Both networks derive a global degradation code from the whole input (PromptIR: prompt weights from
 # pooled features; AirNet: a pooled contrastive encoding), so a tile sees only its own degradation:
 # tiling works but is discouraged. float16 and bfloat16: measured on the CPU at the official
-# configuration (64x64 input), outputs within 1.1e-3 (fp16) and 7.7e-3 (bf16) of float32; AirNet's
-# deformable convolution (torchvision's deform_conv2d) has no bfloat16 kernel.
+# configurations with their initial (random) weights and a 64x64 input, outputs within 1.0e-3 (fp16;
+# PromptIR and AirNet) and 7.7e-3 (bf16, PromptIR) of float32; AirNet's deformable convolution
+# (torchvision's deform_conv2d) has no bfloat16 kernel.
 PROMPTIR = BasicsrArchitecture('PromptIR', tags=lambda opt: [f'{opt["dim"]}dim', f'{opt["prompt_len"]}prompts'],
                                supports_half=True, supports_bfloat16=True, tiling=ModelTiling.DISCOURAGED)
 AIRNET = BasicsrArchitecture('AirNet', tags=lambda opt: [f'{opt["n_feats"]}nf'],
