@@ -7,8 +7,8 @@
 
 Not part of CI (an area takes minutes to an hour on 2 CPU cores). Needs mutmut (``pip install
 --no-build-isolation -r requirements-mutation.txt -e ".[mutation]"``). Each area runs in its own copy
-of the repository's files under ``build/mutation/<area>/`` (git-ignored), whose ``setup.cfg`` asks mutmut to mutate only that area and
-to select tests only among those that cover it; the slow end-to-end tests are left out (they run the
+of the repository's files under ``build/mutation/<area>/`` (git-ignored), whose ``setup.cfg`` asks
+mutmut to mutate only that area and to select tests only among those that cover it; the slow end-to-end tests are left out (they run the
 command line in subprocesses, which import the installed, unmutated package). The script prints, per
 area, the mutants killed and survived and the kill rate, twice: over all mutants, and over the
 behaviour mutants, leaving out those that only change the wording of a message, note, log line or

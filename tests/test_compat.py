@@ -219,8 +219,8 @@ def _patched_attributes():
             (base_model.BaseModel, 'model_to_device'), (degradations, 'add_jpg_compression'),
             (file_client.LmdbBackend, '__init__'), (base_model, 'torch'), (base_model.BaseModel, 'load_network'),
             (basicsr.train, 'get_env_info'), (basicsr.test, 'get_env_info'), (basicsr.train, 'parse_options'),
-            (basicsr.test, 'parse_options'), (basicsr.train, 'create_train_val_dataloader'), (basicsr.train, 'dict2str'),
-            (basicsr.test, 'dict2str')]
+            (basicsr.test, 'parse_options'), (basicsr.train, 'create_train_val_dataloader'),
+            (basicsr.train, 'dict2str'), (basicsr.test, 'dict2str')]
 
 
 def test_apply_all_twice_wraps_nothing_twice():

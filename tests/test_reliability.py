@@ -269,7 +269,8 @@ def test_deterministic_option_gives_bitwise_equal_weights_with_threads_and_worke
     data = tmp_path / 'data' / 'train'
     dataset = {'name': 'mix', 'type': 'AllInOneDataset', 'gt_size': 16, 'sources': [
         {'name': 'pairs', 'dataroot_lq': str(data / 'lq'), 'dataroot_gt': str(data / 'gt')},
-        {'name': 'noise', 'dataroot_gt': str(data / 'gt'), 'degradation': [{'type': 'gaussian_noise', 'sigma': [10, 30]}]},
+        {'name': 'noise', 'dataroot_gt': str(data / 'gt'),
+         'degradation': [{'type': 'gaussian_noise', 'sigma': [10, 30]}]},
     ], 'num_worker_per_gpu': 2, 'batch_size_per_gpu': 2, 'use_shuffle': True, 'dataset_enlarge_ratio': 1,
         'prefetch_mode': None}
     weights = {}

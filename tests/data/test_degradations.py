@@ -205,7 +205,8 @@ def test_gaussian_blur_impulse_response_is_the_sampled_gaussian(sigma, kernel_si
     x = np.arange(size) - size // 2
     g = np.exp(-x ** 2 / (2 * sigma ** 2))
     expected = np.zeros((31, 31), np.float32)
-    expected[15 - size // 2:15 + size // 2 + 1, 15 - size // 2:15 + size // 2 + 1] = np.outer(g, g) / np.outer(g, g).sum()
+    window = slice(15 - size // 2, 15 + size // 2 + 1)
+    expected[window, window] = np.outer(g, g) / np.outer(g, g).sum()
     out = op('gaussian_blur')(_impulse(), None, sigma=sigma, kernel_size=kernel_size)
     for c in range(3):
         np.testing.assert_allclose(out[..., c], expected, atol=1e-7)
