@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import deform_conv2d
 
+from .grad_checkpoint import StageCheckpointing
+
 LRELU_SLOPE = 0.1
 
 
@@ -170,7 +172,11 @@ class DCNLayer(nn.Module):
         out = self.conv_offset_mask(torch.cat([x, inter], dim=1))
         n_offset = out.shape[1] * 2 // 3
         offset, mask = out[:, :n_offset], torch.sigmoid(out[:, n_offset:])
-        return deform_conv2d(x, offset, self.weight, None, padding=self.padding, mask=mask)
+        # Under autocast the features arrive in bf16/fp16, which torchvision's CPU kernel lacks (its
+        # CUDA autocast wrapper does the same): the deformable conv runs in the weight's precision.
+        dtype = self.weight.dtype
+        return deform_conv2d(x.to(dtype), offset.to(dtype), self.weight, None, padding=self.padding,
+                             mask=mask.to(dtype))
 
 
 class SFTLayer(nn.Module):
@@ -235,11 +241,11 @@ class DGG(nn.Module):
         return self.body[-1](res) + x
 
 
-class DGRN(nn.Module):
+class DGRN(StageCheckpointing, nn.Module):
     """(B, in, H, W), inter (B, n_feats, H, W) -> (B, out, H, W).
 
     head conv -> n_groups DGGs -> conv, + head output -> tail conv. No residual to the input image
-    (as official).
+    (as official). Each group is a stage for activation checkpointing (``grad_checkpoint``).
     """
 
     def __init__(self, in_channels=3, out_channels=3, n_feats=64, n_groups=5, n_blocks=5, kernel_size=3):
@@ -252,8 +258,9 @@ class DGRN(nn.Module):
     def forward(self, x, inter):
         x = self.head(x)
         res = x
-        for group in self.body[:-1]:
-            res = group(res, inter)
+        groups = self.body[:-1]
+        for i, group in enumerate(groups):
+            res = self.run_stage(group, res, inter, last=i == len(groups) - 1)
         return self.tail(self.body[-1](res) + x)
 
 
@@ -261,7 +268,7 @@ class DGRN(nn.Module):
 # The network
 # ----------------------------------------------------------------------------------------------
 @ARCH_REGISTRY.register()
-class AirNet(nn.Module):
+class AirNet(StageCheckpointing, nn.Module):
     """AirNet: ``E`` (CBDE/MoCo degradation encoder) guides ``R`` (DGRN restorer).
 
     Shapes for an input (B, 3, H, W), any H and W, at the defaults:

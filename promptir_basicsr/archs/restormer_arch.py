@@ -77,12 +77,13 @@ class Restormer(RestormerEncoder, nn.Module):
 
         enc1_in, enc1, enc2, enc3, latent = self.encode(x)
 
-        dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)))
-        dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)))
-        dec1 = self.refinement(self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1)))
+        dec3 = self.run_stage(self.decoder_level3, self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)))
+        dec2 = self.run_stage(self.decoder_level2, self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)))
+        dec1 = self.run_stage(self.decoder_level1, torch.cat([self.up2_1(dec2), enc1], 1))
+        dec1 = self.run_stage(self.refinement, dec1, last=True)
 
         if self.dual_pixel_task:
             out = self.output(dec1 + self.skip_conv(enc1_in))
         else:
             out = self.output(dec1) + x
-        return out[..., :h, :w] if out.shape[-2:] != (h, w) else out
+        return (out[..., :h, :w] if out.shape[-2:] != (h, w) else out).contiguous()

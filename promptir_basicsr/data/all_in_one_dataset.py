@@ -11,7 +11,7 @@ from torch.utils import data as data
 
 from .degradations import build_pipeline
 from .pairing import build_pairing
-from .sources import DatasetError, ImageReader, backend_of, collect_clean, collect_paired
+from .sources import DatasetError, ImageReader, backend_of, collect_clean, collect_paired, to_unit_float
 from .transforms import Augmenter, process_rng, random_crop_box
 
 DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'sources', 'gt_size', 'augment', 'use_hflip', 'use_rot', 'num_crops',
@@ -232,10 +232,10 @@ class AllInOneDataset(data.Dataset):
         """One sample (numpy crops turned into tensors) of a source's image."""
         s = self.sources[source_index]
         lq_name, gt_name = s.items[image_index]
-        gt_img = s.reader.read('gt', gt_name)
+        gt_img = s.reader.read('gt', gt_name, float32=False)  # crops become float
         gt_path = s.reader.path('gt', gt_name)
         if s.paired:
-            lq_img = s.reader.read('lq', lq_name)
+            lq_img = s.reader.read('lq', lq_name, float32=False)
             lq_path = s.reader.path('lq', lq_name)
             if lq_img.shape != gt_img.shape:
                 raise DatasetError(f'{s.where}: lq {lq_path} is {lq_img.shape[:2]} but its gt {gt_path} is '
@@ -253,9 +253,9 @@ class AllInOneDataset(data.Dataset):
             top, left = random_crop_box(h, w, self.gt_size, rng)
             box = (slice(top, top + self.gt_size), slice(left, left + self.gt_size))
             drawn = self.augmenter.draw(rng)
-            gt = Augmenter.apply(gt_img[box], drawn)
+            gt = to_unit_float(Augmenter.apply(gt_img[box], drawn))
             if s.paired:
-                lq = Augmenter.apply(lq_img[box], drawn)
+                lq = to_unit_float(Augmenter.apply(lq_img[box], drawn))
             else:
                 lq = s.pipeline.apply(gt, rng, resolved)
             lq_t, gt_t = img2tensor([lq, gt], bgr2rgb=False, float32=True)
