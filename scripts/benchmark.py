@@ -6,14 +6,14 @@ training-step time (forward + backward + AdamW, batch ``--batch``), peak memory 
 and each variant's speed-up over the reference: the official formulation
 (``tests/official_formulation.py``, an independent re-implementation) carrying the same weights.
 Variants alternate within every round and the best of ``--repeats`` rounds counts, so a change of
-machine load during the run hits all of them alike. Peak memory (``--memory``) is the peak RSS of a
-child process that builds one variant and runs two training steps (on CUDA: the peak of allocated
-device memory).
+machine load during the run hits all of them alike. Training memory (``--memory``) is the peak RSS
+of a child process that builds one variant and runs two training steps, minus the child's RSS before
+building it (on CUDA: the peak of allocated device memory).
 
     python scripts/benchmark.py                          # CPU, 2 threads: the three archs at 128 and 256
     python scripts/benchmark.py --archs PromptIR --sizes 128 256 512 --memory
     python scripts/benchmark.py --archs PromptIR --sizes 128 --compile   # + torch.compile (minutes on a CPU)
-    python scripts/benchmark.py --checkpoint             # grad_checkpoint: PromptIR step and peak RSS, batch 8
+    python scripts/benchmark.py --checkpoint             # grad_checkpoint: PromptIR step and memory, batch 8
     python scripts/benchmark.py --data                   # AllInOneDataset samples/s next to the step's rate
     python scripts/benchmark.py --device cuda --batch 8  # GPU rows: fp32, bf16, bf16 + channels_last + compile
     python scripts/benchmark.py --quick                  # tiny networks, one round: what the test suite runs
@@ -173,24 +173,35 @@ def best_times(variants, run, repeats, device):
 
 # ---- peak memory -------------------------------------------------------------------------------
 def child_peak_memory(arch, options, size, batch, variant, threads):
-    """Peak RSS (MiB) of a fresh process that builds ``variant`` and runs two training steps."""
+    """Peak training memory (MiB) of a fresh process that builds ``variant`` and runs two training
+    steps: its peak RSS minus its RSS before building anything (the interpreter, torch and basicsr,
+    the same for every variant), so weights, gradients, optimizer state and activations count."""
     job = dict(arch=arch, options=options, size=size, batch=batch, variant=variant, threads=threads)
     proc = subprocess.run([sys.executable, osp.abspath(__file__), '--child', json.dumps(job)], capture_output=True,
                           text=True, check=False, cwd=REPO)
     if proc.returncode != 0:
         return f'failed ({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode})'
-    return json.loads(proc.stdout.strip().splitlines()[-1])['peak_rss_mib']
+    return json.loads(proc.stdout.strip().splitlines()[-1])['training_mib']
+
+
+def current_rss_mib():
+    with open('/proc/self/status', encoding='utf-8') as f:
+        for line in f:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError('no VmRSS in /proc/self/status')
 
 
 def run_child(job):
     import torch
     torch.set_num_threads(job['threads'])
+    baseline = current_rss_mib()
     (variant, ) = make_variants(job['arch'], job['options'], 'cpu', [job['variant']])
     x, target = inputs(job['batch'], job['size'], 'cpu')
     for _ in range(2):
         variant.train_step(x, target)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({'peak_rss_mib': round(peak)}))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+    print(json.dumps({'training_mib': round(peak - baseline), 'baseline_mib': round(baseline)}))
 
 
 def cuda_peak_memory(variant, x, target):
@@ -226,7 +237,7 @@ def arch_table(arch, size, args, device):
     from promptir_basicsr.utils.complexity import count_macs, count_parameters
     options = TINY[arch] if args.quick else {}
     if device == 'cpu':
-        names = ['reference', 'ours'] + (['ours + compile'] if args.compile else [])
+        names = ['reference', 'ours'] + ['ours bf16'] * args.bf16 + ['ours + compile'] * args.compile
     else:
         names = ['reference'] + list(CUDA_VARIANTS)
     load = load_average()
@@ -251,7 +262,7 @@ def arch_table(arch, size, args, device):
     del variants
 
     where = f'{torch.get_num_threads()} threads' if device == 'cpu' else torch.cuda.get_device_name()
-    memory_label = 'peak RSS, train (MiB)' if device == 'cpu' else 'peak allocated, train (MiB)'
+    memory_label = 'train memory (MiB)'
     lines = [f'#### {arch}{" (tiny)" if args.quick else ""}, {size}x{size}: {device} ({where}), forward batch 1, '
              f'train step batch {args.batch}, best of {args.repeats}; load average at start: {load}', '',
              f'| variant | params | GMACs | forward (s) | forward speed-up | train step (s) | step speed-up | '
@@ -264,7 +275,7 @@ def arch_table(arch, size, args, device):
 
 
 def checkpoint_table(args):
-    """grad_checkpoint: PromptIR training step with and without, time and peak RSS (children)."""
+    """grad_checkpoint: PromptIR training step with and without, time and training memory (children)."""
     arch = 'PromptIR'
     options = TINY[arch] if args.quick else {}
     size, batch = args.checkpoint_size, args.checkpoint_batch
@@ -277,7 +288,7 @@ def checkpoint_table(args):
     memory = {name: child_peak_memory(arch, options, size, batch, name, args.threads) for name in names}
     lines = [f'#### grad_checkpoint: {arch}{" (tiny)" if args.quick else ""}, {size}x{size}, batch {batch}, '
              f'cpu ({args.threads} threads), best of {args.repeats}; load average at start: {load}', '',
-             '| variant | train step (s) | step time vs unchecked | peak RSS, train (MiB) | memory vs unchecked |',
+             '| variant | train step (s) | step time vs unchecked | train memory (MiB) | memory vs unchecked |',
              '|---|---|---|---|---|']
     for name in names:
         mem = memory[name]
@@ -379,6 +390,7 @@ def parse_args(argv=None):
     parser.add_argument('--max-step-size', type=int, default=256, help='largest size with a training step')
     parser.add_argument('--memory', action='store_true', help='peak training memory per variant')
     parser.add_argument('--compile', action='store_true', help='CPU: add an "ours + compile" row (torch.compile)')
+    parser.add_argument('--bf16', action='store_true', help='CPU: add an "ours bf16" row (amp: bf16)')
     parser.add_argument('--compile-mode', default=None, help='torch.compile mode (default: torch\'s)')
     parser.add_argument('--checkpoint', action='store_true', help='grad_checkpoint table (PromptIR)')
     parser.add_argument('--checkpoint-batch', type=int, default=8)
