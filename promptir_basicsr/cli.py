@@ -44,12 +44,8 @@ def main(argv=None):
         print(f"basicsr: unknown subcommand '{name}'\n\n{_usage()}", file=sys.stderr)
         return 2
     import promptir_basicsr  # noqa: F401  (compat fixes and registrations before anything runs)
-    from .errors import UserError
-    try:
-        return entry_point(name)(rest)
-    except UserError as err:
-        print(f'basicsr {name}: error: {err}', file=sys.stderr)
-        return 2
+    from .errors import run_command
+    return run_command(f'basicsr {name}', entry_point(name), rest)
 
 
 if __name__ == '__main__':

@@ -6,6 +6,7 @@ We patch basicsr's module attributes where its own code looks them up; we never 
 basicsr module. Where a replacement re-states a basicsr function, its docstring says what differs.
 """
 import importlib
+import logging
 import os
 import os.path as osp
 import sys
@@ -91,7 +92,8 @@ def fix_cpu_distributed():
     basicsr's ``_init_dist_pytorch``/``_init_dist_slurm`` compute ``rank % cuda.device_count()``
     (a division by zero on CPU) and always use nccl; ``BaseModel.model_to_device`` passes
     ``device_ids=[torch.cuda.current_device()]``. Here: nccl with the rank's GPU when CUDA is
-    available, gloo otherwise; ``device_ids=None`` for CPU modules.
+    available, gloo otherwise; ``device_ids=None`` for CPU modules. Without CUDA, data loader workers are
+    forked again (basicsr's ``init_dist`` makes them spawn, re-importing everything at each epoch).
     """
     import torch.distributed as dist
     from basicsr.models import base_model
@@ -100,10 +102,19 @@ def fix_cpu_distributed():
     def _backend(requested):
         return requested if torch.cuda.is_available() else 'gloo'
 
+    def _fork_loader_workers_without_cuda():
+        # basicsr's init_dist sets the 'spawn' start method (for CUDA's sake): every DataLoader worker,
+        # restarted each epoch, then re-imports torch, basicsr and this package (measured: 9-12 s before the
+        # first batch of each epoch, 2 busy cores). Without CUDA nothing makes fork unsafe (Linux's default).
+        import multiprocessing
+        if not torch.cuda.is_available() and 'fork' in multiprocessing.get_all_start_methods():
+            torch.multiprocessing.set_start_method('fork', force=True)
+
     def _init_dist_pytorch(backend, **kwargs):
         if torch.cuda.is_available():
             local_rank = int(os.environ.get('LOCAL_RANK', os.environ['RANK']))
             torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        _fork_loader_workers_without_cuda()
         dist.init_process_group(backend=_backend(backend), **kwargs)
 
     original_slurm = dist_util._init_dist_slurm
@@ -121,6 +132,7 @@ def fix_cpu_distributed():
         os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
         os.environ['RANK'] = os.environ['SLURM_PROCID']
         os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+        _fork_loader_workers_without_cuda()
         dist.init_process_group(backend='gloo')
 
     dist_util._init_dist_pytorch = _init_dist_pytorch
@@ -308,7 +320,8 @@ def fix_epoch_count():
     last partial batch (``drop_last=True``): an epoch has ``floor(samples / batch)`` iterations, so a
     run could stop early (481 of 500 iterations seen). ``train_pipeline`` looks
     ``create_train_val_dataloader`` up as a global of ``basicsr.train``; wrap it there. A train set
-    with fewer samples per process than one batch is an error instead of a run that never trains.
+    with fewer samples per process than one batch is an error (a ``UserError``) instead of a run that never
+    trains; a batch larger than the train set (made to work by ``dataset_enlarge_ratio``) is a warning.
     """
     import math
 
@@ -321,11 +334,18 @@ def fix_epoch_count():
     def create_train_val_dataloader(opt, logger):
         train_loader, train_sampler, val_loaders, total_epochs, total_iters = original(opt, logger)
         iters_per_epoch = len(train_loader)
+        train_opt = opt['datasets']['train']
+        batch = train_opt['batch_size_per_gpu'] * opt['world_size']
         if iters_per_epoch == 0:
-            raise ValueError(
+            from .errors import UserError
+            raise UserError(
                 f"datasets:train: {len(train_sampler)} samples per process are fewer than batch_size_per_gpu "
-                f"({opt['datasets']['train']['batch_size_per_gpu']}), so no full batch exists: lower "
+                f"({train_opt['batch_size_per_gpu']}), so no full batch exists: lower "
                 'batch_size_per_gpu, add images, or raise dataset_enlarge_ratio.')
+        if batch > len(train_loader.dataset):
+            logger.warning(f"datasets:train: a batch of {batch} samples (batch_size_per_gpu "
+                           f"{train_opt['batch_size_per_gpu']} x {opt['world_size']} process(es)) is larger than the "
+                           f'training set ({len(train_loader.dataset)} samples): every batch repeats samples.')
         real_epochs = math.ceil(total_iters / iters_per_epoch)
         if real_epochs != total_epochs:
             logger.info(f'Full batches per epoch: {iters_per_epoch} (the last partial batch is dropped); '
@@ -334,6 +354,44 @@ def fix_epoch_count():
 
     create_train_val_dataloader._real_epoch_count = True
     basicsr_train.create_train_val_dataloader = create_train_val_dataloader
+
+
+def readable_options_echo():
+    """Echo the options at the start of the log as YAML, after the notes of the option check.
+
+    ``train_pipeline``/``test_pipeline`` log ``dict2str(opt)`` (a global of their modules) right after
+    creating the logger; basicsr's prints a list of sources as ``[OrderedDict([('name', ...), ...])]``.
+    :func:`promptir_basicsr.options.options_echo` first logs the warnings and notes gathered before the
+    logger existed (consistency warnings, where the demo data went), then returns readable YAML.
+    """
+    import basicsr.test as basicsr_test
+    import basicsr.train as basicsr_train
+
+    from .options import options_echo
+
+    basicsr_train.dict2str = options_echo
+    basicsr_test.dict2str = options_echo
+
+
+class _DropMessage(logging.Filter):
+    """Drops log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record):
+        return not str(record.msg).startswith(self.prefix)
+
+
+def drop_misleading_validation_warning():
+    """``train_pipeline`` warns "Multiple validation datasets are *only* supported by SRModel." at every
+    validation with several sets, whatever the model: our models (SRModel subclasses) validate each set
+    with its own log lines and tensorboard tags, so the line is false for them. Filter it out of basicsr's
+    logger (its other messages are untouched)."""
+    logger = logging.getLogger('basicsr')
+    if not any(isinstance(f, _DropMessage) for f in logger.filters):
+        logger.addFilter(_DropMessage('Multiple validation datasets are *only* supported by SRModel'))
 
 
 def apply_all():
@@ -350,4 +408,6 @@ def apply_all():
     report_device_in_env_info()
     fix_runtime_options()
     fix_epoch_count()
+    readable_options_echo()
+    drop_misleading_validation_warning()
     _APPLIED = True

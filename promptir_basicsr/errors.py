@@ -1,10 +1,21 @@
 """The error type for user mistakes: a bad option, file, argument or path.
 
-Any subcommand may raise :class:`UserError` (or a subclass, such as ``options.OptionError``); ``cli.main``
-prints it as one line, ``basicsr <subcommand>: error: <message>``, and exits with status 2. The message
+Any subcommand may raise :class:`UserError` (or a subclass, such as ``options.OptionError``,
+``data.sources.DatasetError`` or ``utils.checkpoints.CheckpointError``); ``cli.main`` (and every script, through
+:func:`run_command`) prints it as one line, ``<prog>: error: <message>``, and exits with status 2. The message
 names the file or option at fault and says how to fix it. Bugs stay ordinary exceptions with tracebacks.
 """
+import sys
 
 
 class UserError(ValueError):
     """A mistake the user can fix; the message says what and how."""
+
+
+def run_command(prog, function, argv):
+    """``function(argv)``'s exit status; a :class:`UserError` becomes one line on stderr and status 2."""
+    try:
+        return function(argv)
+    except UserError as err:
+        print(f'{prog}: error: {err}', file=sys.stderr)
+        return 2

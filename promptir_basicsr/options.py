@@ -1,21 +1,20 @@
-"""Option files: reading, user plugins, defaults, and checks before a run starts.
+"""Option files: reading, user plugins, checks and warnings before a run starts, defaults, the log's echo.
 
 basicsr's ``parse_options`` stays the parser of record (it owns ``--force_yml``, the launcher and
-the paths); this module runs around it: :func:`prepare_run` before (plugins, validation) and
-:func:`apply_runtime_defaults` right after it (installed by ``compat.fix_runtime_options``).
+the paths); this module runs around it: :func:`prepare_run` before (plugins, the schema check of
+:mod:`promptir_basicsr.option_schema`, consistency warnings, demo data), :func:`apply_runtime_defaults`
+right after it (installed by ``compat.fix_runtime_options``) and :func:`options_echo`, which replaces
+basicsr's ``dict2str`` at the start of the log (installed by ``compat.readable_options_echo``).
 """
 import importlib
 import os
 import os.path as osp
+from collections.abc import Mapping
 
 import torch
 import yaml
 
-from .errors import UserError
-
-
-class OptionError(UserError):
-    """An option file that cannot run; the message names the file and every problem found."""
+from .option_schema import Key, OptionError, collect_problems, register_known_keys  # noqa: F401 (the API)
 
 
 def read_option_file(opt_path):
@@ -99,187 +98,204 @@ def apply_force_yml(opt, entries):
             if not isinstance(node.get(key), dict):
                 raise OptionError(f'--force_yml {entry!r}: no option section {key!r}')
             node = node[key]
-        node[last] = _postprocess_yml_value(value)
+        try:
+            node[last] = _postprocess_yml_value(value)
+        except Exception as err:  # noqa: BLE001 - basicsr eval()s list values as Python
+            raise OptionError(f'--force_yml {entry!r}: cannot read the value {value!r} ({type(err).__name__}: {err}); '
+                              "basicsr reads a list as Python, so quote its strings: key=['a','b']") from err
     return opt
 
 
 def prepare_run(opt_path, is_train=True, force_yml=None):
-    """Everything that must happen before basicsr builds anything: import ``plugins:``, check options.
+    """Everything that must happen before basicsr builds or writes anything: ``--force_yml``, ``plugins:``,
+    the option check (every problem at once, :class:`OptionError`), consistency warnings, demo data.
 
-    Returns the options as they will be run (with ``--force_yml`` applied).
+    Returns the options as they will be run. Warnings and notes are kept for the run's log
+    (:func:`options_echo` logs them first thing); nothing is written when the check fails.
     """
+    _NOTES.clear()
     opt = read_option_file(opt_path)
+    apply_force_yml(opt, force_yml)  # first, so `--force_yml plugins=[...]` is imported too
     import_plugins(opt, opt_path)
-    apply_force_yml(opt, force_yml)
-    from .utils.demo_data import prepare_demo_data
-    prepare_demo_data(opt)  # `demo_data: true`: make datasets/demo before its paths are checked
-    validate_options(opt, opt_path, is_train=is_train)
+    from .utils.demo_data import demo_data_root, prepare_demo_data
+    from .data.demo import is_complete
+    demo_root = demo_data_root(opt)
+    unbuilt = demo_root if demo_root and not is_complete(demo_root) else None
+    validate_options(opt, opt_path, is_train=is_train, unbuilt_root=unbuilt)
+    for message in consistency_warnings(opt, is_train):
+        add_note(message, 'warning')
+    if demo_root:
+        prepare_demo_data(opt)
+        state = 'written now from scikit-image\'s photos' if unbuilt else 'already there'
+        add_note(f'Demo data (option demo_data): {osp.abspath(demo_root)} ({state}; '
+                 '`python scripts/make_demo_data.py` rebuilds it)')
+        if unbuilt:
+            validate_options(opt, opt_path, is_train=is_train)  # its paths, now that they exist
     return opt
 
 
-# Keys basicsr 1.4.2 and this module read, per section; anything else is most likely a typo.
-# Our models, datasets and guards declare the keys they read themselves (register_known_keys).
-KNOWN_KEYS = {
-    '': {'name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'network_d', 'path',
-         'train', 'val', 'logger', 'dist_params', 'find_unused_parameters', 'plugins', 'is_train', 'dist', 'rank',
-         'world_size', 'auto_resume', 'root_path', 'demo_data', 'high_order_degradation'},
-    'path': {'pretrain_network_g', 'pretrain_network_d', 'strict_load_g', 'strict_load_d', 'param_key_g',
-             'param_key_d', 'resume_state', 'ignore_resume_networks', 'experiments_root', 'models',
-             'training_states', 'log', 'visualization', 'results_root'},
-    'logger': {'print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'},
-    'val': {'val_freq', 'save_img', 'suffix', 'metrics', 'pbar', 'center_frame_only', 'flip_seq', 'num_val_samples'},
-    'train': {'optim_g', 'optim_d', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt',
-              'gan_opt', 'ema_decay', 'net_d_iters', 'net_d_init_iters'},
-}
+def validate_options(opt, opt_path, is_train=True, check_paths=True, unbuilt_root=None):
+    """Every problem of an option dict at once, before anything is built or written.
 
-
-def register_known_keys(section, *keys):
-    """Let a model (or a user's plugin) declare the extra option keys it reads in ``section``."""
-    KNOWN_KEYS.setdefault(section, set()).update(keys)
-
-
-def _closest(key, known):
-    import difflib
-    match = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-    return f" (did you mean '{match[0]}'?)" if match else ''
-
-
-def _known_list(registry):
-    return ', '.join(sorted(name[:-len('_basicsr')] if name.endswith('_basicsr') else name for name, _ in registry))
-
-
-def _check_registry(problems, where, name, registry, kind):
-    if name is None:
-        problems.append(f'{where}: missing `type` ({kind})')
-    elif name not in registry and f'{name}_basicsr' not in registry:  # Registry.get's own fallback
-        problems.append(f"{where}: unknown {kind} {name!r}{_closest(name, registry.keys())}; known: "
-                        f'{_known_list(registry)}. A plugin module listed under `plugins:` can register more.')
-
-
-def _walk_data_paths(node, where):
-    """(where, path) for every data path in a dataset option (roots, meta/list files), nested sources too."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if isinstance(value, str) and (key.startswith('dataroot') or key in ('meta_info_file', 'list_file')):
-                yield f'{where}:{key}', value
-            elif isinstance(value, (dict, list)):
-                yield from _walk_data_paths(value, f'{where}:{key}')
-    elif isinstance(node, list):
-        for i, item in enumerate(node):
-            yield from _walk_data_paths(item, f'{where}[{i}]')
-
-
-def _walk_degradations(node, where):
-    """(where, op type) for every op of every ``degradation:`` list in a dataset option."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == 'degradation' and isinstance(value, list):
-                for i, op in enumerate(value):
-                    yield f'{where}:degradation[{i}]', op.get('type') if isinstance(op, dict) else None
-            elif isinstance(value, (dict, list)):
-                yield from _walk_degradations(value, f'{where}:{key}')
-    elif isinstance(node, list):
-        for i, item in enumerate(node):
-            yield from _walk_degradations(item, f'{where}[{i}]')
-
-
-def validate_options(opt, opt_path, is_train=True, check_paths=True):
-    """Every problem of an option file at once, before anything is built or written.
-
-    Checks required keys and their types, unknown keys (with the closest known key), registry names
-    (model, network, datasets, degradations, losses, metrics), data and checkpoint paths, and ``num_gpu`` against
-    this machine. Raises :class:`OptionError` listing all problems; returns ``opt`` when it is fine.
+    The schema (:mod:`promptir_basicsr.option_schema`: unknown keys with the closest known one, required keys,
+    types, registry names, the arguments of the architecture, optimizer, scheduler, losses, metrics and
+    degradations, the model's own rules), data and checkpoint paths (not those under ``unbuilt_root``, a
+    folder about to be generated), and ``num_gpu`` against this machine. Raises :class:`OptionError` listing
+    all problems with the file's name; returns ``opt`` when it is fine.
     """
-    from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
-
-    from .data.degradations import DEGRADATION_REGISTRY
-    problems = []
-
-    required = ['name', 'model_type', 'network_g', 'datasets', 'path'] + (['train', 'logger'] if is_train else [])
-    for key in required:
-        if key not in opt:
-            problems.append(f'missing required key `{key}`')
-    for section, known in KNOWN_KEYS.items():
-        node = opt if section == '' else opt.get(section)
-        if not isinstance(node, dict):
-            continue
-        for key in node:
-            if key not in known:
-                where = f'{section}:{key}' if section else key
-                problems.append(f'unknown key `{where}`{_closest(key, known)}')
-
-    if 'name' in opt and not isinstance(opt['name'], str):
-        problems.append(f'`name` must be a string, got {opt["name"]!r}')
-    num_gpu = opt.get('num_gpu', 'auto')
-    cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if num_gpu != 'auto' and not (isinstance(num_gpu, int) and num_gpu >= 0):
-        problems.append(f'`num_gpu` must be `auto` or a whole number >= 0, got {num_gpu!r}')
-    elif isinstance(num_gpu, int) and num_gpu > cuda_count:
-        problems.append(f'`num_gpu: {num_gpu}` but this machine has {cuda_count} CUDA device(s); use `num_gpu: auto` '
-                        f'({"the CPU" if cuda_count == 0 else cuda_count} here)')
-    if 'manual_seed' in opt and opt['manual_seed'] is not None and not isinstance(opt['manual_seed'], int):
-        problems.append(f'`manual_seed` must be a whole number, got {opt["manual_seed"]!r}')
-
-    if 'model_type' in opt:
-        _check_registry(problems, 'model_type', opt['model_type'], MODEL_REGISTRY, 'model')
-    if isinstance(opt.get('network_g'), dict):
-        _check_registry(problems, 'network_g:type', opt['network_g'].get('type'), ARCH_REGISTRY, 'architecture')
-
-    datasets = opt.get('datasets')
-    if 'datasets' in opt and not (isinstance(datasets, dict) and datasets):
-        problems.append('`datasets` must map phases (train, val_1, test_1, ...) to dataset options')
-    for phase, dataset_opt in (datasets or {}).items():
-        if is_train and phase != 'train' and not phase.startswith('val'):
-            problems.append(f"datasets:{phase}: a training run's phases are `train` and `val*`")
-        if not isinstance(dataset_opt, dict):
-            problems.append(f'datasets:{phase}: expected a mapping of dataset options')
-            continue
-        _check_registry(problems, f'datasets:{phase}:type', dataset_opt.get('type'), DATASET_REGISTRY, 'dataset')
-        for where, op_type in _walk_degradations(dataset_opt, f'datasets:{phase}'):
-            _check_registry(problems, where, op_type, DEGRADATION_REGISTRY, 'degradation')
-        if check_paths:
-            for where, path in _walk_data_paths(dataset_opt, f'datasets:{phase}'):
-                if not os.path.exists(os.path.expanduser(path)):
-                    problems.append(f'{where}: {path} does not exist')
-    if is_train and isinstance(datasets, dict) and 'train' not in datasets:
-        problems.append('datasets: a training run needs a `train` dataset')
-
-    train = opt.get('train') if is_train else None
-    if isinstance(train, dict):
-        for key in ('optim_g', 'total_iter'):
-            if key not in train:
-                problems.append(f'missing required key `train:{key}`')
-        if 'total_iter' in train and not _is_number(train['total_iter']):
-            problems.append(f'`train:total_iter` must be a number, got {train["total_iter"]!r}')
-        for key, value in train.items():
-            if key.endswith('_opt') and isinstance(value, dict):
-                _check_registry(problems, f'train:{key}:type', value.get('type'), LOSS_REGISTRY, 'loss')
-    logger_opt = opt.get('logger') if is_train else None
-    if isinstance(logger_opt, dict):
-        for key in ('print_freq', 'save_checkpoint_freq'):
-            if key not in logger_opt:
-                problems.append(f'missing required key `logger:{key}`')
-            elif not _is_number(logger_opt[key]):
-                problems.append(f'`logger:{key}` must be a number, got {logger_opt[key]!r}')
-    val = opt.get('val')
-    if isinstance(val, dict):
-        if is_train and 'val_freq' in val and not _is_number(val['val_freq']):
-            problems.append(f'`val:val_freq` must be a number, got {val["val_freq"]!r}')
-        for name, metric in (val.get('metrics') or {}).items():
-            if isinstance(metric, dict):
-                _check_registry(problems, f'val:metrics:{name}:type', metric.get('type'), METRIC_REGISTRY, 'metric')
-
-    if check_paths and isinstance(opt.get('path'), dict):
-        for key, value in opt['path'].items():
-            if (key.startswith('pretrain_network') or key == 'resume_state') and value:
-                if not os.path.isfile(os.path.expanduser(str(value))):
-                    problems.append(f'path:{key}: {value} does not exist')
-
+    problems = collect_problems(opt, is_train)
+    if check_paths:
+        problems += _path_problems(opt, unbuilt_root)
     if problems:
         listing = '\n'.join(f'  - {p}' for p in problems)
         raise OptionError(f'{opt_path}: {len(problems)} problem(s) in the options:\n{listing}')
     return opt
 
 
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _walk_data_paths(node, where):
+    """(where, path) for every data path in a dataset option (roots, meta/list files), nested sources too."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if isinstance(value, str) and (key.startswith('dataroot') or key in ('meta_info_file', 'list_file')):
+                yield f'{where}:{key}', value
+            elif isinstance(value, (Mapping, list)):
+                yield from _walk_data_paths(value, f'{where}:{key}')
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _walk_data_paths(item, f'{where}[{i}]')
+
+
+def _path_problems(opt, unbuilt_root=None):
+    problems = []
+    unbuilt = osp.abspath(unbuilt_root) + os.sep if unbuilt_root else None
+    datasets = opt.get('datasets')
+    for phase, dataset_opt in (datasets.items() if isinstance(datasets, Mapping) else ()):
+        for where, path in _walk_data_paths(dataset_opt, f'datasets:{phase}'):
+            path = os.path.expanduser(path)
+            if unbuilt and osp.abspath(path).startswith(unbuilt):
+                continue
+            if not os.path.exists(path):
+                problems.append(f'{where}: {path} does not exist')
+    paths = opt.get('path')
+    for key, value in (paths.items() if isinstance(paths, Mapping) else ()):
+        if (key.startswith('pretrain_network') or key == 'resume_state') and value:
+            if not os.path.isfile(os.path.expanduser(str(value))):
+                problems.append(f'path:{key}: {value} does not exist')
+    return problems
+
+
+# ---- consistency warnings ----------------------------------------------------------------------------------
+def _cpu_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def consistency_warnings(opt, is_train=True):
+    """Options that run but most likely not as meant: the scheduler's horizon against ``total_iter``,
+    validation or checkpoints never reached, more loader processes than CPU cores, loader keys basicsr
+    ignores for val/test sets, the model's own (``option_warnings``). A batch larger than the training set
+    is reported when the set is built (``compat.fix_epoch_count``)."""
+    from basicsr.utils.registry import MODEL_REGISTRY
+
+    from .models.schedulers import horizon_warnings
+    from .option_schema import _registry_lookup
+    warnings = []
+    train = opt.get('train') if is_train else None
+    if isinstance(train, Mapping) and isinstance(train.get('total_iter'), (int, float)):
+        total = int(train['total_iter'])
+        if isinstance(train.get('scheduler'), Mapping):
+            warnings += horizon_warnings(train['scheduler'], train)
+        for section, key, what in (('val', 'val_freq', 'no validation runs during training, only the final one'),
+                                   ('logger', 'save_checkpoint_freq',
+                                    'no checkpoint or training state is saved before the end, so a crash '
+                                    'cannot be resumed')):
+            value = (opt.get(section) or {}).get(key)
+            if isinstance(value, (int, float)) and value > total:
+                warnings.append(f'{section}:{key} {value:g} is beyond train:total_iter {total}: {what}')
+        model_rules = getattr(_registry_lookup(MODEL_REGISTRY, opt.get('model_type')), 'option_warnings', None)
+        if model_rules is not None:
+            warnings += model_rules(opt)
+    datasets = opt.get('datasets') or {}
+    for phase, dataset_opt in datasets.items():
+        if not isinstance(dataset_opt, Mapping):
+            continue
+        if str(phase).split('_')[0] == 'train':
+            workers = dataset_opt.get('num_worker_per_gpu') or 0
+            num_gpu = opt.get('num_gpu', 'auto')
+            if num_gpu in (None, 'auto'):
+                num_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            processes = int(os.environ.get('LOCAL_WORLD_SIZE', 0))
+            loaders = workers * (processes or max(int(num_gpu), 1))
+            cores = _cpu_cores()
+            if isinstance(workers, int) and loaders > cores:
+                per = f'{processes} processes' if processes else f'{max(int(num_gpu), 1)} GPU(s)'
+                warnings.append(f'datasets:{phase}:num_worker_per_gpu {workers} x {per} = {loaders} data loader '
+                                f'processes on {cores} CPU cores: they compete with training for the cores; at most '
+                                f'{max(cores // (processes or max(int(num_gpu), 1)), 1)} per GPU fits this machine')
+        else:
+            ignored = [k for k, default in (('batch_size_per_gpu', 1), ('num_worker_per_gpu', 0))
+                       if k in dataset_opt and dataset_opt[k] != default]
+            if ignored:
+                warnings.append(f'datasets:{phase}: {" and ".join(ignored)} ignored: basicsr loads val/test sets one '
+                                'image at a time in the main process')
+    return warnings
+
+
+# ---- notes for the log, and the options echoed at its start ---------------------------------------------------
+_NOTES = []  # (level, message) gathered by prepare_run before basicsr's logger exists
+
+
+def add_note(message, level='info'):
+    """Keep ``message`` for the start of the run's log (``level``: 'info' or 'warning')."""
+    _NOTES.append((level, message))
+
+
+def options_echo(opt):
+    """What basicsr logs right after creating its logger (in place of its ``dict2str``): first the notes of
+    :func:`prepare_run` (consistency warnings, where the demo data went) as log records of their level,
+    then the options as readable YAML."""
+    from basicsr.utils import get_root_logger
+    logger = get_root_logger()
+    for level, message in _NOTES:
+        getattr(logger, level)(message)
+    _NOTES.clear()
+    return 'Options:\n' + options_yaml(opt)
+
+
+class _FlowMapping(dict):
+    """A mapping written on one line, as option files write each entry of ``sources``."""
+
+
+class _EchoDumper(yaml.SafeDumper):
+    pass
+
+
+def _represent_mapping(dumper, data):
+    return dumper.represent_mapping('tag:yaml.org,2002:map', data.items(), flow_style=isinstance(data, _FlowMapping))
+
+
+def _represent_list(dumper, data):
+    flat = all(not isinstance(v, (Mapping, list, tuple)) for v in data)
+    return dumper.represent_sequence('tag:yaml.org,2002:seq', data, flow_style=flat)
+
+
+_EchoDumper.add_representer(type(None), lambda dumper, _: dumper.represent_scalar('tag:yaml.org,2002:null', '~'))
+_EchoDumper.add_representer(dict, _represent_mapping)
+_EchoDumper.add_representer(_FlowMapping, _represent_mapping)
+_EchoDumper.add_representer(list, _represent_list)
+
+
+def _plain(node, in_list=False):
+    if isinstance(node, Mapping):
+        return (_FlowMapping if in_list else dict)((str(k), _plain(v)) for k, v in node.items())
+    if isinstance(node, (list, tuple)):
+        return [_plain(v, in_list=True) for v in node]
+    return node
+
+
+def options_yaml(opt):
+    """The options as YAML in the option files' style: sections as blocks, lists of numbers and the entries
+    of lists of mappings (``sources``, ``degradation``) on one line each."""
+    return yaml.dump(_plain(opt), Dumper=_EchoDumper, sort_keys=False, allow_unicode=True, width=200)

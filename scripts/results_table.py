@@ -11,5 +11,6 @@ import sys
 
 if __name__ == '__main__':
     sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+    from promptir_basicsr.errors import run_command
     from promptir_basicsr.utils.results_table import main
-    sys.exit(main())
+    sys.exit(run_command('results_table.py', main, sys.argv[1:]))

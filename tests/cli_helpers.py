@@ -1,6 +1,7 @@
 """Helpers for tests that run the real `basicsr` command on tiny data (imported by test modules)."""
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -65,3 +66,65 @@ def train_options(tmp_path, name='tiny', total_iter=20, network=None):
 def dump(opt, path):
     path.write_text(yaml.safe_dump(opt, sort_keys=False))
     return str(path)
+
+
+def _noise_image(path, size, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+def make_official_layout(root):
+    """A miniature copy of the official data layout under ``root/datasets`` (what options/train and
+    options/test expect): a few 136x136 training and 40x40 test images, and PromptIR's list files."""
+    d = root / 'datasets'
+    for name in ('a.png', 'b.png'):
+        _noise_image(d / 'Train' / 'Denoise' / name, 136)
+    lists = {'noisy/denoise.txt': 'a.png\nb.png\n', 'rainy/rainTrain.txt': 'rainy/rain-1.png\n',
+             'hazy/hazy_outside.txt': 'synthetic/part1/0001_0.8_0.2.jpg\n'}
+    for rel, text in lists.items():
+        (d / 'data_dir' / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / 'data_dir' / rel).write_text(text)
+    for rel in ('Derain/rainy/rain-1.png', 'Derain/gt/norain-1.png', 'Dehaze/synthetic/part1/0001_0.8_0.2.jpg',
+                'Dehaze/original/0001.jpg', 'Deblur/GoPro/input/x.png', 'Deblur/GoPro/target/x.png',
+                'LowLight/LOL/low/x.png', 'LowLight/LOL/high/x.png'):
+        _noise_image(d / 'Train' / rel, 136)
+    for rel in ('denoise/bsd68/test001.png', 'derain/Rain100L/input/1.png', 'derain/Rain100L/target/1.png',
+                'dehaze/input/0001_0.8_0.2.jpg', 'dehaze/target/0001.png', 'deblur/GoPro/input/y.png',
+                'deblur/GoPro/target/y.png', 'lowlight/LOL/low/y.png', 'lowlight/LOL/high/y.png'):
+        _noise_image(d / 'test' / rel, 40)
+    return root
+
+
+def torchrun_train(opt_file, *extra):
+    """The command that trains ``opt_file`` with 2 processes under torchrun (gloo on the CPU)."""
+    script = Path(sys.executable).parent / 'basicsr'
+    basicsr = [str(script)] if script.exists() else ['-m', 'promptir_basicsr']
+    return [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', *basicsr, 'train',
+            '-opt', str(opt_file), '--launcher', 'pytorch', *extra]
+
+
+# A plugin (write it as rank_weights.py beside the run): our models, saving each rank's final weights to
+# rank<r>.pt, so a test can check that the DDP replicas stayed identical.
+RANK_WEIGHTS_PLUGIN = '''
+import torch
+from basicsr.utils.registry import MODEL_REGISTRY
+from promptir_basicsr.models.airnet_model import AirNetModel
+from promptir_basicsr.models.all_in_one_model import AllInOneModel
+
+
+class _SavesRankWeights:
+    def save(self, epoch, current_iter):
+        super().save(epoch, current_iter)
+        if current_iter == -1:  # basicsr's final save, reached by every rank
+            torch.save(self.get_bare_model(self.net_g).state_dict(), f"rank{self.opt['rank']}.pt")
+
+
+@MODEL_REGISTRY.register()
+class RankWeightsAllInOneModel(_SavesRankWeights, AllInOneModel):
+    pass
+
+
+@MODEL_REGISTRY.register()
+class RankWeightsAirNetModel(_SavesRankWeights, AirNetModel):
+    pass
+'''

@@ -72,15 +72,19 @@ def test_cpu_distributed_init_and_ddp_wrap(monkeypatch):
     monkeypatch.setenv('WORLD_SIZE', '1')
     monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
     monkeypatch.setenv('MASTER_PORT', str(_free_port()))
+    start_method = torch.multiprocessing.get_start_method(allow_none=True)
     init_dist('pytorch')  # basicsr: rank % cuda.device_count() -> ZeroDivisionError, and nccl
     try:
         assert dist.get_backend() == 'gloo'
+        if not torch.cuda.is_available():  # basicsr set 'spawn': loader workers re-importing everything each epoch
+            assert torch.multiprocessing.get_start_method() == 'fork'
         model = BaseModel({'num_gpu': 0, 'is_train': True, 'dist': True})
         net = model.model_to_device(torch.nn.Conv2d(3, 3, 3))
         assert isinstance(net, torch.nn.parallel.DistributedDataParallel)
         assert net(torch.rand(1, 3, 8, 8)).shape == (1, 3, 6, 6)
     finally:
         dist.destroy_process_group()
+        torch.multiprocessing.set_start_method(start_method, force=True)
 
 
 def test_jpeg_compression_accepts_float_quality():

@@ -12,12 +12,14 @@ def good_options(tmp_path):
     return {
         'name': 'ok', 'model_type': 'SRModel', 'num_gpu': 'auto',
         'datasets': {'train': {'name': 't', 'type': 'PairedImageDataset', 'dataroot_gt': str(tmp_path / 'gt'),
-                               'dataroot_lq': str(tmp_path / 'lq'), 'io_backend': {'type': 'disk'}}},
+                               'dataroot_lq': str(tmp_path / 'lq'), 'io_backend': {'type': 'disk'}, 'gt_size': 16,
+                               'use_hflip': True, 'use_rot': True, 'batch_size_per_gpu': 2,
+                               'num_worker_per_gpu': 0}},
         'network_g': {'type': 'SRVGGNetCompact'},
         'path': {'pretrain_network_g': None},
         'train': {'optim_g': {'type': 'Adam', 'lr': 1e-3}, 'total_iter': 10,
                   'pixel_opt': {'type': 'L1Loss'}},
-        'val': {'val_freq': 5, 'metrics': {'psnr': {'type': 'calculate_psnr'}}},
+        'val': {'val_freq': 5, 'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0}}},
         'logger': {'print_freq': 1, 'save_checkpoint_freq': 5},
     }
 

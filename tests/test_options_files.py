@@ -1,18 +1,22 @@
-"""Every shipped option file: valid for the option checker, documented, and its datasets build.
+"""Every shipped option file and README snippet: valid for the option checker, documented, and its datasets build.
 
 The paper-recipe files are checked against a miniature copy of the official folder layout and list
-files (a few 136x136 images), so their paths, pairing rules and list files are exercised for real.
+files (a few 136x136 images), so their paths, pairing rules and list files are exercised for real; the
+demo files against the generated demo data. (That each train and demo file trains under 2-process DDP is
+tests/test_ddp_shipped_files.py.)
 """
 import glob
-import os
+import json
 import os.path as osp
+import re
+import sys
 
-import cv2
 import numpy as np
 import pytest
 import torch
 from basicsr.data import build_dataset
 from basicsr.utils.options import ordered_yaml
+from cli_helpers import make_official_layout
 
 import yaml
 from promptir_basicsr.options import validate_options
@@ -21,6 +25,7 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 FILES = sorted(glob.glob(osp.join(REPO, 'options', '*', '*.yml')))
 RECIPES = sorted(glob.glob(osp.join(REPO, 'options', 'train', '*.yml')))
 TESTS = sorted(glob.glob(osp.join(REPO, 'options', 'test', '*.yml')))
+DEMOS = sorted(glob.glob(osp.join(REPO, 'options', 'demo', '*.yml')))
 
 
 def _load(path):
@@ -32,8 +37,8 @@ def test_the_files_exist():
     names = {osp.relpath(p, osp.join(REPO, 'options')) for p in FILES}
     for name in ('train/promptir_allinone.yml', 'train/restormer_allinone.yml', 'train/airnet_allinone.yml',
                  'train/promptir_5task.yml', 'test/promptir_allinone.yml', 'test/restormer_allinone.yml',
-                 'test/airnet_allinone.yml', 'demo/promptir_demo.yml', 'demo/restormer_demo.yml',
-                 'demo/airnet_demo.yml'):
+                 'test/airnet_allinone.yml', 'test/promptir_5task.yml', 'demo/promptir_demo.yml',
+                 'demo/restormer_demo.yml', 'demo/airnet_demo.yml'):
         assert name in names
 
 
@@ -55,7 +60,7 @@ def test_recipe_numbers():
     assert promptir['train']['scheduler']['warmup_iters'] == 15 * per_epoch
     assert promptir['train']['scheduler']['max_iters'] == 150 * per_epoch
     assert promptir['train']['optim_g'] == {'type': 'AdamW', 'lr': 2e-4, 'weight_decay': 0.01, 'betas': [0.9, 0.999]}
-    assert promptir['find_unused_parameters'] is True
+    assert promptir['find_unused_parameters'] is False  # its unused official modules are frozen
     sources = promptir['datasets']['train']['sources']
     counts = {'noise15': 5144, 'noise25': 5144, 'noise50': 5144, 'rain': 200, 'haze': 72135}
     assert sum(counts[s['name']] * s['repeat'] for s in sources) == 142431
@@ -64,40 +69,28 @@ def test_recipe_numbers():
     assert airnet['datasets']['train']['one_per_source'] and airnet['datasets']['train']['num_crops'] == 2
 
 
-def _img(path, size=136, seed=0):
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    rng = np.random.default_rng(seed)
-    cv2.imwrite(path, rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
-
-
-def _write(path, text):
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    with open(path, 'w') as f:
-        f.write(text)
-
-
 @pytest.fixture
 def official_layout(in_tmp_dir):
-    d = 'datasets'
-    for name in ('a.png', 'b.png'):
-        _img(f'{d}/Train/Denoise/{name}')
-    _write(f'{d}/data_dir/noisy/denoise.txt', 'a.png\nb.png\n')
-    _img(f'{d}/Train/Derain/rainy/rain-1.png')
-    _img(f'{d}/Train/Derain/gt/norain-1.png')
-    _write(f'{d}/data_dir/rainy/rainTrain.txt', 'rainy/rain-1.png\n')
-    _img(f'{d}/Train/Dehaze/synthetic/part1/0001_0.8_0.2.jpg')
-    _img(f'{d}/Train/Dehaze/original/0001.jpg')
-    _write(f'{d}/data_dir/hazy/hazy_outside.txt', 'synthetic/part1/0001_0.8_0.2.jpg\n')
-    for folder in ('Deblur/GoPro/input', 'Deblur/GoPro/target', 'LowLight/LOL/low', 'LowLight/LOL/high'):
-        _img(f'{d}/Train/{folder}/x.png')
-    _img(f'{d}/test/denoise/bsd68/test001.png', 40)
-    _img(f'{d}/test/derain/Rain100L/input/1.png', 40)
-    _img(f'{d}/test/derain/Rain100L/target/1.png', 40)
-    _img(f'{d}/test/dehaze/input/0001_0.8_0.2.jpg', 40)
-    _img(f'{d}/test/dehaze/target/0001.png', 40)
-    for folder in ('deblur/GoPro/input', 'deblur/GoPro/target', 'lowlight/LOL/low', 'lowlight/LOL/high'):
-        _img(f'{d}/test/{folder}/y.png', 40)
-    return in_tmp_dir
+    return make_official_layout(in_tmp_dir)
+
+
+def build_datasets(opt):
+    """Build every dataset of ``opt`` as basicsr does; {phase: (dataset, its first sample)}."""
+    built = {}
+    for phase, dataset_opt in opt['datasets'].items():
+        dataset_opt = dict(dataset_opt, phase=phase.split('_')[0], scale=1)
+        dataset = build_dataset(dataset_opt)
+        built[phase] = dataset, dataset[0]
+        if phase == 'train':
+            size = dataset_opt['gt_size']
+            sources = len(dataset_opt['sources'])
+            shape = (sources, 3, size, size) if dataset_opt.get('one_per_source') else (3, size, size)
+            assert built[phase][1]['lq'].shape == built[phase][1]['gt'].shape == shape
+            if dataset_opt.get('num_crops') == 2:
+                assert built[phase][1]['lq2'].shape == shape
+        else:
+            assert torch.is_tensor(built[phase][1]['lq']) and built[phase][1]['lq'].shape == built[phase][1]['gt'].shape
+    return built
 
 
 @pytest.mark.parametrize('path', RECIPES + TESTS, ids=lambda p: osp.relpath(p, REPO))
@@ -106,20 +99,93 @@ def test_recipe_datasets_build_on_the_official_layout(path, official_layout):
     is_train = '/train/' in path
     opt['path']['pretrain_network_g'] = None  # test files point at weights a training writes
     validate_options(opt, path, is_train=is_train, check_paths=True)
-    for phase, dataset_opt in opt['datasets'].items():
-        dataset_opt = dict(dataset_opt, phase='train' if phase == 'train' else 'val', scale=1)
-        dataset = build_dataset(dataset_opt)
-        sample = dataset[0]
-        if phase == 'train':
-            size = dataset_opt['gt_size']
-            if dataset_opt.get('one_per_source'):
-                assert sample['lq'].shape == (len(dataset_opt['sources']), 3, size, size)
-                assert sample['lq2'].shape == sample['lq'].shape
-            else:
-                assert sample['lq'].shape == (3, size, size)
+    for phase, (_, sample) in build_datasets(opt).items():
+        if phase != 'train':
+            assert sample['lq'].shape[-1] == 32  # 40 px centre-cropped to a multiple of 16
+
+
+@pytest.fixture(scope='module')
+def demo_root(tmp_path_factory):
+    from promptir_basicsr.data.demo import make_demo_data
+    root = tmp_path_factory.mktemp('demo_layout')
+    make_demo_data(str(root / 'datasets' / 'demo'))
+    return root
+
+
+@pytest.mark.parametrize('path', DEMOS, ids=lambda p: osp.relpath(p, REPO))
+def test_demo_datasets_build_on_the_demo_data(path, demo_root, monkeypatch):
+    monkeypatch.chdir(demo_root)
+    opt = _load(path)
+    opt['path']['pretrain_network_g'] = None
+    validate_options(opt, path, is_train=not path.endswith('_test.yml'), check_paths=True)
+    built = build_datasets(opt)
+    assert [len(dataset) for phase, (dataset, _) in built.items() if phase != 'train'] == [3] * 5
+
+
+def test_five_task_test_file_is_the_training_files_validation():
+    """The five-task test protocol and the five-task training's validation: the same sets, read the same way."""
+    train = _load(osp.join(REPO, 'options', 'train', 'promptir_5task.yml'))
+    test = _load(osp.join(REPO, 'options', 'test', 'promptir_5task.yml'))
+    loader_keys = {'num_worker_per_gpu', 'batch_size_per_gpu'}
+    val_sets = [{k: v for k, v in d.items() if k not in loader_keys} for k, d in train['datasets'].items()
+                if k.startswith('val')]
+    assert list(test['datasets'].values()) == val_sets
+    assert [d['name'] for d in val_sets] == ['SOTS_outdoor', 'Rain100L', 'BSD68_sigma25', 'GoPro', 'LOL']
+    assert test['network_g'] == train['network_g']
+    assert test['path']['pretrain_network_g'] == 'experiments/promptir_5task/models/net_g_latest.pth'
+
+
+def readme_blocks(language):
+    text = open(osp.join(REPO, 'README.md'), encoding='utf-8').read()
+    return re.findall(rf'^```{language}\n(.*?)^```', text, flags=re.S | re.M)
+
+
+def merge_fragment(base, fragment):
+    """A README fragment into an option dict: mappings merge key by key, lists (``sources``) are extended."""
+    for key, value in fragment.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge_fragment(base[key], value)
+        elif isinstance(value, list) and isinstance(base.get(key), list):
+            base[key].extend(value)
         else:
-            assert sample['lq'].shape == sample['gt'].shape and sample['lq'].shape[-1] == 32  # crop to 16
-            assert torch.is_tensor(sample['lq'])
+            base[key] = value
+    return base
+
+
+def test_readme_yaml_snippets_run_as_written(official_layout, monkeypatch):
+    """Every ```yaml block of the README is a fragment of options/train/promptir_allinone.yml (as the README
+    says where it shows them); with the ```python blocks written to the file their first line names, each
+    passes the option check (plugins imported, paths on the official layout) and its datasets build, the
+    sources it adds included. Guards against snippets that name missing folders, keys or degradations."""
+    from promptir_basicsr.data.degradations import DEGRADATION_REGISTRY
+    from promptir_basicsr.options import prepare_run
+    python_files = []
+    for block in readme_blocks('python'):
+        named = re.match(r'# (\w+)\.py\b', block)
+        if named:
+            (official_layout / f'{named.group(1)}.py').write_text(block)
+            python_files.append(named.group(1))
+    yaml_blocks = readme_blocks('yaml')
+    assert len(yaml_blocks) >= 2 and python_files
+    for i, block in enumerate(yaml_blocks):
+        fragment = yaml.safe_load(block)
+        opt = merge_fragment(_load(osp.join(REPO, 'options', 'train', 'promptir_allinone.yml')), fragment)
+        path = official_layout / f'readme_snippet_{i}.yml'
+        path.write_text(yaml.safe_dump(json.loads(json.dumps(opt)), sort_keys=False))
+        registered = set(DEGRADATION_REGISTRY.keys())
+        for module in python_files:
+            monkeypatch.delitem(sys.modules, module, raising=False)
+        try:
+            checked = prepare_run(str(path))
+            train_set, _ = build_datasets(checked)['train']
+        finally:  # a plugin registers its ops once per import
+            for name in set(DEGRADATION_REGISTRY.keys()) - registered:
+                DEGRADATION_REGISTRY._obj_map.pop(name)
+        added = [s['name'] for s in fragment.get('datasets', {}).get('train', {}).get('sources', [])]
+        for name in added:
+            index = [s.name for s in train_set.sources].index(name)
+            sample = train_set.load(index, 0, np.random.default_rng(0))
+            assert not torch.equal(sample['lq'], sample['gt']), f'README source {name} is not degraded'
 
 
 @pytest.mark.parametrize('model', ['promptir', 'restormer', 'airnet'])

@@ -8,11 +8,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import dump, paired_set, run_cli, train_options, write_pairs
+from cli_helpers import dump, paired_set, run_cli, torchrun_train, train_options, write_pairs
 
 pytestmark = pytest.mark.slow
 
@@ -207,19 +206,12 @@ def test_nan_loss_skip_policy_drops_the_steps(tiny_data):
     assert all(torch.isfinite(v).all() for v in weights.values())
 
 
-def _basicsr_command():
-    script = Path(sys.executable).parent / 'basicsr'
-    return [str(script)] if script.exists() else ['-m', 'promptir_basicsr']
-
-
 def test_two_process_ddp_on_cpu(tmp_path):
     write_pairs(tmp_path / 'data' / 'train', 8, 32, seed=5)
     write_pairs(tmp_path / 'data' / 'valA', 2, 24, seed=6)
     opt_file = make_run(tmp_path, 'ddp', total_iter=6, save_freq=100, print_freq=2, model='RankRecordingModel',
                         extra={'datasets:train:batch_size_per_gpu': 1})
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-           *_basicsr_command(), 'train', '-opt', opt_file, '--launcher', 'pytorch']
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(torchrun_train(opt_file), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f'rank{r}.pt', weights_only=True) for r in (0, 1))
     for key, value in rank0['params'].items():

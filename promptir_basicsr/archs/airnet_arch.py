@@ -23,6 +23,7 @@ import math
 
 from basicsr.utils.registry import ARCH_REGISTRY
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import deform_conv2d
@@ -105,6 +106,12 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def _dequeue_and_enqueue(self, keys):
+        # Under DDP every rank enqueues the keys of all ranks (MoCo's concat_all_gather), so the queues stay
+        # identical and hold world_size x B new negatives per step.
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered = [torch.empty_like(keys) for _ in range(dist.get_world_size())]
+            dist.all_gather(gathered, keys.contiguous())
+            keys = torch.cat(gathered)
         # Write the B keys at the pointer, wrapping around: the official code asserts K % B == 0 and
         # gives the same result then; wrapping also accepts a smaller last batch.
         n = min(keys.shape[0], self.K)
@@ -299,9 +306,12 @@ class AirNet(StageCheckpointing, nn.Module):
     code sets queue_size = batch_size * 256; here it is its own argument (any batch size works:
     the enqueue wraps around).
 
-    DDP: the key encoder's parameters are frozen (DDP ignores them), but a step that leaves trainable
-    parameters unused - :meth:`contrastive` (no restorer), or ``forward`` without ``x_key`` (no
-    projection head) - needs ``find_unused_parameters: true``.
+    DDP: the queue receives the keys of every rank (all-gathered), so it stays the same on every
+    rank; the key encoder's parameters are frozen (DDP ignores them); a training ``forward`` with
+    ``x_key`` uses every other parameter, so ``find_unused_parameters: false`` works. ``AirNetModel``
+    runs its encoder-only first stage (:meth:`contrastive`) on the unwrapped network, outside DDP's
+    forward, and averages those gradients itself. (A training ``forward`` without ``x_key`` leaves the
+    projection head unused and would need ``find_unused_parameters: true``.)
 
     Hyper-parameters: ``n_feats`` (restorer width; also the encoder's first width, because DGMs
     combine features and ``inter`` channel-wise), ``n_groups``, ``n_blocks``, ``kernel_size``,

@@ -17,6 +17,9 @@ from .restormer_blocks import (RestormerEncoder, TransformerBlock, Upsample, cha
 
 # Three 2x downsamplings: every level must see an even size.
 SIZE_MULTIPLE = 8
+# In the official state dict, never called by forward (see PromptIR's docstring).
+UNUSED_OFFICIAL_MODULES = ('chnl_reduce1', 'chnl_reduce2', 'chnl_reduce3', 'reduce_noise_channel_1',
+                           'reduce_noise_channel_2', 'reduce_noise_channel_3')
 
 
 class PromptGenBlock(nn.Module):
@@ -80,10 +83,12 @@ class PromptIR(RestormerEncoder, nn.Module):
 
     Six official modules are never used in the forward pass: ``chnl_reduce1/2/3`` and
     ``reduce_noise_channel_1/2/3`` (215,296 parameters at the defaults). They are kept
-    (``keep_unused_modules=True``) so official checkpoints load with ``strict=True``. Because they
-    get no gradient, DDP training then needs ``find_unused_parameters: true`` in the option file.
-    With ``keep_unused_modules=False`` they are not built (and DDP needs no such flag), but official
-    checkpoints then need ``strict_load_g: false`` or conversion with ``--allow-mismatch``.
+    (``keep_unused_modules=True``) so official checkpoints load with ``strict=True``, and frozen
+    (``requires_grad=False``): they would never get a gradient anyway, and DDP reduces only parameters
+    that require one, so DDP trains PromptIR with ``find_unused_parameters: false`` (no extra graph
+    traversal per step) while the replicas stay identical (DDP still broadcasts them at the start).
+    With ``keep_unused_modules=False`` they are not built, but official checkpoints then need
+    ``strict_load_g: false`` or conversion with ``--allow-mismatch``.
     """
 
     def __init__(self,
@@ -127,6 +132,8 @@ class PromptIR(RestormerEncoder, nn.Module):
             self.reduce_noise_channel_1 = nn.Conv2d(d + p1, d, kernel_size=1, bias=bias)
             self.reduce_noise_channel_2 = nn.Conv2d(d * 2 + p2, d * 2, kernel_size=1, bias=bias)
             self.reduce_noise_channel_3 = nn.Conv2d(d * 4 + p2 * 2, d * 4, kernel_size=1, bias=bias)
+            for name in UNUSED_OFFICIAL_MODULES:  # out of DDP's reducer and the optimizer (class docstring)
+                getattr(self, name).requires_grad_(False)
 
         # Encoder: Restormer's.
         self.build_encoder(inp_channels, d, num_blocks, heads, **stage)

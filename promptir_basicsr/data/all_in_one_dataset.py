@@ -9,17 +9,16 @@ from basicsr.utils import get_root_logger, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data as data
 
+from ..option_schema import Key, dataset_keys
 from .degradations import build_pipeline
 from .pairing import build_pairing
-from .sources import DatasetError, ImageReader, backend_of, collect_clean, collect_paired, to_unit_float
-from .transforms import Augmenter, process_rng, random_crop_box
+from .sources import (SOURCE_OPTIONS, DatasetError, ImageReader, backend_of, collect_clean, collect_paired,
+                      to_unit_float)
+from .transforms import AUGMENT_MODES, Augmenter, process_rng, random_crop_box
 
-DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'sources', 'gt_size', 'augment', 'use_hflip', 'use_rot', 'num_crops',
-                'one_per_source', 'samples_per_epoch', 'allow_missing', 'batch_size_per_gpu', 'num_worker_per_gpu',
-                'dataset_enlarge_ratio', 'prefetch_mode', 'num_prefetch_queue', 'pin_memory', 'persistent_workers',
-                'use_shuffle')
-SOURCE_KEYS = ('name', 'dataroot_lq', 'dataroot_gt', 'io_backend', 'meta_info_file', 'list_file', 'list_root',
-               'pairing', 'filename_tmpl', 'degradation', 'repeat', 'weight', 'allow_missing', 'recursive')
+#: The keys of one entry of ``sources``: an image source, its name and its share of the mix.
+SOURCE_ENTRY_OPTIONS = {'name': Key(str, required=True), **SOURCE_OPTIONS, 'repeat': Key(int, None),
+                        'weight': Key(float, None)}
 
 
 class Source:
@@ -28,10 +27,10 @@ class Source:
     def __init__(self, opt, index, dataset_opt, where):
         self.index = index
         self.where = where
-        unknown = sorted(set(opt) - set(SOURCE_KEYS))
+        unknown = sorted(set(opt) - set(SOURCE_ENTRY_OPTIONS))
         if unknown:
             raise DatasetError(f'{where}: unknown key(s) {", ".join(unknown)}; a source takes '
-                               f'{", ".join(SOURCE_KEYS)}')
+                               f'{", ".join(SOURCE_ENTRY_OPTIONS)}')
         self.name = str(opt['name'])
         opt = dict(opt)
         for key in ('dataroot_lq', 'dataroot_gt', 'list_file', 'meta_info_file', 'list_root'):
@@ -123,14 +122,23 @@ class AllInOneDataset(data.Dataset):
     reproducible for a given ``manual_seed``, different per worker, rank and epoch.
     """
 
+    #: the keys it reads (besides basicsr's loader keys), checked before a run (``option_schema``)
+    OPTIONS = {
+        'sources': Key(list, required=True, items=SOURCE_ENTRY_OPTIONS), 'gt_size': Key(int, required=True),
+        'augment': Key(str, choices=AUGMENT_MODES), 'use_hflip': Key(bool), 'use_rot': Key(bool),
+        'num_crops': Key(int, choices=(1, 2)), 'one_per_source': Key(bool), 'samples_per_epoch': Key(int, None),
+        'allow_missing': Key(bool),
+    }
+
     def __init__(self, opt):
         super().__init__()
         self.opt = opt
         where = f'datasets.{opt.get("phase", "train")} ({opt.get("name", "AllInOneDataset")})'
-        unknown = sorted(set(opt) - set(DATASET_KEYS))
-        if unknown:  # a warning, not an error: other features (e.g. progressive patches) may read their own keys
+        known = dataset_keys(type(self))
+        unknown = sorted(set(opt) - set(known))
+        if unknown:  # a warning, not an error: a model may read its own keys here (progressive patches)
             get_root_logger().warning(f'{where}: key(s) {", ".join(unknown)} unused by AllInOneDataset (a typo?); '
-                                      f'it reads {", ".join(DATASET_KEYS)}')
+                                      f'it reads {", ".join(known)}')
         sources = opt.get('sources')
         if not isinstance(sources, (list, tuple)) or not sources:
             raise DatasetError(f'{where}.sources: a non-empty list of sources is required')

@@ -5,15 +5,11 @@ from basicsr.utils import get_root_logger, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data as data
 
+from ..option_schema import Key, dataset_keys
 from .degradations import build_pipeline
 from .pairing import build_pairing
-from .sources import DatasetError, ImageReader, backend_of, collect_clean, collect_paired
+from .sources import SOURCE_OPTIONS, DatasetError, ImageReader, backend_of, collect_clean, collect_paired
 from .transforms import center_crop_to_multiple, image_rng
-
-DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'dataroot_lq', 'dataroot_gt', 'io_backend', 'meta_info_file',
-                'list_file', 'list_root', 'pairing', 'filename_tmpl', 'degradation', 'seed', 'lq_suffix',
-                'crop_to_multiple', 'allow_missing', 'recursive', 'batch_size_per_gpu', 'num_worker_per_gpu',
-                'pin_memory', 'persistent_workers', 'prefetch_mode', 'num_prefetch_queue', 'color', 'mean', 'std')
 
 
 @DATASET_REGISTRY.register()
@@ -39,6 +35,9 @@ class DegradedImageDataset(data.Dataset):
     is the dataset's ``name``).
     """
 
+    #: the keys it reads (besides basicsr's loader keys), checked before a run (``option_schema``)
+    OPTIONS = {**SOURCE_OPTIONS, 'seed': Key(int), 'lq_suffix': Key(str, None), 'crop_to_multiple': Key(int, None)}
+
     def __init__(self, opt):
         super().__init__()
         opt = dict(opt)
@@ -48,10 +47,11 @@ class DegradedImageDataset(data.Dataset):
         self.opt = opt
         self.name = opt.get('name', 'DegradedImageDataset')
         where = self.where = f'datasets.{opt.get("phase", "val")} ({self.name})'
-        unknown = sorted(set(opt) - set(DATASET_KEYS))
-        if unknown:  # a warning, not an error: other features may read their own keys here
+        known = dataset_keys(type(self), opt.get('phase', 'val'))
+        unknown = sorted(set(opt) - set(known))
+        if unknown:  # a warning, not an error: the option check has already refused unknown keys in runs
             get_root_logger().warning(f'{where}: key(s) {", ".join(unknown)} unused by DegradedImageDataset '
-                                      f'(a typo?); it reads {", ".join(DATASET_KEYS)}')
+                                      f'(a typo?); it reads {", ".join(known)}')
         backend = backend_of(opt, where)
         has_lq, has_deg = opt.get('dataroot_lq') is not None, opt.get('degradation') is not None
         if has_lq == has_deg:

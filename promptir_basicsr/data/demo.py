@@ -158,15 +158,20 @@ def make_demo_data(root='datasets/demo', overwrite=True):
     return meta
 
 
+def is_complete(root):
+    """True when ``root`` holds a complete demo set of this generator version (its metadata is written last)."""
+    meta_path = osp.join(root, 'demo_meta.json')
+    if not osp.isfile(meta_path):
+        return False
+    try:
+        with open(meta_path, encoding='utf-8') as f:
+            return json.load(f).get('version') == VERSION
+    except (OSError, ValueError):
+        return False
+
+
 def ensure_demo_data(root='datasets/demo'):
     """Make the demo data under ``root`` unless a complete copy of this version is there; returns root."""
-    meta_path = osp.join(root, 'demo_meta.json')
-    if osp.isfile(meta_path):
-        try:
-            with open(meta_path, encoding='utf-8') as f:
-                if json.load(f).get('version') == VERSION:
-                    return root
-        except (OSError, ValueError):
-            pass
-    make_demo_data(root, overwrite=True)
+    if not is_complete(root):
+        make_demo_data(root, overwrite=True)
     return root

@@ -12,6 +12,7 @@ rule, list file and per-image validation seeds apply, and lq/gt keys match throu
 decoded the way the datasets decode them (``cv2.IMREAD_COLOR``), so folder and LMDB give identical
 tensors.
 """
+import copy
 import os
 import os.path as osp
 import shutil
@@ -72,6 +73,20 @@ def write_lmdb(folder, names, lmdb_path, compress_level=1, map_size=None):
     finally:
         maker.close()
     return sum(osp.getsize(osp.join(lmdb_path, f)) for f in os.listdir(lmdb_path))
+
+
+def lmdb_options(opt, out_dir=None):
+    """A copy of the option dict ``opt`` whose folder-backed sources read the LMDBs :func:`create_lmdbs` writes
+    (``dataroot_*`` -> ``<folder>.lmdb``, ``io_backend: {type: lmdb}``); everything else unchanged."""
+    lmdb_opt = copy.deepcopy(opt)
+    for label, source in _sources_of(lmdb_opt):
+        if backend_of(source, label)['type'] == 'lmdb':
+            continue
+        for key in ('dataroot_lq', 'dataroot_gt'):
+            if source.get(key) is not None:
+                source[key] = _lmdb_path(osp.normpath(str(source[key])), out_dir)
+        source['io_backend'] = {'type': 'lmdb'}
+    return lmdb_opt
 
 
 def create_lmdbs(opt, out_dir=None, overwrite=False, compress_level=1, log=print):

@@ -11,14 +11,25 @@ import cv2
 import numpy as np
 from basicsr.utils import FileClient, get_root_logger, imfrombytes, scandir
 
+from ..errors import UserError
+from ..option_schema import Key
 from .pairing import PairingRule, lmdb_key, name_from_lmdb_key
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 _ALL_EXTENSIONS = tuple(IMG_EXTENSIONS) + tuple(ext.upper() for ext in IMG_EXTENSIONS)
 _SHOW = 5  # names listed in an error message
 
+#: The keys of one image source (folder or LMDB, list file, pairing rule or degradation ops), read by the
+#: functions below; the datasets declare them as part of their ``OPTIONS`` (checked before a run).
+SOURCE_OPTIONS = {
+    'dataroot_gt': Key(str, required=True), 'dataroot_lq': Key(str, None), 'io_backend': Key(dict, None),
+    'meta_info_file': Key(str, None), 'list_file': Key(str, None), 'list_root': Key(str, None),
+    'pairing': Key(str, dict, None), 'filename_tmpl': Key(str, None), 'degradation': Key(list, dict, None),
+    'allow_missing': Key(bool), 'recursive': Key(bool),
+}
 
-class DatasetError(ValueError):
+
+class DatasetError(UserError):
     """Bad data or data options; the message says which option, which files, and how to fix it."""
 
 

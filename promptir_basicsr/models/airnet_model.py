@@ -25,17 +25,36 @@ import torch.distributed as dist
 from basicsr.losses import build_loss
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from ..options import register_known_keys
+from ..option_schema import Key
 from .all_in_one_model import AllInOneModel
-
-register_known_keys('train', 'encoder_iters', 'contrastive_weight', 'contrastive_opt')
 
 
 @MODEL_REGISTRY.register()
 class AirNetModel(AllInOneModel):
     """AirNet: contrastive encoder warm-up, then joint restoration + contrastive training."""
 
+    OPTIONS = {'train': {'encoder_iters': Key(int), 'contrastive_weight': Key(float),
+                         'contrastive_opt': Key(dict, None)}}
+
     default_pad_multiple = 1
+
+    @classmethod
+    def option_problems(cls, opt, is_train):
+        problems = super().option_problems(opt, is_train)
+        train_set = (opt.get('datasets') or {}).get('train') or {}
+        if is_train and train_set.get('num_crops', 1) != 2:
+            problems.append('datasets:train:num_crops must be 2 for AirNetModel: its contrastive loss compares two '
+                            'crops of each degraded image (MoCo query and key)')
+        return problems
+
+    @classmethod
+    def option_warnings(cls, opt):
+        train = opt['train']
+        encoder_iters = train.get('encoder_iters', 0)
+        if isinstance(encoder_iters, int) and encoder_iters >= int(train['total_iter']):
+            return [f'train:encoder_iters {encoder_iters} >= train:total_iter {int(train["total_iter"])}: only the '
+                    'contrastive encoder stage runs; the restorer is never trained']
+        return []
 
     def init_training_settings(self):
         train_opt = self.opt['train']

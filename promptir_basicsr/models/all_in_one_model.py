@@ -44,14 +44,16 @@ Batches from ``AllInOneDataset`` with ``one_per_source: true`` carry a source ax
 Validation images go to ``visualization/<set name>/<image>_<iter>.png`` (basicsr uses the image
 name as the folder, so two sets with the same file names overwrite each other). The validation that
 ``train_pipeline`` runs after its loop is logged at ``total_iter`` (basicsr passes total_iter + 1 or
-more),
-and is not recomputed when the weights have not changed since the validation at ``total_iter``.
+more), and is skipped, not recomputed nor logged again, when the weights have not changed since the
+validation at ``total_iter``. ``val.pbar`` (basicsr's key) shows a tqdm bar over each set's images; by
+default it is on when stdout and stderr are a terminal.
 In ``basicsr test`` each set's metrics and the degraded input's metrics are collected, and after
 every set the results table is written to ``results/<name>/results_table.{md,json}``
 (``utils/results_table.py``); it is printed after the last set.
 """
 import os.path as osp
 import random
+import sys
 from collections import OrderedDict
 
 import numpy as np
@@ -62,19 +64,14 @@ from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.registry import METRIC_REGISTRY, MODEL_REGISTRY
 from tqdm import tqdm
 
-from ..options import register_known_keys
+from ..option_schema import Key
 from ..utils import acceleration, results_table
 from ..utils.tiling import tiled_forward
 from .schedulers import build_optimizer, build_scheduler
 from .training_guards import TrainingGuardsMixin
 
 _PAIRED_KEYS = ('lq', 'gt', 'lq2', 'gt2')
-
-# The option checker rejects keys it does not know; declare the ones this model reads.
-register_known_keys('train', 'mini_batch_sizes', 'iters', 'gt_sizes', 'grad_checkpoint', 'grad_clip',
-                    'use_grad_clip')
-register_known_keys('', 'cpu_threads', 'amp', 'channels_last', 'compile')
-register_known_keys('val', 'tile_size', 'tile_overlap', 'pad_to_multiple', 'input_metrics', 'table_name')
+_PROGRESSIVE_KEYS = ('mini_batch_sizes', 'iters', 'gt_sizes')
 
 
 def flatten_sources(data):
@@ -107,6 +104,12 @@ def wants_float_rgb(metric_opt):
     return getattr(fn, 'input_format', None) == 'float_rgb'
 
 
+def _wants_pbar(val_opt):
+    """``val.pbar``; by default on when stdout and stderr (where tqdm and the log write) are a terminal."""
+    pbar = val_opt.get('pbar')
+    return (sys.stdout.isatty() and sys.stderr.isatty()) if pbar is None else bool(pbar)
+
+
 def _float_rgb(tensor):
     """(C,H,W) tensor -> float32 (H,W,C) RGB array clamped to [0,1] (not quantised)."""
     return tensor.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
@@ -116,8 +119,44 @@ def _float_rgb(tensor):
 class AllInOneModel(TrainingGuardsMixin, SRModel):
     """PromptIR / Restormer training and testing in basicsr; see the module docstring for options."""
 
+    #: the option keys this model reads, per section; checked before a run (``promptir_basicsr.option_schema``)
+    OPTIONS = {
+        '': {'cpu_threads': Key(int, None), 'channels_last': Key(bool), 'compile': Key(bool, dict, None),
+             'amp': Key(bool, str, None, choices=(False, None, *acceleration.AMP_DTYPES))},
+        'train': {**{key: Key(list, None) for key in _PROGRESSIVE_KEYS}, 'grad_checkpoint': Key(bool),
+                  'grad_clip': Key(float, None), 'use_grad_clip': Key(bool)},
+        'datasets:train': {key: Key(list, None) for key in _PROGRESSIVE_KEYS},  # where Restormer's files keep them
+        'val': {'tile_size': Key(int, None), 'tile_overlap': Key(int), 'pad_to_multiple': Key(int),
+                'input_metrics': Key(bool), 'table_name': Key(str, None)},
+    }
+
     #: default of ``val.pad_to_multiple`` (PromptIR and Restormer need multiples of 8)
     default_pad_multiple = 8
+
+    @classmethod
+    def option_problems(cls, opt, is_train):
+        """Rules across keys, checked before a run: the progressive-patch lists agree with each other and with
+        the training crops."""
+        if not is_train:
+            return []
+        train_set = (opt.get('datasets') or {}).get('train') or {}
+        source, where = opt['train'], 'train'
+        if source.get('mini_batch_sizes') is None:
+            source, where = train_set, 'datasets:train'
+        if source.get('mini_batch_sizes') is None:
+            return []
+        lists = [list(source.get(key) or []) for key in _PROGRESSIVE_KEYS]
+        if not len(lists[0]) == len(lists[1]) == len(lists[2]) > 0:
+            return [f'{where}: mini_batch_sizes, iters and gt_sizes need the same length (one value per phase), got '
+                    f'{", ".join(str(v) for v in lists)}']
+        problems = []
+        if isinstance(train_set.get('gt_size'), int) and max(lists[2]) > train_set['gt_size']:
+            problems.append(f'{where}:gt_sizes {lists[2]} go beyond datasets:train:gt_size {train_set["gt_size"]}: the '
+                            'loader must crop the largest patch (set gt_size to max(gt_sizes))')
+        if isinstance(train_set.get('batch_size_per_gpu'), int) and max(lists[0]) > train_set['batch_size_per_gpu']:
+            problems.append(f'{where}:mini_batch_sizes {lists[0]} go beyond datasets:train:batch_size_per_gpu '
+                            f'{train_set["batch_size_per_gpu"]}: the loader must deliver the largest batch')
+        return problems
 
     def __init__(self, opt):
         self.current_iter = 0
@@ -188,8 +227,9 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
         for name, param in self.net_g.named_parameters():
             (params if param.requires_grad else frozen).append(param if param.requires_grad else name)
         if frozen:
-            get_root_logger().info(f'{len(frozen)} parameter tensors are not optimized (requires_grad False, e.g. '
-                                   f'a momentum encoder): {", ".join(frozen[:3])}{", ..." if len(frozen) > 3 else ""}')
+            get_root_logger().info(f'{len(frozen)} parameter tensors are not optimized (requires_grad False: a '
+                                   'momentum encoder, unused official modules): '
+                                   f'{", ".join(frozen[:3])}{", ..." if len(frozen) > 3 else ""}')
         return params
 
     def setup_optimizers(self):
@@ -369,11 +409,9 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
 
         stamp = (current_iter, self._train_steps)
         if self.is_train and with_metrics and self._last_validation.get(dataset_name, (None, ))[0] == stamp:
-            # end-of-training validation of weights already validated at this iteration
+            # train_pipeline's end-of-training validation of weights just validated at total_iter: that report
+            # is the final one; repeating it would print every set twice
             self.metric_results = dict(self._last_validation[dataset_name][1])
-            get_root_logger().info(f'Validation {dataset_name} at iter {current_iter}: weights unchanged since the '
-                                   'last validation, results repeated.')
-            self._log_validation_metric_values(current_iter, dataset_name, None)
             return
 
         if with_metrics:
@@ -384,7 +422,7 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
         input_sums = {name: 0.0 for name in metrics_opt}
         float_metric = {name: wants_float_rgb(m) for name, m in metrics_opt.items()}
 
-        pbar = tqdm(total=len(dataloader), unit='image') if val_opt.get('pbar', False) else None
+        pbar = tqdm(total=len(dataloader), unit='image', leave=False) if _wants_pbar(val_opt) else None
         count = 0
         self._validating = True
         try:

@@ -22,11 +22,8 @@ from basicsr.data.data_sampler import EnlargedSampler
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 
-from ..options import register_known_keys
+from ..option_schema import Key
 from ..utils.checkpoints import atomic_save
-
-register_known_keys('', 'deterministic')
-register_known_keys('train', 'nan_policy', 'nan_max_skips')
 
 
 class NonFiniteLossError(RuntimeError):
@@ -73,6 +70,10 @@ def configure_determinism(opt):
 
 class TrainingGuardsMixin:
     """Non-finite loss policy, SIGTERM/SIGINT pre-emption, best metrics kept in training states."""
+
+    #: the option keys read here (merged into the model's declaration by ``option_schema``)
+    OPTIONS = {'': {'deterministic': Key(bool)},
+               'train': {'nan_policy': Key(str, choices=('stop', 'skip')), 'nan_max_skips': Key(int)}}
 
     _stop_signal = None
 

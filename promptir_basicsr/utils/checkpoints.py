@@ -3,6 +3,7 @@
 Every ``torch.load`` of this project goes through :func:`load_checkpoint` (``weights_only=True``),
 and every checkpoint or training state is written by :func:`atomic_save`.
 """
+import contextlib
 import os
 import os.path as osp
 import pickle
@@ -10,25 +11,31 @@ import tempfile
 
 import torch
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read safely or does not match the network."""
+from ..errors import UserError
 
 
-def atomic_save(obj, path, *args, **kwargs):
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``.
+class CheckpointError(UserError):
+    """A checkpoint that cannot be read safely or does not match the network (a user-fixable problem)."""
 
-    A reader never sees a half-written file: either the old file or the complete new one.
-    The temporary name starts with '.' and ends in '.tmp', so no scan for ``*.pth``/``*.state``
-    ever picks it up.
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file does not exist."""
+
+
+@contextlib.contextmanager
+def _atomic_file(path, mode):
+    """An open temporary file beside ``path``; on success fsync'd and renamed over ``path``, else removed.
+
+    A reader never sees a half-written file: either the old file or the complete new one. The temporary
+    name starts with '.' and ends in '.tmp', so no scan for ``*.pth``/``*.state`` ever picks it up.
     """
     path = os.fspath(path)
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp_path = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=folder)
     try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f, *args, **kwargs)
+        with os.fdopen(fd, mode, **({} if 'b' in mode else {'encoding': 'utf-8'})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
@@ -36,6 +43,18 @@ def atomic_save(obj, path, *args, **kwargs):
         if osp.exists(tmp_path):
             os.remove(tmp_path)
         raise
+
+
+def atomic_save(obj, path, *args, **kwargs):
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
+    with _atomic_file(path, 'wb') as f:
+        torch.save(obj, f, *args, **kwargs)
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` (UTF-8) to ``path`` the same way: a temporary file, fsync, rename."""
+    with _atomic_file(path, 'w') as f:
+        f.write(text)
 
 
 def load_checkpoint(path, map_location='cpu'):
@@ -46,7 +65,7 @@ def load_checkpoint(path, map_location='cpu'):
     """
     path = os.fspath(path)
     if not osp.isfile(path):
-        raise FileNotFoundError(f'Checkpoint not found: {path}')
+        raise CheckpointNotFoundError(f'Checkpoint not found: {path}')
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -82,6 +101,8 @@ def load_checkpoint_for_conversion(path):
     """
     try:
         return load_checkpoint(path)
+    except CheckpointNotFoundError:
+        raise
     except CheckpointError as err:
         try:
             names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
@@ -327,16 +348,14 @@ def build_convert_parser(prog='basicsr convert'):
 
 
 def convert_main(argv=None, prog='basicsr convert'):
-    """Command-line entry: returns 0 on success, 1 when the checkpoint is refused, 2 on usage errors."""
-    import sys
-
+    """Command-line entry: returns 0 on success; a refused or missing checkpoint raises :class:`CheckpointError`
+    (a :class:`~promptir_basicsr.errors.UserError`: one line and exit status 2 through ``cli.main``)."""
     parser = build_convert_parser(prog)
     args = parser.parse_args(argv)
     arch, arch_opt = args.arch, {}
     if args.opt:
-        import yaml
-        with open(args.opt, encoding='utf-8') as f:
-            network_opt = dict((yaml.safe_load(f) or {}).get('network_g') or {})
+        from ..options import read_option_file
+        network_opt = dict(read_option_file(args.opt).get('network_g') or {})
         if not network_opt:
             parser.error(f'{args.opt} has no network_g section')
         arch = arch or network_opt.pop('type', None)
@@ -346,10 +365,6 @@ def convert_main(argv=None, prog='basicsr convert'):
         arch_opt.update(_parse_arch_opt(item) for item in args.arch_opt)
     except ValueError as err:
         parser.error(str(err))
-    try:
-        convert_checkpoint(args.input, args.output, arch=arch, arch_opt=arch_opt, param_key=args.param_key,
-                           allow_mismatch=args.allow_mismatch)
-    except (CheckpointError, FileNotFoundError) as err:
-        print(f'{prog}: error: {err}', file=sys.stderr)
-        return 1
+    convert_checkpoint(args.input, args.output, arch=arch, arch_opt=arch_opt, param_key=args.param_key,
+                       allow_mismatch=args.allow_mismatch)
     return 0

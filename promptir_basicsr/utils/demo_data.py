@@ -11,12 +11,19 @@ import os.path as osp
 DEFAULT_ROOT = 'datasets/demo'
 
 
-def prepare_demo_data(opt):
-    """Create the demo data if ``opt['demo_data']`` asks for it; returns its folder or None."""
+def demo_data_root(opt):
+    """The folder ``opt['demo_data']`` asks for, or None when it asks for none."""
     value = opt.get('demo_data')
     if not value:
         return None
-    root = value if isinstance(value, str) else DEFAULT_ROOT
+    return value if isinstance(value, str) else DEFAULT_ROOT
+
+
+def prepare_demo_data(opt):
+    """Create the demo data if ``opt['demo_data']`` asks for it; returns its folder or None."""
+    root = demo_data_root(opt)
+    if root is None:
+        return None
     from ..data.demo import ensure_demo_data
     # Under torchrun every rank gets here at once: a file lock lets one write, the others then find
     # the data complete (building it removes an incomplete folder first, which would break a writer).

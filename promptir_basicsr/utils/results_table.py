@@ -14,8 +14,9 @@ Several results folders merge into one table (the input row kept once per distin
 import argparse
 import json
 import math
-import os
 import os.path as osp
+
+from ..errors import UserError
 
 INPUT_ROW = 'Input (degraded)'
 JSON_NAME = 'results_table.json'
@@ -70,12 +71,10 @@ def to_markdown(table):
 
 def write_table(table, folder):
     """Write ``results_table.json`` and ``.md`` into ``folder``; returns the Markdown text."""
-    os.makedirs(folder, exist_ok=True)
+    from .checkpoints import atomic_write_text
     text = to_markdown(table)
-    with open(osp.join(folder, JSON_NAME), 'w', encoding='utf-8') as f:
-        json.dump(table, f, indent=2)
-    with open(osp.join(folder, MD_NAME), 'w', encoding='utf-8') as f:
-        f.write(text)
+    atomic_write_text(osp.join(folder, JSON_NAME), json.dumps(table, indent=2))
+    atomic_write_text(osp.join(folder, MD_NAME), text)
     return text
 
 
@@ -84,9 +83,16 @@ def read_table(path):
     if osp.isdir(path):
         path = osp.join(path, JSON_NAME)
     if not osp.isfile(path):
-        raise FileNotFoundError(f'No {JSON_NAME} at {path}: run `basicsr test` first')
-    with open(path, encoding='utf-8') as f:
-        return json.load(f)
+        raise UserError(f'no {JSON_NAME} at {path}: give a results folder written by `basicsr test` '
+                        '(results/<name>) or its results_table.json')
+    try:
+        with open(path, encoding='utf-8') as f:
+            table = json.load(f)
+    except ValueError as err:
+        raise UserError(f'{path} is not a results table (invalid JSON: {err}); rerun `basicsr test`') from err
+    if not isinstance(table, dict) or not {'metrics', 'sets', 'rows'} <= set(table):
+        raise UserError(f'{path} is not a results table written by `basicsr test` (needs metrics, sets, rows)')
+    return table
 
 
 def merge_tables(tables):

@@ -52,8 +52,25 @@ def test_prompts_receive_gradients():
         for param_name in ('prompt_param', 'linear_layer.weight', 'conv3x3.weight'):
             grad = block.get_parameter(param_name).grad
             assert grad is not None and grad.abs().sum() > 0, f'{name}.{param_name} got no gradient'
-    # the unused official modules really are unused: no gradient (hence DDP find_unused_parameters)
+    # the unused official modules really are unused: no gradient, and frozen so DDP does not wait for one
     assert all(p.grad is None for name in UNUSED for p in getattr(net, name).parameters())
+
+
+def test_unused_official_modules_are_frozen_but_load_strictly():
+    """They stay in the state dict (official weights load with strict=True) but require no gradient, so DDP
+    leaves them out of its reducer (find_unused_parameters: false works); everything else is trained.
+    Guards against dropping them from the state dict, or freezing too much or too little."""
+    torch.manual_seed(0)
+    net = PromptIR(**TINY_PROMPTIR)
+    frozen = sorted(name for name, p in net.named_parameters() if not p.requires_grad)
+    assert frozen == sorted(f'{name}.weight' for name in UNUSED)
+    torch.manual_seed(1)
+    official = {key: torch.randn_like(value) for key, value in PromptIR(**TINY_PROMPTIR).state_dict().items()}
+    assert net.load_state_dict(official, strict=True).missing_keys == []
+    assert all(torch.equal(net.state_dict()[key], value) for key, value in official.items())
+    assert not any(p.requires_grad for name in UNUSED for p in getattr(net, name).parameters())
+    # the full official configuration keeps the official key list
+    assert_matches_official(PromptIR(), 'promptir')
 
 
 def test_prompt_block_is_weighted_sum_of_components():

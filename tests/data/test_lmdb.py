@@ -129,3 +129,38 @@ def test_official_list_file_keeps_working_on_the_lmdb(tmp_path):
         assert len(ds) == 2
         for i in range(2):
             assert torch.equal(ds[i]['lq'], folder[i]['lq']) and torch.equal(ds[i]['gt'], folder[i]['gt'])
+
+
+def test_write_opt_gives_a_checked_option_file_with_identical_samples(tmp_path, monkeypatch, capsys):
+    """--write-opt: the demo's option file with every folder replaced by its LMDB; it passes the option check
+    and its datasets give the same tensors as the folders. Guards against a file that only looks right."""
+    from promptir_basicsr.data.demo import make_demo_data
+    from promptir_basicsr.options import read_option_file, validate_options
+    demo_file = os.path.join(os.path.dirname(__file__), '..', '..', 'options', 'demo', 'promptir_demo.yml')
+    monkeypatch.chdir(tmp_path)
+    make_demo_data('datasets/demo')
+    sys_argv = sys.argv
+    try:
+        sys.argv = [SCRIPT, '-opt', demo_file, '--write-opt', 'lmdb.yml']
+        with pytest.raises(SystemExit) as done:
+            runpy.run_path(SCRIPT, run_name='__main__')
+        assert done.value.code == 0
+    finally:
+        sys.argv = sys_argv
+    assert 'wrote lmdb.yml' in capsys.readouterr().out
+    assert open('lmdb.yml').read().startswith(f'# The LMDB version of {demo_file}')
+    folder_opt, lmdb_opt = read_option_file(demo_file), read_option_file('lmdb.yml')
+    validate_options(lmdb_opt, 'lmdb.yml')
+    sources = lmdb_opt['datasets']['train']['sources']
+    assert sources[3]['dataroot_lq'] == 'datasets/demo/train/rain/rainy.lmdb' and sources[3]['pairing'] == 'rain100l'
+    assert all(s['io_backend'] == {'type': 'lmdb'} for s in sources)
+    assert lmdb_opt['network_g'] == folder_opt['network_g'] and lmdb_opt['train'] == folder_opt['train']
+    for phase in ('train', 'val_5'):
+        cls = AllInOneDataset if phase == 'train' else DegradedImageDataset
+        datasets = [cls(dict(opt['datasets'][phase], phase=phase.split('_')[0])) for opt in (folder_opt, lmdb_opt)]
+        samples = []
+        for dataset in datasets:
+            torch.manual_seed(0)
+            samples.append([dataset[i] for i in range(0, len(dataset), 7)])
+        for a, b in zip(*samples):
+            assert torch.equal(a['lq'], b['lq']) and torch.equal(a['gt'], b['gt'])

@@ -181,11 +181,12 @@ def test_cli_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert 'strict=True' in proc.stdout
     assert_same_weights(load_strict(out, 'Restormer', **TINY_RESTORMER), state)
-    # the script shares the parser; a mismatch (wrong dim) is refused with exit code 1 and the keys
+    # the script shares the parser; a mismatch (wrong dim) is a user error: one line, exit 2, the keys listed
     proc = subprocess.run([sys.executable, str(REPO_ROOT / 'scripts' / 'convert_checkpoint.py'), '--arch',
                            'Restormer', *opts[2:], '--arch-opt', 'dim=16', str(src), str(tmp_path / 'no.pth')],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert proc.returncode == 1 and 'patch_embed.proj.weight' in proc.stderr
+    assert proc.returncode == 2 and 'patch_embed.proj.weight' in proc.stderr and 'Traceback' not in proc.stderr
+    assert proc.stderr.startswith('convert_checkpoint.py: error: ')
     assert not (tmp_path / 'no.pth').exists()
 
 
@@ -193,8 +194,9 @@ def test_convert_main_usage_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         convert_main(['in.pth', 'out.pth', '--arch-opt', 'no-equals-sign'])
     assert exit_info.value.code == 2
-    assert convert_main([str(tmp_path / 'missing.pth'), str(tmp_path / 'o.pth'), '--arch', 'Restormer']) == 1
-    assert 'not found' in capsys.readouterr().err
+    # a missing input is a user error (cli.main prints it in one line, exit 2), not a traceback
+    with pytest.raises(CheckpointError, match='Checkpoint not found: .*missing.pth$'):
+        convert_main([str(tmp_path / 'missing.pth'), str(tmp_path / 'o.pth'), '--arch', 'Restormer'])
 
 
 def test_convert_main_takes_the_network_from_an_option_file(tmp_path, capsys):
