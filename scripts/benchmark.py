@@ -226,7 +226,7 @@ def fmt_ratio(ref, value):
 
 
 def fmt_seconds(value):
-    return f'{value:.3f}' if isinstance(value, float) else '-'
+    return f'{value:.4g}' if isinstance(value, float) else '-'
 
 
 def arch_table(arch, size, args, device):
@@ -293,7 +293,7 @@ def checkpoint_table(args):
     for name in names:
         mem = memory[name]
         mem_ratio = f'{mem / memory["ours"]:.2f}' if isinstance(mem, int) and isinstance(memory['ours'], int) else '-'
-        lines.append(f'| {name} | {step[name]:.3f} | {step[name] / step["ours"]:.2f} | {mem} | {mem_ratio} |')
+        lines.append(f'| {name} | {fmt_seconds(step[name])} | {step[name] / step["ours"]:.2f} | {mem} | {mem_ratio} |')
     return '\n'.join(lines)
 
 

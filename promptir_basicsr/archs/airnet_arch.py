@@ -114,11 +114,11 @@ class MoCo(nn.Module):
             keys = torch.cat(gathered)
         # Write the B keys at the pointer, wrapping around: the official code asserts K % B == 0 and
         # gives the same result then; wrapping also accepts a smaller last batch.
+        # The pointer stays a tensor (no .item()): torch.compile captures the step in one graph.
         n = min(keys.shape[0], self.K)
-        ptr = int(self.queue_ptr)
-        idx = (torch.arange(n, device=keys.device) + ptr) % self.K
+        idx = (torch.arange(n, device=keys.device) + self.queue_ptr) % self.K
         self.queue[:, idx] = keys[-n:].t().to(self.queue.dtype)
-        self.queue_ptr[0] = (ptr + n) % self.K
+        self.queue_ptr.copy_((self.queue_ptr + n) % self.K)
 
     def contrast(self, im_q, im_k):
         """-> (inter, logits (B, 1+K), labels (B,) zeros); updates the key encoder and the queue."""

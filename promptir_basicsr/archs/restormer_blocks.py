@@ -146,7 +146,7 @@ class FeedForward(nn.Module):
         params = (self.project_in.weight, self.project_in.bias, self.dwconv.weight, self.dwconv.bias,
                   self.project_out.weight, self.project_out.bias)
         key = None
-        if not torch.is_grad_enabled():
+        if not torch.is_grad_enabled() and not torch.compiler.is_compiling():  # compiled graphs fold it
             key = (_EXACT_WIDTHS, ) + tuple((t._version, t.data_ptr(), t.dtype) for t in params if t is not None)
             if self._widened is not None and self._widened[0] == key:
                 return self._widened[1]
