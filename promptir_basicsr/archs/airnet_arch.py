@@ -306,6 +306,10 @@ class AirNet(StageCheckpointing, nn.Module):
     code sets queue_size = batch_size * 256; here it is its own argument (any batch size works:
     the enqueue wraps around).
 
+    ``set_grad_checkpointing(True)`` (option ``train: grad_checkpoint``) checkpoints the restorer's
+    groups (``R.body[i]``) but the last. Unlike Restormer and PromptIR, AirNet runs in the official
+    (B, C, H, W) layout: torchvision's deformable convolution, most of its time, takes no other.
+
     DDP: the queue receives the keys of every rank (all-gathered), so it stays the same on every
     rank; the key encoder's parameters are frozen (DDP ignores them); a training ``forward`` with
     ``x_key`` uses every other parameter, so ``find_unused_parameters: false`` works. ``AirNetModel``

@@ -89,6 +89,11 @@ class PromptIR(RestormerEncoder, nn.Module):
     traversal per step) while the replicas stay identical (DDP still broadcasts them at the start).
     With ``keep_unused_modules=False`` they are not built, but official checkpoints then need
     ``strict_load_g: false`` or conversion with ``--allow-mismatch``.
+
+    Features run in channels-last memory (see :mod:`.restormer_blocks`). For activation
+    checkpointing (``set_grad_checkpointing(True)``, option ``train: grad_checkpoint``) the stages are
+    the encoder's and decoder's transformer stages and each prompted level (prompt block, interaction
+    block and 1x1 conv as one); the refinement, run last, is not recomputed.
     """
 
     def __init__(self,

@@ -37,7 +37,10 @@ class Restormer(RestormerEncoder, nn.Module):
     ``dual_pixel_task`` (defocus deblurring from two views, inp_channels 6): the refinement output
     gets ``skip_conv(patch embedding)`` added and there is no image residual.
 
-    Defaults are the official configuration: 26,126,644 parameters, 494 state-dict keys.
+    Defaults are the official configuration: 26,126,644 parameters, 494 state-dict keys. Features
+    run in channels-last memory (see :mod:`.restormer_blocks`); the output is a contiguous tensor.
+    ``set_grad_checkpointing(True)`` (option ``train: grad_checkpoint``) checkpoints every
+    transformer stage but the last (:mod:`.grad_checkpoint`).
     """
 
     def __init__(self,

@@ -1,8 +1,14 @@
 """Restormer's building blocks, shared by :class:`Restormer` and :class:`PromptIR`.
 
-Every block works on feature maps in basicsr's layout, (B, C, H, W). Module and parameter names
-are the official ones (``norm1.body.weight``, ``attn.qkv``, ``ffn.project_in``, ...) so official
-checkpoints load with ``strict=True``.
+Every block takes and returns feature maps shaped (B, C, H, W), basicsr's layout, held in
+channels-last memory: the patch embedding converts the 3-channel image once, and every later step
+keeps that layout, so the 1x1 and depth-wise convolutions (most of the time) run oneDNN's
+channels-last kernels (~7x faster at full resolution than on (B, C, H, W) memory, see
+``shared/reference/cpu-speed.md``), the layer norm normalises the contiguous last axis, and MDTA reads
+q, k, v as column blocks of one (B, HW, 3C) view. The numbers equal the official formulation's
+(``tests/archs/test_fast_paths.py``). Module and parameter names are the official ones
+(``norm1.body.weight``, ``attn.qkv``, ``ffn.project_in``, ...) so official checkpoints load with
+``strict=True``.
 
 Order, as in the paper's figure: channel layer norm -> MDTA attention -> GDFN feed-forward ->
 TransformerBlock (the two with pre-norm residuals) -> patch embedding and the resizing steps.
@@ -17,7 +23,7 @@ from .grad_checkpoint import StageCheckpointing
 
 LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
 NORM_EPS = 1e-5  # the official value
-# Feed-forward hidden widths run padded to a multiple of this (see FeedForward).
+# Feed-forward hidden widths run widened to a multiple of this (see FeedForward).
 CHANNEL_MULTIPLE = 16
 _EXACT_WIDTHS = False
 
