@@ -110,6 +110,26 @@ def test_compile_with_all_other_options(tiny_opt, baselines, arch):
     assert model.inference_net() is net
 
 
+def test_test_runs_take_the_options(tiny_opt):
+    """`basicsr test` builds the model with is_train false: the options still apply to its network (not
+    checkpointing: there is no training), and the metrics match a float32 test run of the same weights.
+    (compile goes through the same ``prepare_network``; its tracing is exercised above.)"""
+    results = []
+    for options in ({}, {'amp': 'bf16', 'channels_last': True}):
+        model_type, network = ARCHS['PromptIR']
+        opt = tiny_opt(model_type=model_type, network=dict(network), is_train=False)
+        opt.update(options)
+        torch.manual_seed(0)
+        model = build(opt)
+        model.nondist_validation(loader(PairSet('test', ['a', 'b'], size=12)), 0, None, False)
+        results.append(model.metric_results['psnr'])
+    net = model.get_bare_model(model.net_g)
+    assert net.grad_checkpointing is False and model.amp_dtype == torch.bfloat16
+    assert net.patch_embed.proj.weight.is_contiguous(memory_format=torch.channels_last)
+    assert results[1] == pytest.approx(results[0], abs=PSNR_TOLERANCE['bf16'])
+    assert results[1] != results[0]  # bf16 really ran (rounding moved the PSNR)
+
+
 def test_compile_failure_falls_back_to_eager_with_a_warning(tiny_opt, caplog):
     """A backend that cannot compile: one warning naming the error, and the step still runs eagerly."""
 
