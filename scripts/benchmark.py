@@ -241,6 +241,11 @@ def arch_table(arch, size, args, device):
     else:
         names = ['reference'] + list(CUDA_VARIANTS)
     load = load_average()
+    with_step = size <= args.max_step_size
+    memory = {}
+    if args.memory and with_step and device == 'cpu':
+        # first, while this process holds no network: children and parent share the machine's memory
+        memory = {name: child_peak_memory(arch, options, size, args.batch, name, args.threads) for name in names}
     variants = make_variants(arch, options, device, names, compile_options=args.compile_options)
     ours = variants[1].net
     params = count_parameters(ours)
@@ -249,16 +254,12 @@ def arch_table(arch, size, args, device):
 
     x1, _ = inputs(1, size, device)
     fwd = best_times(variants, lambda v: v.forward(x1), args.repeats, device)
-    step, memory = {}, {}
-    if size <= args.max_step_size:
+    step = {}
+    if with_step:
         xb, target = inputs(args.batch, size, device)
         step = best_times(variants, lambda v: v.train_step(xb, target), args.repeats, device)
-        if args.memory:
-            for v in variants:
-                if device == 'cpu':
-                    memory[v.name] = child_peak_memory(arch, options, size, args.batch, v.name, args.threads)
-                else:
-                    memory[v.name] = cuda_peak_memory(v, xb, target)
+        if args.memory and device == 'cuda':
+            memory = {v.name: cuda_peak_memory(v, xb, target) for v in variants}
     del variants
 
     where = f'{torch.get_num_threads()} threads' if device == 'cpu' else torch.cuda.get_device_name()
@@ -281,11 +282,11 @@ def checkpoint_table(args):
     size, batch = args.checkpoint_size, args.checkpoint_batch
     load = load_average()
     names = ['ours', 'ours + grad_checkpoint']
+    memory = {name: child_peak_memory(arch, options, size, batch, name, args.threads) for name in names}
     variants = make_variants(arch, options, 'cpu', names)
     x, target = inputs(batch, size, 'cpu')
     step = best_times(variants, lambda v: v.train_step(x, target), args.repeats, 'cpu')
     del variants
-    memory = {name: child_peak_memory(arch, options, size, batch, name, args.threads) for name in names}
     lines = [f'#### grad_checkpoint: {arch}{" (tiny)" if args.quick else ""}, {size}x{size}, batch {batch}, '
              f'cpu ({args.threads} threads), best of {args.repeats}; load average at start: {load}', '',
              '| variant | train step (s) | step time vs unchecked | train memory (MiB) | memory vs unchecked |',

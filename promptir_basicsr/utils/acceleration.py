@@ -18,8 +18,8 @@ training, validation and test (``AllInOneModel``) and meant for every other runn
 """
 import functools
 
-import torch
 from basicsr.utils import get_root_logger
+import torch
 
 from ..errors import UserError
 
@@ -30,8 +30,8 @@ def parse_amp(value, option='amp'):
     """``None`` (off) for false/None, else the dtype of ``bf16`` / ``fp16``; a UserError otherwise."""
     if value is None or value is False:
         return None
-    if isinstance(value, str) and value.lower() in AMP_DTYPES:
-        return AMP_DTYPES[value.lower()]
+    if isinstance(value, str) and value in AMP_DTYPES:
+        return AMP_DTYPES[value]
     raise UserError(f'`{option}: {value!r}`: mixed precision is `bf16` (bfloat16, no loss scaling), `fp16` '
                     f'(float16 with a GradScaler) or `false`')
 
