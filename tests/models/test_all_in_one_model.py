@@ -146,16 +146,6 @@ def test_test_mode_writes_results_table(tiny_opt, tmp_path):
     assert '| Method | setA | setB | Average |' in md and 'PSNR/SSIM' in md
 
 
-def test_amp_and_channels_last_do_not_break_cpu(tiny_opt):
-    model = build(tiny_opt(train={'amp': True, 'channels_last': True}))
-    assert model.use_amp is False  # CUDA only
-    _step(model, _batch(), 1)
-    assert model.lq.is_contiguous(memory_format=torch.channels_last)
-    model.feed_data({'lq': torch.rand(1, 3, 12, 12)})
-    model.test()
-    assert model.output.shape == (1, 3, 12, 12)
-
-
 def _spy_forward(model):
     seen = []
     original = model.net_g.forward
