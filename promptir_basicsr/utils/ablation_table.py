@@ -15,13 +15,11 @@ to the reference variant (the first one) with its verdict: ``within`` when it is
 seed-to-seed spread (the larger of the two variants' standard deviations), ``beyond`` when it is,
 ``unknown`` with a single seed. :func:`to_markdown` writes the same as ``ablation.md``.
 """
-import json
 import math
-import os.path as osp
 
 import numpy as np
 
-from .checkpoints import atomic_write_text
+from . import results_table
 from .results_table import decimals, format_value
 
 AVERAGE = 'Average'
@@ -148,7 +146,4 @@ def to_markdown(table):
 
 def write_table(table, folder):
     """``ablation.json`` and ``ablation.md`` in ``folder``; returns the Markdown text."""
-    text = to_markdown(table)
-    atomic_write_text(osp.join(folder, JSON_NAME), json.dumps(table, indent=1))
-    atomic_write_text(osp.join(folder, MD_NAME), text)
-    return text
+    return results_table.write_table(table, folder, to_markdown, JSON_NAME, MD_NAME)

@@ -154,13 +154,14 @@ def _changes(option, base):
     return int(depth) + sum(option[key] != base[key] for key in ('dim', 'ffn_expansion_factor', 'heads'))
 
 
-def search(target_opt, size=256, param_tol=DEFAULT_PARAM_TOL, mac_tol=DEFAULT_MAC_TOL, top=10):
+def search(target_opt, size=256, param_tol=DEFAULT_PARAM_TOL, mac_tol=DEFAULT_MAC_TOL, top=10, space=None):
     """``(target cost, baseline, candidates)``: the PromptIR ``target_opt``'s cost, the plain Restormer with
-    its backbone (a Candidate), and the ``top`` best Restormer candidates (whole-network counts)."""
+    its backbone (a Candidate), and the ``top`` best Restormer candidates (whole-network counts) of ``space``
+    (default :func:`search_space` around the backbone)."""
     target = network_cost(target_opt, size)
     base = restormer_backbone(target_opt)
     model = RestormerCostModel(base, size)
-    space = search_space(base)
+    space = space or search_space(base)
     found = []
     for dim, ffn, heads in itertools.product(space['dim'], space['ffn_expansion_factor'], space['heads']):
         if not _heads_fit(dim, heads):
@@ -194,6 +195,10 @@ def _counted(candidate, target, base, param_tol, mac_tol, size):
     return counted
 
 
+def _gmacs(macs):
+    return f'{macs / 1e9:.2f}' if macs >= 1e9 else f'{macs / 1e9:.4f}'
+
+
 def describe(option, keys=('dim', 'num_blocks', 'num_refinement_blocks', 'ffn_expansion_factor', 'heads')):
     return ', '.join(f'{key}: {option[key]}' for key in keys)
 
@@ -201,7 +206,7 @@ def describe(option, keys=('dim', 'num_blocks', 'num_refinement_blocks', 'ffn_ex
 def format_report(target_opt, target, baseline, candidates, size, param_tol, mac_tol):
     """The printed report: the target, the plain Restormer, the candidates, the best one's ``network_g``."""
     lines = [f'Target: {target_opt["type"]} ({describe(restormer_backbone(target_opt))}): '
-             f'{target.params / 1e6:.3f} M parameters, {target.macs / 1e9:.2f} GMACs at {size}x{size}',
+             f'{target.params / 1e6:.3f} M parameters, {_gmacs(target.macs)} GMACs at {size}x{size}',
              f'Tolerances: parameters within {param_tol:.0%}, GMACs within {mac_tol:.0%}', '',
              '| # | dim | num_blocks | refinement | ffn | heads | params (M) | vs target | GMACs | vs target | kinds changed '
              '| within |', '|---|---|---|---|---|---|---|---|---|---|---|---|']
@@ -210,7 +215,7 @@ def format_report(target_opt, target, baseline, candidates, size, param_tol, mac
         o = c.network_opt
         return (f'| {label} | {o["dim"]} | {o["num_blocks"]} | {o["num_refinement_blocks"]} | '
                 f'{o["ffn_expansion_factor"]} | {o["heads"]} | {c.cost.params / 1e6:.3f} | {c.param_error:+.1%} | '
-                f'{c.cost.macs / 1e9:.2f} | {c.mac_error:+.1%} | {c.changes} | {"yes" if c.within else "no"} |')
+                f'{_gmacs(c.cost.macs)} | {c.mac_error:+.1%} | {c.changes} | {"yes" if c.within else "no"} |')
 
     lines.append(row('Restormer (same backbone)', baseline))
     lines += [row(i, c) for i, c in enumerate(candidates, start=1)]

@@ -75,12 +75,13 @@ def to_markdown(table):
     return '\n'.join(lines) + '\n'
 
 
-def write_table(table, folder):
-    """Write ``results_table.json`` and ``.md`` into ``folder``; returns the Markdown text."""
+def write_table(table, folder, markdown=None, json_name=JSON_NAME, md_name=MD_NAME):
+    """Write ``table`` as ``json_name`` and its Markdown (``markdown(table)``, default :func:`to_markdown`) as
+    ``md_name`` into ``folder`` (``results_table.json`` and ``.md`` by default); returns the Markdown text."""
     from .checkpoints import atomic_write_text
-    text = to_markdown(table)
-    atomic_write_text(osp.join(folder, JSON_NAME), json.dumps(table, indent=2))
-    atomic_write_text(osp.join(folder, MD_NAME), text)
+    text = (markdown or to_markdown)(table)
+    atomic_write_text(osp.join(folder, json_name), json.dumps(table, indent=2))
+    atomic_write_text(osp.join(folder, md_name), text)
     return text
 
 
