@@ -131,3 +131,22 @@ def test_bad_values_are_refused_with_the_option_named(options, message):
     with pytest.raises(ValueError, match=message):
         PromptIR(**TINY_PROMPTIR, **options)
     assert any(message in problem for problem in PromptIR.option_problems(options))
+
+
+@pytest.mark.parametrize('options', [dict(prompt_levels=[4]), dict(prompt_levels=[3, 2], **TINY_CBDE)],
+                         ids=['latent-only', 'cbde'])
+def test_variant_weights_load_in_spandrel_by_themselves(options):
+    """An ablation variant's weights are read like any PromptIR's (detection, options from the keys): spandrel
+    builds the same network and gives the same output. Guards detection keyed on a prompt block the variant
+    lacks, or options the keys do not tell."""
+    spandrel = pytest.importorskip('spandrel')
+    from promptir_basicsr.interop.spandrel import PROMPTIR_BASICSR_REGISTRY
+    torch.manual_seed(0)
+    net = PromptIR(**TINY_PROMPTIR, **options).eval()
+    registry = spandrel.MAIN_REGISTRY.copy()
+    registry.add(*PROMPTIR_BASICSR_REGISTRY, ignore_duplicates=True)
+    model = spandrel.ModelLoader(registry=registry).load_from_state_dict(net.state_dict())
+    assert model.architecture.id == 'PromptIR'
+    x = torch.rand(1, 3, 16, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), net(x).clamp(0, 1))  # spandrel clamps to [0, 1]
