@@ -109,9 +109,17 @@ def _verdict(comparison, metric, reference_mean):
         f'{text} (beyond the seed spread {spread})'
 
 
+def _difference(comparison, metric, reference_mean):
+    """A per-set cell: the difference, then ``≈`` when the seeds cannot tell it apart (``?`` with one seed)."""
+    if comparison is None:
+        return '-'
+    mark = {'within': ' ≈', 'beyond': '', 'unknown': ' ?'}[comparison['verdict']]
+    return f"{comparison['difference']:+.{decimals(metric, reference_mean)}f}{mark}"
+
+
 def to_markdown(table):
-    """Two tables: the metrics per set (mean ± std over seeds), then size, time, prompts and the difference of
-    the average to the reference."""
+    """Three tables: the metrics per set (mean ± std over seeds); size, time, prompts and the difference of the
+    average to the reference; the difference of the first metric per set."""
     metrics, sets = table['metrics'], table['sets']
     unit = ' / '.join(m.upper() if m.lower() in ('psnr', 'ssim') else m for m in metrics)
     columns = sets + [AVERAGE]
@@ -136,7 +144,15 @@ def to_markdown(table):
         else:
             versus = 'reference'
         lines.append(f"| {row['label']} | {params} | {row['macs'] / 1e9:.2f} | {time} | {spec} | {versus} |")
-    lines += ['', 'A difference is "within the seed spread" when it is not larger than the larger of the two '
+    if len(table['rows']) > 1:
+        reference = table['rows'][0]['metrics'][first]
+        lines += ['', f'| {first.upper()} minus {table["reference"]} | ' + ' | '.join(columns) + ' |',
+                  '|---|' + ':---:|' * len(columns)]
+        for row in table['rows'][1:]:
+            lines.append(f"| {row['label']} | " + ' | '.join(
+                _difference(row['vs_reference'][first][name], first, reference[name]['mean'] or 0)
+                for name in columns) + ' |')
+    lines += ['', 'A difference is "within the seed spread" (≈) when it is not larger than the larger of the two '
               'variants\' standard deviations over seeds: the seeds cannot tell the variants apart. Prompt '
               'specialisation: the mean over prompt blocks of I(D; A) / H(D) from `basicsr prompts` (0: the '
               'chosen component says nothing about the degradation, 1: it identifies it). Training time: wall '

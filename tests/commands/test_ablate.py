@@ -95,6 +95,9 @@ def test_run_ablation_writes_table_and_chart_and_reuses_runs(tiny_data, monkeypa
 
     markdown = (root / 'out' / 'ablation.md').read_text()
     assert '| tiny restormer | 2 |' in markdown and f'{versus["verdict"]} the seed spread' in markdown
+    mark = ' ≈' if versus['verdict'] == 'within' else ''
+    assert '| tiny restormer | ' in markdown.split('| PSNR minus tiny promptir |')[1]
+    assert f"{versus['difference']:+.2f}{mark} |" in markdown.split('| PSNR minus tiny promptir |')[1]
     chart = cv2.imread(str(root / 'out' / 'ablation.png'))
     assert chart is not None and chart.shape[0] > 200 and chart.shape[1] > 400
 
