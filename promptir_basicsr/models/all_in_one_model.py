@@ -217,9 +217,6 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
         logger.info(f'Progressive training: mini_batch_sizes {sizes}, iters {iters}, gt_sizes {gt_sizes}')
         return {'mini_batch_sizes': sizes, 'ends': np.cumsum(iters).tolist(), 'gt_sizes': gt_sizes}
 
-    def get_optimizer(self, optim_type, params, lr, **kwargs):
-        return build_optimizer(params, dict(type=optim_type, lr=lr, **kwargs))
-
     def optimized_parameters(self):
         """The parameters the optimizer gets (trainable ones); the others are summarised in one log line."""
         params, frozen = [], []
