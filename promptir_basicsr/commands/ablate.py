@@ -313,16 +313,19 @@ def main(argv=None, prog='basicsr ablate'):
     if not metrics:
         raise UserError(f'{args.test_opt}: val:metrics is empty; the table needs at least one metric')
     logs = osp.join(args.out, 'logs')
-    runs = [Run(v, s, forced) for v in variants for s in seeds]
+    # seed by seed, each run tested as soon as it is trained: every variant's first seeds are complete soonest
+    runs = [Run(v, s, forced) for s in seeds for v in variants]
 
     failures = []
     to_train = [r for r in runs if not r.trained()]
     print(f'{len(runs)} runs ({len(variants)} variants x {len(seeds)} seeds {seeds}): {len(runs) - len(to_train)} '
           f'finished before, {len(to_train)} to train', flush=True)
+
+    def train_and_test(run):
+        return (None if run.trained() else _train(run, logs, slots)) or _test(run, test_opt, logs, slots)
+
     with ThreadPoolExecutor(len(slots.groups)) as pool:
-        failures += [f for f in pool.map(lambda r: _train(r, logs, slots), to_train) if f]
-        trained = [r for r in runs if r.trained()]
-        failures += [f for f in pool.map(lambda r: _test(r, test_opt, logs, slots), trained) if f]
+        failures += [f for f in pool.map(train_and_test, runs) if f]
 
     from ..utils.compute_match import network_cost
     from ..utils.ablation_table import make_table, write_table
