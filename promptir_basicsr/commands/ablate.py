@@ -11,10 +11,10 @@ forced, after the ``--force_yml`` entries given for every file) in a subprocess,
 records them); runs are shared across comparisons. ``--jobs`` runs side by side; with ``--devices`` each
 run gets ``--gpus-per-run`` of the listed CUDA devices (``CUDA_VISIBLE_DEVICES``), as many runs side by
 side as there are groups, and a run on several GPUs trains under ``torch.distributed.run`` (DDP,
-``--launcher pytorch``). Each run is then
-tested by ``basicsr test`` with the test option file, its ``network_g``, ``model_type`` and weights
-replaced by the run's (reused when already tested with these weights); for a PromptIR with prompt
-blocks, ``basicsr prompts`` adds the specialisation score. Parameters and GMACs are counted at 256x256
+``--launcher pytorch``). Runs go seed by seed, and each is tested right after its training by
+``basicsr test`` with the test option file, its ``network_g``, ``model_type`` and weights replaced by the
+run's (reused when already tested with these weights); for a PromptIR with prompt blocks, ``basicsr
+prompts`` adds the specialisation score. Parameters and GMACs are counted at 256x256
 (:func:`promptir_basicsr.utils.compute_match.network_cost`).
 
 Writes to ``-o`` (default ``results/ablation``): ``ablation.md``, ``ablation.json``
