@@ -24,6 +24,8 @@ SUBCOMMANDS = {
                'commands.export:main'),
     'table': ("merge the results tables of several `basicsr test` runs (the paper's Table 1 layout)",
               'utils.results_table:main'),
+    'ablate': ('train option files over seeds, test them alike: one comparison table (mean ± std) and one chart',
+               'commands.ablate:main'),
 }
 
 

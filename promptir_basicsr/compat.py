@@ -317,7 +317,8 @@ def fix_runtime_options():
     ``train_pipeline``/``test_pipeline`` call ``parse_options`` as a global of their own modules.
     The wrapper applies :func:`promptir_basicsr.options.apply_runtime_defaults`: CPU fallback for
     ``num_gpu`` and ``prefetch_mode: cuda`` without CUDA, defaults for keys basicsr indexes
-    without checking (``logger.use_tb_logger``, ``val.suffix``, ``val.save_img``).
+    without checking (``logger.use_tb_logger``, ``val.suffix``, ``val.save_img``), and the random
+    seeds set again from ``manual_seed`` (basicsr seeds before applying ``--force_yml``).
     """
     import basicsr.test as basicsr_test
     import basicsr.train as basicsr_train

@@ -126,25 +126,48 @@ def _restormer_options(sd):
     return options
 
 
+def _res_encoder_options(sd, prefix):
+    """(widths (C0, C1, C2), projection size) of a ResEncoder (AirNet's CBDE) whose keys start with ``prefix``."""
+    widths = [int(sd[f'{prefix}.{block}.backbone.0.weight'].shape[0]) for block in ('E_pre', 'E.0', 'E.1')]
+    return widths, int(sd[f'{prefix}.mlp.2.weight'].shape[0])
+
+
 @option_reader('PromptIR')
 def _promptir_options(sd):
-    # the three prompt-interaction blocks use heads[2] (as the official code does)
-    options = _restormer_body_options(sd, [(2, f'noise_level{i}.attn.temperature') for i in (1, 2, 3)])
-    prompts = [sd[f'prompt{i}.prompt_param'] for i in (1, 2, 3)]  # (1, len, dim, size, size)
+    from .archs.promptir_arch import PROMPT_LEVELS
+    present = {i: sd[f'prompt{i}.prompt_param'] for i in (1, 2, 3) if f'prompt{i}.prompt_param' in sd}
+    # the prompt interaction blocks use heads[2] (as the official code does)
+    options = _restormer_body_options(sd, [(2, f'noise_level{i}.attn.temperature') for i in present])
+    # An absent level's prompt width is read from the unused official modules when they are kept; otherwise it
+    # leaves no trace in the weights (and builds nothing), so the default stays.
+    unused_widths = {1: ('chnl_reduce1.weight', 0), 2: ('chnl_reduce2.weight', 0), 3: ('chnl_reduce3.weight', 1)}
+    dims, sizes = [64, 128, 320], [64, 32, 16]
+    for i in (1, 2, 3):
+        key, axis = unused_widths[i]
+        if i in present:  # (1, len, dim, size, size)
+            dims[i - 1], sizes[i - 1] = int(present[i].shape[2]), int(present[i].shape[3])
+        elif key in sd:
+            dims[i - 1] = int(sd[key].shape[axis])
     options.update(
         decoder=True,
-        prompt_len=int(prompts[0].shape[1]),
-        prompt_dims=[int(p.shape[2]) for p in prompts],
-        prompt_sizes=[int(p.shape[3]) for p in prompts],
+        prompt_len=int(next(iter(present.values())).shape[1]) if present else 5,
+        prompt_dims=dims,
+        prompt_sizes=sizes,
         keep_unused_modules='chnl_reduce1.weight' in sd,
+        prompt_levels=[level for level, i in PROMPT_LEVELS.items() if i in present],
+        prompt_source='cbde' if 'cbde.E.encoder_q.mlp.2.weight' in sd else 'pgm',
     )
+    if options['prompt_source'] == 'cbde':
+        options['cbde_widths'], options['cbde_dim'] = _res_encoder_options(sd, 'cbde.E.encoder_q')
+        if 'cbde.E.queue' in sd:  # training-only; files without it get the default queue
+            options['cbde_queue_size'] = int(sd['cbde.E.queue'].shape[1])
     return options
 
 
 @option_reader('AirNet')
 def _airnet_options(sd):
     head = sd['R.head.0.weight']  # (n_feats, in, k, k)
-    encoder = 'E.E.encoder_q'
+    widths, moco_dim = _res_encoder_options(sd, 'E.E.encoder_q')
     options = dict(
         inp_channels=int(head.shape[1]),
         out_channels=int(sd['R.tail.0.weight'].shape[0]),
@@ -152,8 +175,8 @@ def _airnet_options(sd):
         n_groups=_count_children(sd, 'R.body') - 1,  # the groups, then one conv
         n_blocks=_count_children(sd, 'R.body.0.body') - 1,  # the blocks, then one conv
         kernel_size=int(head.shape[-1]),
-        encoder_widths=[int(sd[f'{encoder}.E.{i}.backbone.0.weight'].shape[0]) for i in (0, 1)],
-        moco_dim=int(sd[f'{encoder}.mlp.2.weight'].shape[0]),
+        encoder_widths=widths[1:],  # the first width is n_feats
+        moco_dim=moco_dim,
     )
     if 'E.E.queue' in sd:  # training-only; files without it get the default queue
         options['queue_size'] = int(sd['E.E.queue'].shape[1])

@@ -5,7 +5,8 @@ Where the declarations come from (nothing else is consulted, so there is no seco
 - **a class's signature** for everything that is built from its keys: ``network_g`` (the architecture's
   constructor), ``train:optim_g`` (the ``torch.optim`` class), ``train:scheduler``, ``train:*_opt`` (losses),
   ``val:metrics:*`` (metric functions) and the ops of ``degradation:`` lists. Names, required arguments
-  (no default) and basic types (from the defaults) are checked; ``**kwargs`` accepts any other key.
+  (no default) and basic types (from the defaults) are checked; ``**kwargs`` accepts any other key. An
+  architecture may add rules on the values with a classmethod ``option_problems(options) -> [str]``.
 - **a class attribute** ``OPTIONS`` for classes that read their keys from an option dict:
 
   - a dataset: ``OPTIONS = {key: Key(...)}``, its own keys (``datasets:<phase>``); the loader keys basicsr
@@ -280,10 +281,18 @@ def _check_model_type(checker, value, where):
 
 
 def _check_network(checker, node, where):
+    """The keys against the architecture's constructor; then its value rules, when the class has them
+    (``option_problems(options) -> [str]``, e.g. PromptIR's prompt levels)."""
     from basicsr.utils.registry import ARCH_REGISTRY
     name = node.get('type')
     if checker.registry_name(f'{where}:type', name, ARCH_REGISTRY, 'architecture'):
-        checker.call(node, where, _registry_lookup(ARCH_REGISTRY, name), owner=name)
+        arch = _registry_lookup(ARCH_REGISTRY, name)
+        before = len(checker.problems)
+        checker.call(node, where, arch, owner=name)
+        rules = getattr(arch, 'option_problems', None)
+        if rules is not None and len(checker.problems) == before:
+            for message in rules(node):
+                checker.add(f'{where}: {message}')
 
 
 def _check_num_gpu(checker, value, where):

@@ -66,7 +66,13 @@ def apply_runtime_defaults(opt):
     - ``num_gpu: auto`` (or missing): the number of CUDA devices, 0 (the CPU) without CUDA.
     - ``prefetch_mode: cuda`` on a machine without CUDA: the CPU prefetcher.
     - ``logger.use_tb_logger``, ``val.save_img``, ``val.suffix``: indexed by basicsr without a default.
+    - ``manual_seed``: basicsr seeds Python, NumPy and torch *before* it applies ``--force_yml``, so a forced
+      ``manual_seed`` changed only the loaders' seeds, not the network's initialisation; seeded again here
+      (the same state as basicsr's when the seed was not forced: nothing draws random numbers in between).
     """
+    if opt.get('manual_seed') is not None:
+        from basicsr.utils import set_random_seed
+        set_random_seed(int(opt['manual_seed']) + int(opt.get('rank', 0)))
     cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if opt.get('num_gpu') in (None, 'auto'):
         opt['num_gpu'] = cuda_count

@@ -110,6 +110,7 @@ import torch
 from basicsr.utils.registry import MODEL_REGISTRY
 from promptir_basicsr.models.airnet_model import AirNetModel
 from promptir_basicsr.models.all_in_one_model import AllInOneModel
+from promptir_basicsr.models.contrastive_model import ContrastiveModel
 
 
 class _SavesRankWeights:
@@ -126,5 +127,10 @@ class RankWeightsAllInOneModel(_SavesRankWeights, AllInOneModel):
 
 @MODEL_REGISTRY.register()
 class RankWeightsAirNetModel(_SavesRankWeights, AirNetModel):
+    pass
+
+
+@MODEL_REGISTRY.register()
+class RankWeightsContrastiveModel(_SavesRankWeights, ContrastiveModel):
     pass
 '''

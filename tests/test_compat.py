@@ -208,6 +208,20 @@ def test_runtime_defaults_for_options_basicsr_indexes_without_checking():
         assert opt['datasets']['train']['prefetch_mode'] == 'cpu'
 
 
+def test_forced_manual_seed_seeds_the_network_too():
+    """basicsr seeds before applying --force_yml; the runtime defaults seed again from the forced manual_seed
+    (`basicsr ablate` forces one per run). Guards a forced seed that changes only the data loaders."""
+    from promptir_basicsr.options import apply_runtime_defaults
+    draws = []
+    for seed in (3, 4, 3):
+        torch.manual_seed(123)
+        apply_runtime_defaults({'manual_seed': seed, 'rank': 0, 'num_gpu': 0, 'datasets': {}})
+        draws.append(torch.rand(3))
+    assert torch.equal(draws[0], draws[2]) and not torch.equal(draws[0], draws[1])
+    torch.manual_seed(4)
+    assert torch.equal(torch.rand(3), draws[1])
+
+
 def _patched_attributes():
     """(owner, attribute) of every basicsr function or module that compat replaces."""
     import basicsr.test

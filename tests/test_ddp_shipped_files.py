@@ -19,7 +19,10 @@ pytestmark = pytest.mark.slow
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 FILES = sorted(glob.glob(osp.join(REPO, 'options', 'train', '*.yml'))) + sorted(
-    p for p in glob.glob(osp.join(REPO, 'options', 'demo', '*.yml')) if not p.endswith('_test.yml'))
+    p for p in glob.glob(osp.join(REPO, 'options', 'demo', '*.yml')) if not p.endswith('_test.yml')) + [
+    # the one ablation variant with new DDP traffic: PromptIR's CBDE (MoCo keys all-gathered, its projection head
+    # reached only through the contrastive loss); the others change which modules exist, not how they train
+    osp.join(REPO, 'options', 'ablation', 'demo', 'promptir_cbde.yml')]
 
 TINY_NETWORKS = {
     'PromptIR': ['dim=8', 'num_blocks=[1,1,1,1]', 'num_refinement_blocks=1', 'heads=[1,1,1,1]',

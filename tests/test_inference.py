@@ -31,7 +31,11 @@ def random_config(arch, rng):
     if arch == 'PromptIR':
         config.update(prompt_len=rng.randint(2, 6), prompt_dims=[rng.choice([4, 8]) for _ in range(3)],
                       prompt_sizes=[rng.choice([2, 4, 8]) for _ in range(3)],
-                      keep_unused_modules=rng.random() < 0.5)
+                      keep_unused_modules=rng.random() < 0.5, prompt_learnable=rng.random() < 0.5,
+                      prompt_levels=rng.choice([[4, 3, 2], [4], [4, 3], [3, 2], [2], []]))
+        if config['prompt_levels'] and rng.random() < 0.5:  # the ablation variants round-trip too
+            config.update(prompt_source='cbde', cbde_widths=[rng.choice([4, 8]) for _ in range(3)],
+                          cbde_dim=rng.choice([4, 8]), cbde_queue_size=rng.choice([6, 10]))
         config['heads'][2] = 1  # PromptIR's prompt-interaction blocks need (8d + prompt dim) % heads[2] == 0
     else:
         config['dual_pixel_task'] = rng.random() < 0.5
@@ -54,8 +58,9 @@ def test_infer_network_options_round_trips_random_configs(arch):
         assert options['type'] == arch
         rebuilt = build_network(dict(options)).state_dict()
         assert shapes(rebuilt) == shapes(state), (config, options)
-        for key in ('num_blocks', 'heads', 'bias', 'LayerNorm_type', 'prompt_len', 'n_blocks', 'queue_size'):
-            if key in config and key != 'heads':
+        for key in ('num_blocks', 'heads', 'bias', 'LayerNorm_type', 'prompt_len', 'n_blocks', 'queue_size',
+                    'prompt_levels', 'prompt_source', 'cbde_widths', 'cbde_dim', 'cbde_queue_size'):
+            if key in config and key != 'heads' and (key != 'prompt_len' or config['prompt_levels']):
                 assert options[key] == config[key], key
         if 'heads' in config:  # a level without blocks has no attention: its heads leave no trace
             levels = [config['num_blocks'][i] > 0 for i in range(4)]

@@ -121,9 +121,13 @@ class MoCo(nn.Module):
         self.queue_ptr.copy_((self.queue_ptr + n) % self.K)
 
     def contrast(self, im_q, im_k):
-        """-> (inter, logits (B, 1+K), labels (B,) zeros); updates the key encoder and the queue."""
-        _, q, inter = self.encoder_q(im_q)
-        q = F.normalize(q, dim=1)
+        """-> (query, logits (B, 1+K), labels (B,) zeros); updates the key encoder and the queue.
+
+        ``query`` is the query encoder's output ``(fea, q, inter)`` (see :class:`ResEncoder`): AirNet's
+        restorer reads ``inter``, PromptIR's CBDE prompts read ``fea``.
+        """
+        query = self.encoder_q(im_q)
+        q = F.normalize(query[1], dim=1)
         with torch.no_grad():
             self._momentum_update_key_encoder()
             _, k, _ = self.encoder_k(im_k)
@@ -133,7 +137,7 @@ class MoCo(nn.Module):
         logits = torch.cat([l_pos, l_neg], dim=1) / self.T
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         self._dequeue_and_enqueue(k)
-        return inter, logits, labels
+        return query, logits, labels
 
     def forward(self, im_q):
         """Inference: the query encoder's ``inter`` only (the key encoder and queue are unused)."""
@@ -341,6 +345,11 @@ class AirNet(StageCheckpointing, nn.Module):
                       moco_dim=moco_dim, queue_size=queue_size, momentum=moco_momentum,
                       temperature=moco_temperature)
 
+    @staticmethod
+    def uses_contrastive_encoder(options):
+        """AirNet always trains its degradation encoder with the contrastive loss (``AirNetModel``)."""
+        return True
+
     def contrastive(self, x_query, x_key):
         """Encoder only: ``(logits (B, 1+K), labels (B,))``; updates the key encoder and queue."""
         _, logits, labels = self.E.E.contrast(x_query, x_key)
@@ -348,6 +357,6 @@ class AirNet(StageCheckpointing, nn.Module):
 
     def forward(self, x_query, x_key=None):
         if self.training and x_key is not None:
-            inter, logits, labels = self.E.E.contrast(x_query, x_key)
+            (_, _, inter), logits, labels = self.E.E.contrast(x_query, x_key)
             return self.R(x_query, inter), logits, labels
         return self.R(x_query, self.E.E(x_query))

@@ -164,6 +164,16 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
                             f'{train_set["batch_size_per_gpu"]}: the loader must deliver the largest batch')
         return problems
 
+    @classmethod
+    def option_warnings(cls, opt):
+        """Options that run but most likely not as meant (logged before training starts)."""
+        from .contrastive_model import network_uses_contrastive_encoder
+        if network_uses_contrastive_encoder(opt):
+            return [f'network_g {opt["network_g"]["type"]} has a contrastive degradation encoder, which model_type '
+                    f'{opt["model_type"]} trains without its contrastive loss (and DDP would need '
+                    'find_unused_parameters: true for its unused projection head); use model_type: ContrastiveModel']
+        return []
+
     def __init__(self, opt):
         self.current_iter = 0
         self._train_steps = 0
@@ -231,7 +241,7 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
             (params if param.requires_grad else frozen).append(param if param.requires_grad else name)
         if frozen:
             get_root_logger().info(f'{len(frozen)} parameter tensors are not optimized (requires_grad False: a '
-                                   'momentum encoder, unused official modules): '
+                                   'momentum encoder, unused official modules, fixed prompts): '
                                    f'{", ".join(frozen[:3])}{", ..." if len(frozen) > 3 else ""}')
         return params
 

@@ -100,7 +100,7 @@ def load_checkpoint(path, map_location='cpu'):
 # Files this converter wrote are {'params': ...} too, so converting them again is a no-op check.
 ARCH_SIGNATURES = (  # (a key only this arch has, arch name), most specific first
     ('R.head.0.weight', 'AirNet'),
-    ('prompt1.prompt_param', 'PromptIR'),
+    ('reduce_noise_level3.weight', 'PromptIR'),  # every PromptIR variant has it (prompt levels may not)
     ('patch_embed.proj.weight', 'Restormer'),
 )
 _LIST_LIMIT = 30  # keys listed per category in a report

@@ -23,10 +23,16 @@ JSON_NAME = 'results_table.json'
 MD_NAME = 'results_table.md'
 
 
-def _fmt(metric, value):
+def decimals(metric, value):
+    """Digits after the point for ``metric``: 4 for SSIM and values below 1.5 (SSIM-like), else 2 (PSNR)."""
+    return 4 if 'ssim' in metric.lower() or abs(value) < 1.5 else 2
+
+
+def format_value(metric, value, digits=None):
+    """``value`` as shown in tables (``digits``: override :func:`decimals`); '-' for a missing value."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return '-'
-    return f'{value:.4f}' if 'ssim' in metric.lower() or abs(value) < 1.5 else f'{value:.2f}'
+    return f'{value:.{decimals(metric, value) if digits is None else digits}f}'
 
 
 def make_row(model, results, metrics, reference=False):
@@ -63,18 +69,19 @@ def to_markdown(table):
         cells = [row['model'] + (' (reference)' if row.get('reference') and row['model'] != INPUT_ROW else '')]
         for name in sets:
             res = row['results'].get(name, {})
-            cells.append('/'.join(_fmt(m, res.get(m)) for m in metrics) if res else '-')
-        cells.append('/'.join(_fmt(m, row['average'].get(m)) for m in metrics))
+            cells.append('/'.join(format_value(m, res.get(m)) for m in metrics) if res else '-')
+        cells.append('/'.join(format_value(m, row['average'].get(m)) for m in metrics))
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
 
-def write_table(table, folder):
-    """Write ``results_table.json`` and ``.md`` into ``folder``; returns the Markdown text."""
+def write_table(table, folder, markdown=None, json_name=JSON_NAME, md_name=MD_NAME):
+    """Write ``table`` as ``json_name`` and its Markdown (``markdown(table)``, default :func:`to_markdown`) as
+    ``md_name`` into ``folder`` (``results_table.json`` and ``.md`` by default); returns the Markdown text."""
     from .checkpoints import atomic_write_text
-    text = to_markdown(table)
-    atomic_write_text(osp.join(folder, JSON_NAME), json.dumps(table, indent=2))
-    atomic_write_text(osp.join(folder, MD_NAME), text)
+    text = (markdown or to_markdown)(table)
+    atomic_write_text(osp.join(folder, json_name), json.dumps(table, indent=2))
+    atomic_write_text(osp.join(folder, md_name), text)
     return text
 
 
