@@ -339,7 +339,7 @@ class Restorer:
                 out = tiled_forward(self._forward, x, self.tile_size, self.tile_overlap, self.multiple,
                                     on_tile=on_tile)
         except RuntimeError as err:
-            if amp and 'not implemented for' in str(err):  # e.g. AirNet's deformable conv in bfloat16 on the CPU
+            if amp and 'not implemented for' in str(err):  # an operation without a kernel in that precision
                 reason = str(err).splitlines()[0][-80:]
                 raise UserError(f'--amp: {type(self.net).__name__} has an operation without {self.amp_dtype} support '
                                 f'on {self.device.type} ({reason}); run without --amp') from None

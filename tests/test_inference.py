@@ -216,16 +216,28 @@ def test_jpeg_orientation_is_applied(tmp_path):
     assert image.rgb[:4].mean() > 0.9 and image.rgb[-4:].mean() < 0.1  # the white half is on top now
 
 
+class _NoBFloat16Op(torch.nn.Module):
+    """Stands for an operation without a bfloat16 kernel: fails as torch does when autocast is on."""
+
+    def forward(self, x):
+        if torch.is_autocast_enabled('cpu'):
+            raise RuntimeError('"some_kernel" not implemented for \'BFloat16\'')
+        return x
+
+
 def test_restorer_bf16_autocast_and_unsupported_ops():
-    """--amp bf16 runs PromptIR in bfloat16 on the CPU (close to float32, float32 out); AirNet's deformable
-    convolution has no bfloat16 CPU kernel: a one-line user error instead of a traceback."""
+    """--amp bf16 runs PromptIR and AirNet (its deformable conv in float32, which torchvision's CPU kernel
+    needs) in bfloat16 on the CPU, close to float32, float32 out; an operation without a bfloat16 kernel
+    gives a one-line user error instead of a traceback."""
     from promptir_basicsr.errors import UserError
     from promptir_basicsr.inference import Restorer
     x = torch.rand(1, 3, 20, 28)
+    for arch in ('PromptIR', 'AirNet'):
+        net = _tiny(arch)
+        full, half = Restorer(net, 'cpu')(x), Restorer(net, 'cpu', amp='bf16')(x)
+        assert half.dtype == torch.float32 and 0 < (full - half).abs().max() < 0.1, arch
+    with pytest.raises(UserError, match='--amp: _NoBFloat16Op has an operation without'):
+        Restorer(_NoBFloat16Op(), 'cpu', amp='bf16')(x)
     net = _tiny('PromptIR')
-    full, half = Restorer(net, 'cpu')(x), Restorer(net, 'cpu', amp='bf16')(x)
-    assert half.dtype == torch.float32 and 0 < (full - half).abs().max() < 0.1
-    with pytest.raises(UserError, match='--amp'):
-        Restorer(_tiny('AirNet'), 'cpu', amp='bf16')(x)
     with pytest.raises(ValueError, match='fp16 needs CUDA'):
         Restorer(net, 'cpu', amp='fp16')
