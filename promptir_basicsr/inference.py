@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .utils import acceleration
 from .utils.checkpoints import (CheckpointError, convert_state_dict, detect_arch, extract_state_dict,
                                 load_checkpoint_for_conversion)
 from .utils.tiling import TileGrid, tiled_forward
@@ -310,11 +311,14 @@ def size_multiple(net):
 class Restorer:
     """A network prepared for inference, and the one call that runs it on whole images.
 
-    Preparing (:meth:`__init__`): eval mode, the device, the precision. Running (:meth:`__call__`):
+    Preparing (:meth:`__init__`): eval mode, the device, the precision, channels-last weights and
+    ``torch.compile`` when asked (``compile_options``: the keyword arguments of ``torch.compile``).
+    Running (:meth:`__call__`):
     padding to the network's size multiple, tiles when ``tile_size`` is set, autocast for ``amp``.
     """
 
-    def __init__(self, net, device='auto', amp=None, tile_size=None, tile_overlap=32):
+    def __init__(self, net, device='auto', amp=None, tile_size=None, tile_overlap=32, channels_last=False,
+                 compile_options=None):
         self.device = resolve_device(device)
         if amp is not None and amp not in AMP_DTYPES:
             raise ValueError(f'amp must be one of {sorted(AMP_DTYPES)}, got {amp!r}')
@@ -324,6 +328,11 @@ class Restorer:
         self.multiple = size_multiple(net)
         self.tile_size, self.tile_overlap = tile_size, tile_overlap
         self.net = net.eval().to(self.device)
+        # The speed options of training and test (utils/acceleration.py), on the network as it will run.
+        if channels_last:
+            acceleration.to_channels_last(self.net)
+        if compile_options is not None:
+            acceleration.compile_network(self.net, compile_options)
 
     def _forward(self, x):
         out = self.net(x)

@@ -57,6 +57,12 @@ def build_parser(prog='basicsr restore'):
                         help="CPU threads for torch (default: torch's choice, one per core)")
     parser.add_argument('--amp', default=None, choices=['bf16', 'fp16'],
                         help='run the network in bfloat16 (CPU or CUDA) or float16 (CUDA)')
+    parser.add_argument('--channels-last', action='store_true',
+                        help="the network's weights in channels-last memory (PromptIR and Restormer run channels-last "
+                             'inside anyway; this matters most for cuDNN)')
+    parser.add_argument('--compile', nargs='?', const='inductor', default=None, metavar='BACKEND',
+                        help="torch.compile the network (backend: torch's default, inductor); falls back to eager "
+                             'with a warning if compiling fails. Pays off over many images or tiles of one size')
     parser.add_argument('--suffix', default='', help='added to each output name before the extension, e.g. _restored')
     parser.add_argument('--ext', default=None, choices=[e[1:] for e in IMAGE_EXTENSIONS],
                         help="output format (default: the input's)")
@@ -142,7 +148,9 @@ def load_onnx_network(args, log):
     """An ``.onnx`` export as the network, run by onnxruntime (:class:`~promptir_basicsr.interop.onnx_runtime.
     OnnxNetwork`); its network was fixed at export, so the network options and ``--amp`` do not apply."""
     for flag, given in (('--opt', args.opt), ('--arch', args.arch), ('--arch-opt', args.arch_opt),
-                        ('--param-key', args.param_key), ('--amp', args.amp)):
+                        ('--param-key', args.param_key), ('--amp', args.amp),
+                        ('--channels-last', getattr(args, 'channels_last', False)),
+                        ('--compile', getattr(args, 'compile', None))):
         if given:
             raise UserError(f'{flag} does not apply to an .onnx model (its network and precision were fixed by '
                             '`basicsr export`; export with --fp16 for float16)')
@@ -168,12 +176,16 @@ def prepare_restorer(args, log):
         torch.set_num_threads(args.threads)
     try:
         # An ONNX model takes its input from host memory, wherever onnxruntime runs it.
-        restorer = Restorer(net, 'cpu' if onnx else args.device, args.amp, args.tile or None, args.tile_overlap)
+        restorer = Restorer(net, 'cpu' if onnx else args.device, args.amp, args.tile or None, args.tile_overlap,
+                            channels_last=args.channels_last,
+                            compile_options=None if args.compile is None else {'backend': args.compile})
     except ValueError as err:
         raise UserError(str(err)) from None
     tiles = f'tiles of {args.tile} px overlapping {args.tile_overlap} px' if args.tile else 'whole images'
     device = f'onnxruntime {", ".join(net.providers)}' if onnx else restorer.device
-    log(f'device: {device}{f", autocast {args.amp}" if args.amp else ""}; {tiles}')
+    speed = [f'autocast {args.amp}'] * bool(args.amp) + ['channels-last weights'] * bool(args.channels_last)
+    speed += [f'torch.compile (backend {args.compile})'] * (args.compile is not None)
+    log(f'device: {device}{"".join(", " + s for s in speed)}; {tiles}')
     return restorer
 
 

@@ -199,3 +199,52 @@ def test_demo_size_weights_restore_with_no_options(tmp_path):
     assert 'dim=16' in proc.stdout and "entry 'params_ema'" in proc.stdout
     assert 'restored 1 image(s), 0.00 megapixels' in proc.stdout and 'megapixels/s' in proc.stdout
     assert _read(tmp_path / 'out' / 'photo.png').shape == (41, 53, 3)
+
+
+@pytest.mark.slow
+def test_channels_last_and_compile_flags_keep_the_output(photos, weights, tmp_path, capsys, caplog):
+    """--channels-last and --compile (dynamo's ``eager`` backend here: the graph capture without a C++ build)
+    give the same pixels as a plain run, tiled and untiled, and the log says they are on; an ONNX model
+    refuses them."""
+    two = tmp_path / 'two'  # an 8-bit RGB and a 16-bit gray image (each new size costs a trace)
+    two.mkdir()
+    for name in ('odd.png', 'gray16.png'):
+        (two / name).write_bytes((photos / name).read_bytes())
+    outputs = {}
+    for name, flags in (('plain', []), ('fast', ['--channels-last', '--compile', 'eager'])):
+        for tile in ('0', '16'):
+            out = tmp_path / f'{name}_{tile}'
+            status = cli.main(['restore', '-i', str(two), '-o', str(out), '--weights', str(weights),
+                               '--tile', tile, '--tile-overlap', '8', *flags])
+            log = capsys.readouterr().out
+            assert status == 0, log
+            if flags:
+                assert 'channels-last weights, torch.compile (backend eager)' in log
+                assert 'torch.compile failed' not in caplog.text  # compiled, not the eager fallback
+            outputs[name, tile] = {p.relative_to(out): _read(p) for p in sorted(out.rglob('*.*'))}
+    for tile in ('0', '16'):
+        plain, fast = outputs['plain', tile], outputs['fast', tile]
+        assert plain.keys() == fast.keys() and len(plain) == 2
+        for key in plain:
+            assert plain[key].shape == fast[key].shape
+            # compiled kernels may round differently: at most one level of 8 bits, a few of 16 bits
+            assert np.abs(plain[key].astype(np.int64) - fast[key].astype(np.int64)).max() <= (
+                300 if plain[key].dtype == np.uint16 else 1), key
+    onnx = tmp_path / 'model.onnx'
+    onnx.write_bytes(b'not used')
+    status = cli.main(['restore', '-i', str(two), '-o', str(tmp_path / 'x'), '--weights', str(onnx), '--compile'])
+    assert status == 2 and '--compile does not apply to an .onnx model' in capsys.readouterr().err
+
+
+def test_restorer_applies_channels_last_and_compile(tiny_net, monkeypatch):
+    """The flags reach the network: 4-D weights channels-last, the forward compiled with the options."""
+    import copy
+    from promptir_basicsr.inference import Restorer
+    seen = []
+    monkeypatch.setattr(torch, 'compile', lambda fn, **options: seen.append(options) or fn)
+    restorer = Restorer(copy.deepcopy(tiny_net), 'cpu', channels_last=True, compile_options={'backend': 'eager'})
+    assert restorer.net.output.weight.is_contiguous(memory_format=torch.channels_last)
+    assert seen == [{'backend': 'eager'}] and hasattr(restorer.net.forward, 'compile_failures')
+    assert restorer(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
+    assert not Restorer(copy.deepcopy(tiny_net), 'cpu').net.output.weight.is_contiguous(
+        memory_format=torch.channels_last)
