@@ -25,6 +25,11 @@ setup(
         'tensorboard',  # basicsr's tb_logger (the demos turn it on) and reading it in `basicsr plot`
         'safetensors',  # `basicsr restore --weights *.safetensors`
     ],
-    extras_require={'test': ['pytest']},
+    extras_require={
+        'test': ['pytest'],
+        # spandrel support, `basicsr export`, `basicsr restore --weights model.onnx` (promptir_basicsr/interop/)
+        'interop': ['spandrel>=0.4.2', 'spandrel-extra-arches>=0.2.0', 'onnx>=1.16', 'onnxruntime>=1.17', 'onnxscript',
+                    'safetensors>=0.4'],
+    },
     entry_points={'console_scripts': ['basicsr=promptir_basicsr.cli:main']},
 )

@@ -20,6 +20,8 @@ SUBCOMMANDS = {
              'commands.plot:main'),
     'prompts': ("record a trained PromptIR's prompt weights per degradation: heatmaps and a specialisation table",
                 'commands.prompts:main'),
+    'export': ('export weights to ONNX (checked with onnxruntime), TorchScript or safetensors',
+               'commands.export:main'),
     'table': ("merge the results tables of several `basicsr test` runs (the paper's Table 1 layout)",
               'utils.results_table:main'),
 }

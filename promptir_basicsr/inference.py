@@ -277,9 +277,11 @@ def resolve_device(device='auto'):
 
 
 def size_multiple(net):
-    """The input multiple a network needs: its module's ``SIZE_MULTIPLE`` (8 for PromptIR and Restormer),
-    1 when it has none (AirNet takes any size, and padding would change its pooled degradation code)."""
-    return int(getattr(inspect.getmodule(type(net)), 'SIZE_MULTIPLE', 1))
+    """The input multiple a network needs: its own ``size_multiple`` attribute (an ONNX export's, read from
+    the file), else its module's ``SIZE_MULTIPLE`` (8 for PromptIR and Restormer), 1 when it has none
+    (AirNet takes any size, and padding would change its pooled degradation code)."""
+    own = getattr(net, 'size_multiple', None)
+    return int(own if own is not None else getattr(inspect.getmodule(type(net)), 'SIZE_MULTIPLE', 1))
 
 
 class Restorer:

@@ -25,6 +25,17 @@ from ..utils.checkpoints import CheckpointError, _parse_arch_opt, atomic_write_b
 LARGE_UNTILED_MP = 4.0  # above this many megapixels without --tile, suggest tiling once
 
 
+def add_network_arguments(parser):
+    """The options that override the network read from the weights (shared with ``basicsr export``)."""
+    parser.add_argument('-opt', '--opt', default=None, metavar='YML',
+                        help="take the network from an option file's network_g (overrides what the weights say)")
+    parser.add_argument('--arch', default=None, help='architecture name (default: read from the weights)')
+    parser.add_argument('--arch-opt', action='append', default=[], metavar='KEY=VALUE',
+                        help='architecture option, YAML value, repeatable; overrides the weights and --opt')
+    parser.add_argument('--param-key', default=None,
+                        help='entry of the weights file to use (default: params_ema, params, state_dict, ...)')
+
+
 def build_parser(prog='basicsr restore'):
     parser = argparse.ArgumentParser(
         prog=prog, description='Restore images with PromptIR, Restormer or AirNet weights (any size, tiles for '
@@ -34,14 +45,8 @@ def build_parser(prog='basicsr restore'):
     parser.add_argument('-o', '--output', required=True, help='output folder (sub-folders of the input are mirrored)')
     parser.add_argument('--weights', required=True,
                         help='a basicsr .pth (params_ema, else params), an official PromptIR .ckpt, an official '
-                        'AirNet/Restormer .pth, or a .safetensors file')
-    parser.add_argument('-opt', '--opt', default=None, metavar='YML',
-                        help="take the network from an option file's network_g (overrides what the weights say)")
-    parser.add_argument('--arch', default=None, help='architecture name (default: read from the weights)')
-    parser.add_argument('--arch-opt', action='append', default=[], metavar='KEY=VALUE',
-                        help='architecture option, YAML value, repeatable; overrides the weights and --opt')
-    parser.add_argument('--param-key', default=None,
-                        help='entry of the weights file to use (default: params_ema, params, state_dict, ...)')
+                        'AirNet/Restormer .pth, a .safetensors file, or an .onnx export (run by onnxruntime)')
+    add_network_arguments(parser)
     parser.add_argument('--tile', type=int, default=0, metavar='N',
                         help='restore tiles of N x N pixels (bounded memory for any image size); 0: whole images')
     parser.add_argument('--tile-overlap', type=int, default=32, metavar='N',
@@ -118,10 +123,9 @@ def read_network_options(args):
     return args.arch or overrides.pop('type', None), overrides
 
 
-def prepare_restorer(args, log):
-    """The network of ``--weights`` (and the option flags), ready on its device: a :class:`Restorer`."""
-    if args.tile < 0 or (args.tile and not 0 <= args.tile_overlap < args.tile):
-        raise UserError(f'--tile {args.tile} --tile-overlap {args.tile_overlap}: need tile > overlap >= 0')
+def load_network_from_args(args, log):
+    """``(net, network_opt)`` for ``--weights`` and the network options (:func:`add_network_arguments`),
+    logging where the network came from (shared with ``basicsr export``)."""
     arch, overrides = read_network_options(args)
     try:
         net, network_opt, report = load_network(args.weights, arch, overrides, args.param_key)
@@ -131,14 +135,45 @@ def prepare_restorer(args, log):
         f'{describe_network(network_opt)}')
     for note in report['notes']:
         log(f'note: {note}')
+    return net, network_opt
+
+
+def load_onnx_network(args, log):
+    """An ``.onnx`` export as the network, run by onnxruntime (:class:`~promptir_basicsr.interop.onnx_runtime.
+    OnnxNetwork`); its network was fixed at export, so the network options and ``--amp`` do not apply."""
+    for flag, given in (('--opt', args.opt), ('--arch', args.arch), ('--arch-opt', args.arch_opt),
+                        ('--param-key', args.param_key), ('--amp', args.amp)):
+        if given:
+            raise UserError(f'{flag} does not apply to an .onnx model (its network and precision were fixed by '
+                            '`basicsr export`; export with --fp16 for float16)')
+    if not osp.isfile(args.weights):
+        raise UserError(f'--weights {args.weights}: no such file')
+    from ..interop.onnx_runtime import OnnxNetwork
+    try:
+        net = OnnxNetwork(args.weights, args.device, args.threads)
+    except UserError as err:
+        raise UserError(f'--weights {args.weights}: {err}') from None
+    network = describe_network(net.network_opt) if net.network_opt else 'not recorded in the file'
+    log(f'weights: {args.weights} (ONNX); network: {network}')
+    return net
+
+
+def prepare_restorer(args, log):
+    """The network of ``--weights`` (and the option flags), ready on its device: a :class:`Restorer`."""
+    if args.tile < 0 or (args.tile and not 0 <= args.tile_overlap < args.tile):
+        raise UserError(f'--tile {args.tile} --tile-overlap {args.tile_overlap}: need tile > overlap >= 0')
+    onnx = args.weights.lower().endswith('.onnx')
+    net = load_onnx_network(args, log) if onnx else load_network_from_args(args, log)[0]
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        restorer = Restorer(net, args.device, args.amp, args.tile or None, args.tile_overlap)
+        # An ONNX model takes its input from host memory, wherever onnxruntime runs it.
+        restorer = Restorer(net, 'cpu' if onnx else args.device, args.amp, args.tile or None, args.tile_overlap)
     except ValueError as err:
         raise UserError(str(err)) from None
     tiles = f'tiles of {args.tile} px overlapping {args.tile_overlap} px' if args.tile else 'whole images'
-    log(f'device: {restorer.device}{f", autocast {args.amp}" if args.amp else ""}; {tiles}')
+    device = f'onnxruntime {", ".join(net.providers)}' if onnx else restorer.device
+    log(f'device: {device}{f", autocast {args.amp}" if args.amp else ""}; {tiles}')
     return restorer
 
 
