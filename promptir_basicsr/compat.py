@@ -1,9 +1,11 @@
 """Repairs for basicsr 1.4.2 on today's stack (torch 2.14, torchvision 0.29, numpy 2, py-lmdb 3).
 
-One small function per breakage, each applied once by :func:`apply_all` (called on
+One small function per breakage, each applied by :func:`apply_all` (called on
 ``import promptir_basicsr``) and each covered by its own test in ``tests/test_compat.py``.
 We patch basicsr's module attributes where its own code looks them up; we never copy a whole
 basicsr module. Where a replacement re-states a basicsr function, its docstring says what differs.
+Every replacement is marked (:func:`_ours`), and each repair returns early when it finds its mark:
+applying a repair twice (a second ``apply_all()``, a reload) never wraps basicsr's function twice.
 """
 import importlib
 import logging
@@ -13,7 +15,17 @@ import sys
 
 import torch
 
-_APPLIED = False
+_MARK = '_promptir_compat'
+
+
+def _ours(obj):
+    """Mark ``obj`` as one of our replacements; returns it."""
+    setattr(obj, _MARK, True)
+    return obj
+
+
+def _is_ours(obj):
+    return getattr(obj, _MARK, False)
 
 
 def alias_functional_tensor():
@@ -60,14 +72,19 @@ def fix_resume_state_loading():
     """Replace ``basicsr.train.load_resume_state`` (``train_pipeline`` looks it up as a global).
 
     Differs from basicsr's: it works without CUDA (basicsr calls ``torch.cuda.current_device()``
-    unconditionally); ``--auto_resume`` searches ``opt['path']['training_states']`` (absolute,
-    under the run's root) instead of ``experiments/<name>`` relative to the current directory, which
-    silently restarted from zero elsewhere; the state is loaded with ``weights_only=True``.
+    unconditionally); the state is loaded with ``weights_only=True``; and when ``--auto_resume``
+    finds no state it says so in one line, naming the folder it searched, instead of silently
+    starting from iteration 0. That folder is ``opt['path']['training_states']``, i.e.
+    ``experiments/<name>/training_states`` under the directory the command runs from (basicsr's
+    root), so a run started elsewhere is not found.
     """
     import basicsr.train as basicsr_train
     from basicsr.utils import check_resume
 
     from .utils.checkpoints import load_checkpoint
+
+    if _is_ours(basicsr_train.load_resume_state):
+        return
 
     def load_resume_state(opt):
         resume_state_path = None
@@ -75,6 +92,10 @@ def fix_resume_state_loading():
             resume_state_path = newest_training_state(opt['path']['training_states'])
             if resume_state_path is not None:
                 opt['path']['resume_state'] = resume_state_path
+            elif opt.get('rank', 0) == 0:
+                print(f"--auto_resume: no training state in {opt['path']['training_states']}; starting from "
+                      'iteration 0 (a run is continued from the directory it was started in).', file=sys.stderr,
+                      flush=True)
         elif opt['path'].get('resume_state'):
             resume_state_path = opt['path']['resume_state']
         if resume_state_path is None:
@@ -83,7 +104,7 @@ def fix_resume_state_loading():
         check_resume(opt, resume_state['iter'])
         return resume_state
 
-    basicsr_train.load_resume_state = load_resume_state
+    basicsr_train.load_resume_state = _ours(load_resume_state)
 
 
 def fix_cpu_distributed():
@@ -98,6 +119,9 @@ def fix_cpu_distributed():
     import torch.distributed as dist
     from basicsr.models import base_model
     from basicsr.utils import dist_util
+
+    if _is_ours(base_model.BaseModel.model_to_device):
+        return
 
     def _backend(requested):
         return requested if torch.cuda.is_available() else 'gloo'
@@ -135,8 +159,8 @@ def fix_cpu_distributed():
         _fork_loader_workers_without_cuda()
         dist.init_process_group(backend='gloo')
 
-    dist_util._init_dist_pytorch = _init_dist_pytorch
-    dist_util._init_dist_slurm = _init_dist_slurm
+    dist_util._init_dist_pytorch = _ours(_init_dist_pytorch)
+    dist_util._init_dist_slurm = _ours(_init_dist_slurm)
 
     original_model_to_device = base_model.BaseModel.model_to_device
 
@@ -148,7 +172,7 @@ def fix_cpu_distributed():
                 net, device_ids=None, find_unused_parameters=self.opt.get('find_unused_parameters', False))
         return original_model_to_device(self, net)
 
-    base_model.BaseModel.model_to_device = model_to_device
+    base_model.BaseModel.model_to_device = _ours(model_to_device)
 
 
 def fix_jpeg_quality_type():
@@ -156,14 +180,13 @@ def fix_jpeg_quality_type():
     from basicsr.data import degradations
 
     original = degradations.add_jpg_compression
-    if getattr(original, '_int_quality', False):
+    if _is_ours(original):
         return
 
     def add_jpg_compression(img, quality=90):
         return original(img, int(round(float(quality))))
 
-    add_jpg_compression._int_quality = True
-    degradations.add_jpg_compression = add_jpg_compression
+    degradations.add_jpg_compression = _ours(add_jpg_compression)
 
 
 _LMDB_ENVS = {}
@@ -191,6 +214,9 @@ def fix_lmdb_reopen():
     """
     from basicsr.utils import file_client
 
+    if _is_ours(file_client.LmdbBackend.__init__):
+        return
+
     def __init__(self, db_paths, client_keys='default', readonly=True, lock=False, readahead=False, **kwargs):
         client_keys = [client_keys] if isinstance(client_keys, str) else list(client_keys)
         self.db_paths = [str(v) for v in db_paths] if isinstance(db_paths, (list, tuple)) else [str(db_paths)]
@@ -202,7 +228,7 @@ def fix_lmdb_reopen():
             for client, path in zip(client_keys, self.db_paths)
         }
 
-    file_client.LmdbBackend.__init__ = __init__
+    file_client.LmdbBackend.__init__ = _ours(__init__)
 
 
 def fix_checkpoint_io():
@@ -221,7 +247,7 @@ def fix_checkpoint_io():
 
     from .utils.checkpoints import atomic_save, load_checkpoint
 
-    if getattr(base_model.torch, '_routed_checkpoint_io', False):
+    if _is_ours(base_model.torch):
         return
 
     def load(f, map_location=None, **kwargs):
@@ -231,7 +257,7 @@ def fix_checkpoint_io():
     routed_torch.__dict__.update(torch.__dict__)
     routed_torch.save = atomic_save
     routed_torch.load = load
-    routed_torch._routed_checkpoint_io = True
+    _ours(routed_torch)
     base_model.torch = routed_torch
     base_model.BaseModel.load_network = _load_network_with_clear_mismatch(base_model.BaseModel.load_network)
 
@@ -259,8 +285,7 @@ def _load_network_with_clear_mismatch(load_network):
                 'first: `basicsr convert --arch <Arch> <file> <out.pth>`. Otherwise check network_g\'s options, or set '
                 'path:strict_load_g: false to load only the matching tensors.') from err
 
-    wrapper._clear_mismatch = True
-    return wrapper
+    return _ours(wrapper)
 
 
 def report_device_in_env_info():
@@ -272,6 +297,8 @@ def report_device_in_env_info():
     import basicsr.train as basicsr_train
     from basicsr.utils import logger as basicsr_logger
 
+    if _is_ours(basicsr_train.get_env_info):
+        return
     original = basicsr_logger.get_env_info
 
     def get_env_info():
@@ -281,8 +308,7 @@ def report_device_in_env_info():
             device = 'CPU (no CUDA device found; training and testing run on the CPU)'
         return original() + f'\n\tRunning on: {device}'
 
-    basicsr_train.get_env_info = get_env_info
-    basicsr_test.get_env_info = get_env_info
+    basicsr_train.get_env_info = basicsr_test.get_env_info = _ours(get_env_info)
 
 
 def fix_runtime_options():
@@ -300,7 +326,7 @@ def fix_runtime_options():
 
     for module in (basicsr_train, basicsr_test):
         original = module.parse_options
-        if getattr(original, '_with_runtime_defaults', False):
+        if _is_ours(original):
             continue
 
         def parse_options(root_path, is_train=True, _original=original):
@@ -308,8 +334,7 @@ def fix_runtime_options():
             apply_runtime_defaults(opt)
             return opt, args
 
-        parse_options._with_runtime_defaults = True
-        module.parse_options = parse_options
+        module.parse_options = _ours(parse_options)
 
 
 def fix_epoch_count():
@@ -328,7 +353,7 @@ def fix_epoch_count():
     import basicsr.train as basicsr_train
 
     original = basicsr_train.create_train_val_dataloader
-    if getattr(original, '_real_epoch_count', False):
+    if _is_ours(original):
         return
 
     def create_train_val_dataloader(opt, logger):
@@ -352,8 +377,7 @@ def fix_epoch_count():
                         f'total epochs: {real_epochs}.')
         return train_loader, train_sampler, val_loaders, real_epochs, total_iters
 
-    create_train_val_dataloader._real_epoch_count = True
-    basicsr_train.create_train_val_dataloader = create_train_val_dataloader
+    basicsr_train.create_train_val_dataloader = _ours(create_train_val_dataloader)
 
 
 def readable_options_echo():
@@ -369,8 +393,9 @@ def readable_options_echo():
 
     from .options import options_echo
 
-    basicsr_train.dict2str = options_echo
-    basicsr_test.dict2str = options_echo
+    if _is_ours(basicsr_train.dict2str):
+        return
+    basicsr_train.dict2str = basicsr_test.dict2str = _ours(options_echo)
 
 
 class _DropMessage(logging.Filter):
@@ -395,10 +420,8 @@ def drop_misleading_validation_warning():
 
 
 def apply_all():
-    """Apply every repair once. The import alias must come before anything imports basicsr."""
-    global _APPLIED
-    if _APPLIED:
-        return
+    """Apply every repair (each only once, however often this runs). The import alias must come
+    before anything imports basicsr."""
     alias_functional_tensor()
     fix_resume_state_loading()
     fix_cpu_distributed()
@@ -410,4 +433,3 @@ def apply_all():
     fix_epoch_count()
     readable_options_echo()
     drop_misleading_validation_warning()
-    _APPLIED = True

@@ -1,7 +1,5 @@
 """The `basicsr` command end to end: train, auto-resume, test, plugins, usage errors."""
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -31,13 +29,19 @@ def test_train_resume_test_end_to_end(tiny_data):
     assert 'Running on: CPU' in first_log or 'Running on: CUDA' in first_log
     assert 'Validation valA' in first_log and 'Validation valB' in first_log
 
-    # Continue to 20 iterations from another directory: the run must resume at 10, not restart.
+    # From another directory --auto_resume cannot find the run (basicsr keeps runs under the current
+    # directory's experiments/): it must say where it looked and that it starts from 0, not restart silently.
     other = tmp_path / 'other'
     other.mkdir()
     opt_file_abs = os.path.abspath(opt_file)
-    proc = subprocess.run([sys.executable, '-m', 'promptir_basicsr', 'train', '-opt', opt_file_abs, '--auto_resume'],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    elsewhere = run_cli(['train', '-opt', opt_file_abs, '--auto_resume', '--force_yml', 'train:total_iter=2'], other)
+    looked = other / 'experiments' / 'tiny' / 'training_states'
+    assert f'--auto_resume: no training state in {looked}; starting from iteration 0' in elsewhere.stderr
+    assert 'Resuming training' not in next((other / 'experiments' / 'tiny').glob('train_tiny_*.log')).read_text()
+
+    # Continue to 20 iterations from the directory the run started in: it resumes at 10, not from 0.
+    proc = run_cli(['train', '-opt', opt_file_abs, '--auto_resume'], tmp_path)
+    assert '--auto_resume: no training state' not in proc.stderr
     logs = sorted(exp.glob('train_tiny_*.log'))
     resumed_log = logs[-1].read_text()
     assert 'Resuming training from epoch' in resumed_log and 'iter: 10' in resumed_log

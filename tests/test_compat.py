@@ -44,17 +44,26 @@ def test_resume_state_loads_on_cpu(tmp_path):
     assert opt['path']['pretrain_network_g'].endswith('net_g_4.pth')
 
 
-def test_auto_resume_from_another_directory_finds_the_newest_complete_state(tmp_path, monkeypatch):
+def test_auto_resume_picks_the_newest_complete_state(tmp_path):
     import basicsr.train
     opt = _opt_with_states(tmp_path, [2, 10])
     # A kill during a save leaves only a temporary file: it must never be picked.
     (tmp_path / 'root' / 'experiments' / 'run' / 'training_states' / '.12.state.x1y2.tmp').write_bytes(b'trunc')
-    elsewhere = tmp_path / 'elsewhere'
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)  # basicsr searched ./experiments/<name> relative to the cwd
     state = basicsr.train.load_resume_state(opt)
     assert state is not None and state['iter'] == 10
     assert opt['path']['resume_state'].endswith('10.state')
+
+
+def test_auto_resume_without_a_state_says_where_it_looked(tmp_path, capsys):
+    """Guards against the silent restart from iteration 0 (the README promises this one line)."""
+    import basicsr.train
+    opt = _opt_with_states(tmp_path, [])
+    assert basicsr.train.load_resume_state(opt) is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"--auto_resume: no training state in {opt['path']['training_states']}; starting from "
+                   'iteration 0 (a run is continued from the directory it was started in).']
+    opt['auto_resume'] = False  # no flag, no message
+    assert basicsr.train.load_resume_state(opt) is None and capsys.readouterr().err == ''
 
 
 def _free_port():
@@ -85,6 +94,52 @@ def test_cpu_distributed_init_and_ddp_wrap(monkeypatch):
     finally:
         dist.destroy_process_group()
         torch.multiprocessing.set_start_method(start_method, force=True)
+
+
+def _slurm_rank(rank, port, bin_dir, queue):
+    """One slurm task: only SLURM_* variables (as srun sets them) and a stand-in `scontrol` on PATH."""
+    for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'):
+        os.environ.pop(key, None)
+    os.environ.update(SLURM_PROCID=str(rank), SLURM_NTASKS='2', SLURM_LOCALID=str(rank), SLURM_NODELIST='node[7-8]',
+                      PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}')
+    import torch.distributed as dist
+
+    import promptir_basicsr  # noqa: F401  (the compat repairs)
+    from basicsr.utils.dist_util import get_dist_info, init_dist
+    init_dist('slurm', port=port)  # what --launcher slurm with dist_params.port does
+    try:
+        total = torch.tensor([float(rank + 1)])
+        dist.all_reduce(total)
+        queue.put((rank, get_dist_info(), dist.get_backend(), float(total), {
+            k: os.environ[k] for k in ('MASTER_ADDR', 'MASTER_PORT', 'WORLD_SIZE', 'RANK', 'LOCAL_RANK')}))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_slurm_launcher_on_cpu_from_the_slurm_environment(tmp_path):
+    """Guards the CPU slurm path of basicsr's init_dist: rank, world size and local rank come from SLURM_PROCID,
+    SLURM_NTASKS and SLURM_LOCALID, the master address from `scontrol show hostname <nodelist>`, the port from
+    dist_params.port; gloo, since there is no CUDA. Two tasks really meet in one process group."""
+    import multiprocessing as mp
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    scontrol = bin_dir / 'scontrol'
+    scontrol.write_text('#!/bin/sh\n[ "$1 $2 $3" = "show hostname node[7-8]" ] && printf "127.0.0.1\\nnode8\\n"\n')
+    scontrol.chmod(0o755)
+    port = _free_port()
+    ctx = mp.get_context('spawn')
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_slurm_rank, args=(rank, port, str(bin_dir), queue)) for rank in (0, 1)]
+    for proc in procs:
+        proc.start()
+    results = sorted(queue.get(timeout=300) for _ in procs)
+    for proc in procs:
+        proc.join(timeout=60)
+    assert [proc.exitcode for proc in procs] == [0, 0]
+    for rank, (dist_info, backend, total, env) in [(r[0], r[1:]) for r in results]:
+        assert dist_info == (rank, 2) and backend == 'gloo' and total == 3.0  # ranks 1 + 2 summed
+        assert env == {'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port), 'WORLD_SIZE': '2', 'RANK': str(rank),
+                       'LOCAL_RANK': str(rank)}
 
 
 def test_jpeg_compression_accepts_float_quality():
@@ -141,7 +196,7 @@ def test_env_info_says_cpu():
 
 def test_runtime_defaults_for_options_basicsr_indexes_without_checking():
     import basicsr.train
-    assert getattr(basicsr.train.parse_options, '_with_runtime_defaults', False)
+    assert compat._is_ours(basicsr.train.parse_options)
     from promptir_basicsr.options import apply_runtime_defaults
     opt = {'num_gpu': 'auto', 'datasets': {'train': {'prefetch_mode': 'cuda', 'pin_memory': True}},
            'logger': {}, 'val': {'val_freq': 1}}
@@ -153,18 +208,31 @@ def test_runtime_defaults_for_options_basicsr_indexes_without_checking():
         assert opt['datasets']['train']['prefetch_mode'] == 'cpu'
 
 
-def test_apply_all_is_idempotent():
+def _patched_attributes():
+    """(owner, attribute) of every basicsr function or module that compat replaces."""
+    import basicsr.test
     import basicsr.train
-    before = basicsr.train.load_resume_state
-    compat._APPLIED = False
-    try:
-        compat.apply_all()
-    finally:
-        compat._APPLIED = True
-    # Re-applying wraps nothing twice.
+    from basicsr.data import degradations
     from basicsr.models import base_model
-    assert base_model.torch._routed_checkpoint_io
-    assert callable(basicsr.train.load_resume_state) and before is not None
+    from basicsr.utils import dist_util, file_client
+    return [(basicsr.train, 'load_resume_state'), (dist_util, '_init_dist_pytorch'), (dist_util, '_init_dist_slurm'),
+            (base_model.BaseModel, 'model_to_device'), (degradations, 'add_jpg_compression'),
+            (file_client.LmdbBackend, '__init__'), (base_model, 'torch'), (base_model.BaseModel, 'load_network'),
+            (basicsr.train, 'get_env_info'), (basicsr.test, 'get_env_info'), (basicsr.train, 'parse_options'),
+            (basicsr.test, 'parse_options'), (basicsr.train, 'create_train_val_dataloader'),
+            (basicsr.train, 'dict2str'), (basicsr.test, 'dict2str')]
+
+
+def test_apply_all_twice_wraps_nothing_twice():
+    """Guards against a repair that wraps basicsr's function again on a second apply_all() (model_to_device
+    did): every patched attribute must stay the very object the first application installed."""
+    before = [getattr(owner, name) for owner, name in _patched_attributes()]
+    assert all(compat._is_ours(obj) for obj in before)  # the list above names only our replacements
+    compat.apply_all()
+    compat.apply_all()
+    after = [getattr(owner, name) for owner, name in _patched_attributes()]
+    for (owner, name), first, now in zip(_patched_attributes(), before, after):
+        assert now is first, f'{getattr(owner, "__name__", owner)}.{name} was replaced again'
 
 
 def test_epoch_count_covers_total_iter_when_the_last_batch_is_dropped(tiny_data):

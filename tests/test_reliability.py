@@ -1,8 +1,8 @@
 """Reliability end to end through the real CLI: kill -9 and resume, a kill during a checkpoint write,
-SIGTERM pre-emption, non-finite losses, 2-process DDP on CPU (gloo), determinism."""
+SIGTERM and SIGINT pre-emption (a second signal quits at once), non-finite losses, EMA weights and best
+metrics across a resume, 2-process DDP on CPU (gloo), determinism with threads and data workers."""
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from cli_helpers import dump, paired_set, run_cli, torchrun_train, train_options, write_pairs
+from cli_helpers import dump, run_cli, torchrun_train, train_options, write_pairs
 
 pytestmark = pytest.mark.slow
 
@@ -19,12 +19,13 @@ TINY_RESTORMER = {'type': 'Restormer', 'dim': 8, 'num_blocks': [1, 1, 1, 1], 'nu
                   'heads': [1, 1, 1, 1], 'ffn_expansion_factor': 1.0}
 
 # Test-only plugin: a loss that turns NaN on chosen calls, a torch.save that dies mid-write at a chosen
-# iteration, and a model that records per-rank weights and the samples it trained on.
+# iteration, a model that records per-rank weights and the samples it trained on, one that records what a
+# resume restored, one whose stop-signal save is slow, and a network whose backward is racy on CPU threads.
 PLUGIN = textwrap.dedent('''
-    import os, signal
+    import os, signal, time
     import torch
     from basicsr.losses.basic_loss import L1Loss
-    from basicsr.utils.registry import LOSS_REGISTRY, MODEL_REGISTRY
+    from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
     from promptir_basicsr.models.all_in_one_model import AllInOneModel
     import promptir_basicsr.utils.checkpoints as checkpoints
 
@@ -67,6 +68,37 @@ PLUGIN = textwrap.dedent('''
             if current_iter == -1:
                 state = self.get_bare_model(self.net_g).state_dict()
                 torch.save({'seen': self.seen, 'params': state}, f"rank{self.opt['rank']}.pt")
+
+    @MODEL_REGISTRY.register()
+    class ResumeRecordingModel(AllInOneModel):
+        """Writes what basicsr's resume gave the model: best metrics and EMA weights (resumed.pt)."""
+        def resume_training(self, resume_state):
+            super().resume_training(resume_state)
+            torch.save({'best': self.best_metric_results, 'iter': resume_state['iter'],
+                        'ema': self.net_g_ema.state_dict(), 'params': self.net_g.state_dict()}, 'resumed.pt')
+
+    @MODEL_REGISTRY.register()
+    class SlowStopSaveModel(AllInOneModel):
+        """The save after a stop signal takes SLOW_STOP_SAVE seconds (a large checkpoint on a slow disk)."""
+        def save(self, epoch, current_iter):
+            if self._stop_signal is not None:
+                time.sleep(float(os.environ.get('SLOW_STOP_SAVE', '0')))
+            super().save(epoch, current_iter)
+
+    @ARCH_REGISTRY.register()
+    class LookupNet(torch.nn.Module):
+        """A 3x3 conv plus a learned offset looked up, embedding-style, at 2M fixed indices into 4 slots.
+        The lookup's backward adds 2M gradient entries into 4 slots with index_put_(accumulate=True), whose
+        CPU kernel adds from several threads in a racy order unless deterministic algorithms are on."""
+        def __init__(self, slots=4, lookups=2000000):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+            self.table = torch.nn.Parameter(torch.zeros(slots))
+            gen = torch.Generator().manual_seed(0)
+            self.register_buffer('index', torch.randint(0, slots, (lookups,), generator=gen), persistent=False)
+            self.register_buffer('coef', torch.randn(lookups, generator=gen), persistent=False)
+        def forward(self, x):
+            return x + self.conv(x) + (self.table[self.index] * self.coef).mean()
 ''')
 
 
@@ -97,9 +129,9 @@ def logged_iters(log_text):
     return found
 
 
-def start_training(opt_file, cwd, env=None):
-    return subprocess.Popen([sys.executable, '-m', 'promptir_basicsr', 'train', '-opt', opt_file], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+def start_training(opt_file, cwd, env=None, extra_args=()):
+    return subprocess.Popen([sys.executable, '-m', 'promptir_basicsr', 'train', '-opt', opt_file, *extra_args],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
 def wait_for(predicate, proc, timeout=120):
@@ -225,13 +257,93 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert 'World size (gpu number): 2' in log
 
 
-def test_deterministic_runs_give_identical_losses(tiny_data):
+def _final_weights(tmp_path, run):
+    return torch.load(tmp_path / 'experiments' / run / 'models' / 'net_g_latest.pth', weights_only=True)['params']
+
+
+def test_deterministic_option_gives_bitwise_equal_weights_with_threads_and_workers(tiny_data):
+    """Guards `deterministic: true` (a no-op fails here): 2 torch threads, 2 data-loader workers drawing
+    random crops and noise, and a network whose backward accumulates with racy CPU atomics. With the option
+    two runs end with bitwise-equal weights; without it the same two runs differ."""
     tmp_path = tiny_data
-    losses = []
-    for run in ('det_a', 'det_b'):
-        opt_file = make_run(tmp_path, run, total_iter=6, save_freq=100, extra={'deterministic': True})
+    data = tmp_path / 'data' / 'train'
+    dataset = {'name': 'mix', 'type': 'AllInOneDataset', 'gt_size': 16, 'sources': [
+        {'name': 'pairs', 'dataroot_lq': str(data / 'lq'), 'dataroot_gt': str(data / 'gt')},
+        {'name': 'noise', 'dataroot_gt': str(data / 'gt'),
+         'degradation': [{'type': 'gaussian_noise', 'sigma': [10, 30]}]},
+    ], 'num_worker_per_gpu': 2, 'batch_size_per_gpu': 2, 'use_shuffle': True, 'dataset_enlarge_ratio': 1,
+        'prefetch_mode': None}
+    weights = {}
+    for run, deterministic in (('det_a', True), ('det_b', True), ('free_a', False), ('free_b', False)):
+        opt_file = make_run(tmp_path, run, total_iter=6, save_freq=100, print_freq=100,
+                            extra={'deterministic': deterministic, 'cpu_threads': 2, 'datasets:train': dataset,
+                                   'network_g': {'type': 'LookupNet'}})
         run_cli(['train', '-opt', opt_file], tmp_path)
-        log = next((tmp_path / 'experiments' / run).glob('train_*.log')).read_text()
-        losses.append([v[1] for _, v in sorted(logged_iters(log).items())])
-    assert len(losses[0]) == 6
-    assert losses[0] == losses[1]
+        weights[run] = _final_weights(tmp_path, run)
+    assert weights['det_a'].keys() == {'conv.weight', 'conv.bias', 'table'}
+    assert not torch.equal(weights['det_a']['table'], torch.zeros(4))  # the racy path really trained
+    for key in weights['det_a']:
+        assert torch.equal(weights['det_a'][key], weights['det_b'][key]), key
+    assert any(not torch.equal(weights['free_a'][key], weights['free_b'][key]) for key in weights['free_a'])
+
+
+def test_sigint_saves_a_state_and_a_second_signal_quits_at_once(tiny_data):
+    """Guards Ctrl-C: the first SIGINT saves the state of the current iteration and exits 130; a second
+    one during that save (here made slow) ends the process at once with SIGINT's default action, writing
+    nothing (the handler must restore the default after the first signal)."""
+    tmp_path = tiny_data
+    opt_file = make_run(tmp_path, 'ctrl_c', total_iter=100000, save_freq=100000, model='SlowStopSaveModel')
+    exp = tmp_path / 'experiments' / 'ctrl_c'
+
+    def new_log(logs_before):
+        logs = sorted(set(exp.glob('train_*.log')) - logs_before)
+        return logs[-1].read_text() if logs else ''
+
+    def trained_to(iteration, logs_before):
+        return max(logged_iters(new_log(logs_before)) or [0]) >= iteration
+
+    proc = start_training(opt_file, tmp_path)
+    assert wait_for(lambda: trained_to(2, set()), proc), proc.stdout.read()[-3000:]
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, out[-3000:]
+    states = sorted(int(p.stem) for p in (exp / 'training_states').glob('*.state'))
+    assert len(states) == 1 and states[0] >= 2 and 'Traceback' not in out
+    assert (exp / 'models' / f'net_g_{states[0]}.pth').exists()
+
+    logs_before = set(exp.glob('train_*.log'))
+    proc = start_training(opt_file, tmp_path, env=dict(os.environ, SLOW_STOP_SAVE='60'), extra_args=['--auto_resume'])
+    assert wait_for(lambda: trained_to(states[0] + 2, logs_before), proc), proc.stdout.read()[-3000:]
+    proc.send_signal(signal.SIGINT)
+    assert wait_for(lambda: 'Received SIGINT: saving the training state' in new_log(logs_before), proc)
+    start = time.time()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGINT, out[-3000:]
+    assert time.time() - start < 30  # at once, not after the 60 s save
+    assert sorted(int(p.stem) for p in (exp / 'training_states').glob('*.state')) == states  # nothing new written
+    assert not list((exp / 'training_states').glob('.*.tmp'))
+
+
+def test_ema_weights_and_best_metrics_survive_a_resume(tiny_data):
+    """Guards resume of the EMA copy (net_g_ema from params_ema, not from the raw weights or a fresh copy)
+    and of the best metrics (kept in our training states): what the resumed model holds equals what the
+    interrupted run saved."""
+    tmp_path = tiny_data
+    opt_file = make_run(tmp_path, 'ema_run', total_iter=6, save_freq=6, model='ResumeRecordingModel',
+                        extra={'train:ema_decay': 0.5, 'val:val_freq': 3})
+    run_cli(['train', '-opt', opt_file], tmp_path)
+    exp = tmp_path / 'experiments' / 'ema_run'
+    state = torch.load(exp / 'training_states' / '6.state', weights_only=True)
+    saved = torch.load(exp / 'models' / 'net_g_6.pth', weights_only=True)
+    best = state['best_metric_results']['valA']['psnr']
+    assert best['iter'] in (3, 6) and best['val'] > 10
+
+    run_cli(['train', '-opt', opt_file, '--auto_resume', '--force_yml', 'train:total_iter=7'], tmp_path)
+    resumed = torch.load(tmp_path / 'resumed.pt', weights_only=True)
+    assert resumed['iter'] == 6 and resumed['best'] == state['best_metric_results']
+    assert any(not torch.equal(saved['params'][k], saved['params_ema'][k]) for k in saved['params'])
+    for key, value in saved['params_ema'].items():
+        assert torch.equal(resumed['ema'][key], value), key
+    for key, value in saved['params'].items():
+        assert torch.equal(resumed['params'][key], value), key

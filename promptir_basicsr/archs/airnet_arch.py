@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import deform_conv2d
 
+from .grad_checkpoint import StageCheckpointing
+
 LRELU_SLOPE = 0.1
 
 
@@ -112,11 +114,11 @@ class MoCo(nn.Module):
             keys = torch.cat(gathered)
         # Write the B keys at the pointer, wrapping around: the official code asserts K % B == 0 and
         # gives the same result then; wrapping also accepts a smaller last batch.
+        # The pointer stays a tensor (no .item()): torch.compile captures the step in one graph.
         n = min(keys.shape[0], self.K)
-        ptr = int(self.queue_ptr)
-        idx = (torch.arange(n, device=keys.device) + ptr) % self.K
+        idx = (torch.arange(n, device=keys.device) + self.queue_ptr) % self.K
         self.queue[:, idx] = keys[-n:].t().to(self.queue.dtype)
-        self.queue_ptr[0] = (ptr + n) % self.K
+        self.queue_ptr.copy_((self.queue_ptr + n) % self.K)
 
     def contrast(self, im_q, im_k):
         """-> (inter, logits (B, 1+K), labels (B,) zeros); updates the key encoder and the queue."""
@@ -177,7 +179,11 @@ class DCNLayer(nn.Module):
         out = self.conv_offset_mask(torch.cat([x, inter], dim=1))
         n_offset = out.shape[1] * 2 // 3
         offset, mask = out[:, :n_offset], torch.sigmoid(out[:, n_offset:])
-        return deform_conv2d(x, offset, self.weight, None, padding=self.padding, mask=mask)
+        # Under autocast the features arrive in bf16/fp16, which torchvision's CPU kernel lacks (its
+        # CUDA autocast wrapper does the same): the deformable conv runs in the weight's precision.
+        dtype = self.weight.dtype
+        return deform_conv2d(x.to(dtype), offset.to(dtype), self.weight, None, padding=self.padding,
+                             mask=mask.to(dtype))
 
 
 class SFTLayer(nn.Module):
@@ -242,11 +248,11 @@ class DGG(nn.Module):
         return self.body[-1](res) + x
 
 
-class DGRN(nn.Module):
+class DGRN(StageCheckpointing, nn.Module):
     """(B, in, H, W), inter (B, n_feats, H, W) -> (B, out, H, W).
 
     head conv -> n_groups DGGs -> conv, + head output -> tail conv. No residual to the input image
-    (as official).
+    (as official). Each group is a stage for activation checkpointing (``grad_checkpoint``).
     """
 
     def __init__(self, in_channels=3, out_channels=3, n_feats=64, n_groups=5, n_blocks=5, kernel_size=3):
@@ -259,8 +265,9 @@ class DGRN(nn.Module):
     def forward(self, x, inter):
         x = self.head(x)
         res = x
-        for group in self.body[:-1]:
-            res = group(res, inter)
+        groups = self.body[:-1]
+        for i, group in enumerate(groups):
+            res = self.run_stage(group, res, inter, last=i == len(groups) - 1)
         return self.tail(self.body[-1](res) + x)
 
 
@@ -268,7 +275,7 @@ class DGRN(nn.Module):
 # The network
 # ----------------------------------------------------------------------------------------------
 @ARCH_REGISTRY.register()
-class AirNet(nn.Module):
+class AirNet(StageCheckpointing, nn.Module):
     """AirNet: ``E`` (CBDE/MoCo degradation encoder) guides ``R`` (DGRN restorer).
 
     Shapes for an input (B, 3, H, W), any H and W, at the defaults:
@@ -298,6 +305,10 @@ class AirNet(nn.Module):
     7,610,377 trainable (the key encoder's are frozen), queue 1280 = batch 5 x 256. The official
     code sets queue_size = batch_size * 256; here it is its own argument (any batch size works:
     the enqueue wraps around).
+
+    ``set_grad_checkpointing(True)`` (option ``train: grad_checkpoint``) checkpoints the restorer's
+    groups (``R.body[i]``) but the last. Unlike Restormer and PromptIR, AirNet runs in the official
+    (B, C, H, W) layout: torchvision's deformable convolution, most of its time, takes no other.
 
     DDP: the queue receives the keys of every rank (all-gathered), so it stays the same on every
     rank; the key encoder's parameters are frozen (DDP ignores them); a training ``forward`` with

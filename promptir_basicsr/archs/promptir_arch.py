@@ -5,13 +5,15 @@ the degradation by three prompt blocks: each looks at the decoder features, mixe
 learned prompt tensors with weights predicted from those features, and the result is concatenated
 to the features and fused by one extra TransformerBlock ("prompt interaction") plus a 1x1 conv.
 """
+import functools
+
 from basicsr.utils.registry import ARCH_REGISTRY
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..utils.tiling import pad_to_multiple
-from .restormer_blocks import RestormerEncoder, TransformerBlock, Upsample, transformer_stage
+from .restormer_blocks import RestormerEncoder, TransformerBlock, Upsample, channels_last, transformer_stage
 
 # Three 2x downsamplings: every level must see an even size.
 SIZE_MULTIPLE = 8
@@ -44,7 +46,9 @@ class PromptGenBlock(nn.Module):
         # Weighted sum over the components as one matmul instead of materialising (B, len, D, S, S).
         components = self.prompt_param[0]  # (len, D, S, S)
         prompt = (weights @ components.flatten(1)).view(-1, *components.shape[1:])  # (B, D, S, S)
-        prompt = F.interpolate(prompt, (h, w), mode='bilinear', align_corners=False)
+        prompt = channels_last(prompt)  # the layout of the features it joins
+        if prompt.shape[-2:] != (h, w):  # at S == size, bilinear (align_corners=False) is the identity
+            prompt = F.interpolate(prompt, (h, w), mode='bilinear', align_corners=False)
         return self.conv3x3(prompt)
 
 
@@ -85,6 +89,11 @@ class PromptIR(RestormerEncoder, nn.Module):
     traversal per step) while the replicas stay identical (DDP still broadcasts them at the start).
     With ``keep_unused_modules=False`` they are not built, but official checkpoints then need
     ``strict_load_g: false`` or conversion with ``--allow-mismatch``.
+
+    Features run in channels-last memory (see :mod:`.restormer_blocks`). For activation
+    checkpointing (``set_grad_checkpointing(True)``, option ``train: grad_checkpoint``) the stages are
+    the encoder's and decoder's transformer stages and each prompted level (prompt block, interaction
+    block and 1x1 conv as one); the refinement, run last, is not recomputed.
     """
 
     def __init__(self,
@@ -160,17 +169,24 @@ class PromptIR(RestormerEncoder, nn.Module):
         """features ++ prompt(features) -> interaction TransformerBlock -> 1x1 conv."""
         return reduce(interaction(torch.cat([features, prompt_block(features)], 1)))
 
+    def _prompted_level(self, level):
+        """The prompt step of decoder level 3, 2 or 1 as one callable stage (for run_stage)."""
+        return functools.partial(self._prompted, prompt_block=getattr(self, f'prompt{level}'),
+                                 interaction=getattr(self, f'noise_level{level}'),
+                                 reduce=getattr(self, f'reduce_noise_level{level}'))
+
     def forward(self, inp_img):
         x, (h, w) = pad_to_multiple(inp_img, SIZE_MULTIPLE)
 
         _, enc1, enc2, enc3, latent = self.encode(x)
 
-        latent = self._prompted(latent, self.prompt3, self.noise_level3, self.reduce_noise_level3)
-        dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)))
-        dec3 = self._prompted(dec3, self.prompt2, self.noise_level2, self.reduce_noise_level2)
-        dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)))
-        dec2 = self._prompted(dec2, self.prompt1, self.noise_level1, self.reduce_noise_level1)
-        dec1 = self.refinement(self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1)))
+        latent = self.run_stage(self._prompted_level(3), latent)
+        dec3 = self.run_stage(self.decoder_level3, self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)))
+        dec3 = self.run_stage(self._prompted_level(2), dec3)
+        dec2 = self.run_stage(self.decoder_level2, self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)))
+        dec2 = self.run_stage(self._prompted_level(1), dec2)
+        dec1 = self.run_stage(self.decoder_level1, torch.cat([self.up2_1(dec2), enc1], 1))
+        dec1 = self.run_stage(self.refinement, dec1, last=True)
 
         out = self.output(dec1) + x
-        return out[..., :h, :w] if out.shape[-2:] != (h, w) else out
+        return (out[..., :h, :w] if out.shape[-2:] != (h, w) else out).contiguous()

@@ -38,7 +38,10 @@ class Restormer(RestormerEncoder, nn.Module):
     ``dual_pixel_task`` (defocus deblurring from two views, inp_channels 6): the refinement output
     gets ``skip_conv(patch embedding)`` added and there is no image residual.
 
-    Defaults are the official configuration: 26,126,644 parameters, 494 state-dict keys.
+    Defaults are the official configuration: 26,126,644 parameters, 494 state-dict keys. Features
+    run in channels-last memory (see :mod:`.restormer_blocks`); the output is a contiguous tensor.
+    ``set_grad_checkpointing(True)`` (option ``train: grad_checkpoint``) checkpoints every
+    transformer stage but the last (:mod:`.grad_checkpoint`).
     """
 
     def __init__(self,
@@ -78,12 +81,13 @@ class Restormer(RestormerEncoder, nn.Module):
 
         enc1_in, enc1, enc2, enc3, latent = self.encode(x)
 
-        dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)))
-        dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)))
-        dec1 = self.refinement(self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1)))
+        dec3 = self.run_stage(self.decoder_level3, self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)))
+        dec2 = self.run_stage(self.decoder_level2, self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)))
+        dec1 = self.run_stage(self.decoder_level1, torch.cat([self.up2_1(dec2), enc1], 1))
+        dec1 = self.run_stage(self.refinement, dec1, last=True)
 
         if self.dual_pixel_task:
             out = self.output(dec1 + self.skip_conv(enc1_in))
         else:
             out = self.output(dec1) + x
-        return out[..., :h, :w] if out.shape[-2:] != (h, w) else out
+        return (out[..., :h, :w] if out.shape[-2:] != (h, w) else out).contiguous()

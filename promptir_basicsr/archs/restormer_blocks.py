@@ -1,26 +1,67 @@
 """Restormer's building blocks, shared by :class:`Restormer` and :class:`PromptIR`.
 
-Every block works on feature maps in basicsr's layout, (B, C, H, W). Module and parameter names
-are the official ones (``norm1.body.weight``, ``attn.qkv``, ``ffn.project_in``, ...) so official
-checkpoints load with ``strict=True``.
+Every block takes and returns feature maps shaped (B, C, H, W), basicsr's layout, held in
+channels-last memory: the patch embedding converts the 3-channel image once, and every later step
+keeps that layout, so the 1x1 and depth-wise convolutions (most of the time) run oneDNN's
+channels-last kernels (~7x faster at full resolution than on (B, C, H, W) memory, see
+``shared/reference/cpu-speed.md``), the layer norm normalises the contiguous last axis, and MDTA reads
+q, k, v as column blocks of one (B, HW, 3C) view. The numbers equal the official formulation's
+(``tests/archs/test_fast_paths.py``). Module and parameter names are the official ones
+(``norm1.body.weight``, ``attn.qkv``, ``ffn.project_in``, ...) so official checkpoints load with
+``strict=True``.
 
 Order, as in the paper's figure: channel layer norm -> MDTA attention -> GDFN feed-forward ->
 TransformerBlock (the two with pre-norm residuals) -> patch embedding and the resizing steps.
 """
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .grad_checkpoint import StageCheckpointing
+
 LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
 NORM_EPS = 1e-5  # the official value
+# Feed-forward hidden widths run widened to a multiple of this (see FeedForward).
+CHANNEL_MULTIPLE = 16
+_EXACT_WIDTHS = False
+
+
+@contextlib.contextmanager
+def exact_widths():
+    """Run FeedForward at its official widths (no zero channels): for counting the architecture's MACs."""
+    global _EXACT_WIDTHS
+    previous, _EXACT_WIDTHS = _EXACT_WIDTHS, True
+    try:
+        yield
+    finally:
+        _EXACT_WIDTHS = previous
+
+
+def channels_last(x):
+    """``x`` (B, C, H, W) in channels-last memory; no copy when it already is."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def as_tokens(x):
+    """(B, C, H, W) channels-last map -> (B, H*W, C) tokens, a view of the same memory."""
+    b, c, h, w = x.shape
+    return x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+
+
+def as_map(tokens, h, w):
+    """(B, H*W, C) tokens -> (B, C, H, W) channels-last map, a view of the same memory."""
+    return tokens.view(tokens.shape[0], h, w, tokens.shape[-1]).permute(0, 3, 1, 2)
 
 
 class LayerNorm(nn.Module):
     """Layer norm over the channels of a (B, C, H, W) map, at each pixel; eps 1e-5, biased variance.
 
     ``WithBias``: ``(x - mean) / sqrt(var + eps) * weight + bias`` - exactly ``F.layer_norm`` over
-    the last axis, so it runs as one fused kernel on a channels-last *view* of ``x``. The official
-    code reshapes to (B, HW, C) and back with two copies and six element-wise ops instead.
+    the last axis of the channels-last view (B, H, W, C), one fused kernel and no copy for the
+    channels-last maps the networks pass around. The official code reshapes to (B, HW, C) and back
+    with two copies and six element-wise ops instead.
 
     ``BiasFree`` (official Restormer's denoising variant): ``x / sqrt(var + eps) * weight``, where
     ``var`` is the variance around the mean but ``x`` itself is NOT centred. That is neither layer
@@ -28,7 +69,7 @@ class LayerNorm(nn.Module):
     channel axis, ``rsqrt`` and two multiplies reproduce it without reshaping anything.
 
     The parameters keep the official path ``body.weight`` / ``body.bias`` (``body`` is a small holder
-    module), so checkpoints load unchanged.
+    module), so checkpoints load unchanged. Output: channels-last.
     """
 
     def __init__(self, dim, LayerNorm_type='WithBias'):  # noqa: N803 (official argument name)
@@ -42,14 +83,11 @@ class LayerNorm(nn.Module):
         self.body.bias = None if self.bias_free else nn.Parameter(torch.zeros(dim))
 
     def forward(self, x):
+        x = channels_last(x)
         if self.bias_free:
             var = x.var(dim=1, keepdim=True, correction=0)
             return x * torch.rsqrt(var + NORM_EPS) * self.body.weight[:, None, None]
-        # permute is a view: layer_norm normalises the last axis (= channels) in one kernel. The
-        # result, permuted back, is a channels-last view; it is not copied back to (B, C, H, W)
-        # because its only consumers are 1x1 convs, which read channels-last directly (a GEMM over
-        # pixels). Measured on CPU (1 thread): ~15% faster than adding .contiguous() here.
-        y = F.layer_norm(x.permute(0, 2, 3, 1), (self.dim,), self.body.weight, self.body.bias, NORM_EPS)
+        y = F.layer_norm(x.permute(0, 2, 3, 1), (self.dim, ), self.body.weight, self.body.bias, NORM_EPS)
         return y.permute(0, 3, 1, 2)
 
     def extra_repr(self):
@@ -57,30 +95,82 @@ class LayerNorm(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """GDFN, gated depth-wise-conv feed-forward: (B, C, H, W) -> (B, C, H, W).
+    """GDFN, gated depth-wise-conv feed-forward: (B, C, H, W) -> (B, C, H, W), channels-last.
 
     1x1 conv C -> 2*hidden, 3x3 depth-wise conv, split in two halves, gelu(x1) * x2 (the gate), 1x1
     conv hidden -> C, with hidden = int(C * ffn_expansion_factor).
+
+    Run as two branches, x1 and x2 each from its half of the weights: convolutions act per output
+    channel, so this is the same math, and each half is then a dense channels-last tensor (one
+    buffer split in two would leave the gate's element-wise ops and their backward on strided
+    halves, measured 1.2-1.4x slower per FFN here).
+
+    Each half is widened to a multiple of :data:`CHANNEL_MULTIPLE` channels by zero weights (127 ->
+    128, 255 -> 256, ...): oneDNN's channels-last convolutions are several times slower on such odd
+    widths (a 255 -> 96 1x1 conv took 10x the time of 256 -> 96 here). The extra channels are exact
+    zeros all the way (zero weights, gelu(0) * 0 = 0, zero weights out), so the result and the
+    gradients of the real weights are those of the official widths; :func:`exact_widths` turns the
+    widening off (MAC counts of the architecture).
     """
 
     def __init__(self, dim, ffn_expansion_factor=2.66, bias=False):
         super().__init__()
         hidden = int(dim * ffn_expansion_factor)
+        self.hidden = hidden
+        self._widened = None  # (weights' versions, widened weights): the inference cache of _weights
         self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
         self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * 2, bias=bias)
         self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
 
+    def _weights(self):
+        """The two branches' (project_in weight, bias, dwconv weight, bias) and (project_out weight,
+        bias), widened by zero channels.
+
+        Without autograd (inference) the widened tensors are kept until a weight changes in place
+        (its version counter moves: optimizer step, load_state_dict) or is replaced (.to(), .half()).
+        """
+        params = (self.project_in.weight, self.project_in.bias, self.dwconv.weight, self.dwconv.bias,
+                  self.project_out.weight, self.project_out.bias)
+        key = None
+        if not torch.is_grad_enabled() and not torch.compiler.is_compiling():  # compiled graphs fold it
+            key = (_EXACT_WIDTHS, ) + tuple((t._version, t.data_ptr(), t.dtype) for t in params if t is not None)
+            if self._widened is not None and self._widened[0] == key:
+                return self._widened[1]
+        extra = 0 if _EXACT_WIDTHS else -self.hidden % CHANNEL_MULTIPLE
+
+        def widened(t, dim=0):  # zeros appended along ``dim``; None stays None
+            if t is None or not extra:
+                return t
+            shape = list(t.shape)
+            shape[dim] = extra
+            return torch.cat([t, t.new_zeros(shape)], dim=dim)
+
+        halves = zip(*(t.chunk(2) if t is not None else (None, None) for t in params[:4]))
+        branches = [tuple(widened(t) for t in half) for half in halves]
+        weights = (branches, (widened(self.project_out.weight, dim=1), self.project_out.bias))
+        if key is not None:
+            self._widened = (key, weights)
+        return weights
+
     def forward(self, x):
-        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(x1) * x2)
+        branches, (w_out, b_out) = self._weights()
+        x = channels_last(x)
+        x1, x2 = (F.conv2d(F.conv2d(x, w_in, b_in), w_dw, b_dw, padding=1, groups=w_dw.shape[0])
+                  for w_in, b_in, w_dw, b_dw in branches)
+        return F.conv2d(F.gelu(x1) * x2, w_out, b_out)
 
 
 class Attention(nn.Module):
-    """MDTA, multi-dconv-head transposed attention: (B, C, H, W) -> (B, C, H, W).
+    """MDTA, multi-dconv-head transposed attention: (B, C, H, W) -> (B, C, H, W), channels-last.
 
     Attention runs across channels, not pixels, so its cost is linear in H*W: per head, q and k are
     (C/heads, HW), L2-normalised along HW, and the (C/heads x C/heads) map is scaled by a learned
     per-head ``temperature`` before the softmax.
+
+    Computed on the channels-last qkv map seen as tokens (B, HW, 3C), without copying it: per head,
+    ``q_h^T k_h`` is one matrix product of two column slices, and normalising q and k is folded
+    into that small (C/heads)^2 product (divide by the outer product of their norms), which equals
+    normalising the (C/heads, HW) operands first.
     """
 
     def __init__(self, dim, num_heads, bias=False):
@@ -95,18 +185,26 @@ class Attention(nn.Module):
 
     def forward(self, x):
         b, c, h, w = x.shape
-        # (B, 3C, H, W) -> (B, 3, heads, C/heads, HW): one reshape, then q, k, v are views.
-        qkv = self.qkv_dwconv(self.qkv(x)).reshape(b, 3, self.num_heads, c // self.num_heads, h * w)
-        q, k, v = qkv.unbind(dim=1)
-        q = F.normalize(q, dim=-1)
-        k = F.normalize(k, dim=-1)
-        attn = (q @ k.transpose(-2, -1)) * self.temperature
-        out = attn.softmax(dim=-1) @ v  # (B, heads, C/heads, HW)
-        return self.project_out(out.reshape(b, c, h, w))
+        heads, ch = self.num_heads, c // self.num_heads
+        tokens = as_tokens(self.qkv_dwconv(self.qkv(channels_last(x))))  # (B, HW, 3C), a view
+        qk, v = tokens.split([2 * c, c], dim=-1)
+        # 1 / max(norm, 1e-12) as F.normalize, of every q and k channel over the pixels, accumulated
+        # in at least float32 (half precision would lose the sum; float64 stays float64), square + sum:
+        # ~3x faster than vector_norm over this strided axis.
+        acc_dtype = torch.promote_types(qk.dtype, torch.float32)
+        inv_norm = qk.square().sum(dim=1, dtype=acc_dtype).sqrt().clamp_min(1e-12).reciprocal()
+        q_scale, k_scale = inv_norm.view(b, 2, heads, ch).unbind(1)  # (B, heads, ch) each
+        qk = qk.split(ch, dim=-1)  # q of each head, then k of each head: (B, HW, ch) views
+        gram = torch.stack([qh.transpose(1, 2) @ kh for qh, kh in zip(qk[:heads], qk[heads:])], dim=1)
+        attn = (gram * (q_scale.unsqueeze(-1) * k_scale.unsqueeze(-2) * self.temperature)).softmax(dim=-1)
+        # out_h = attn_h @ v_h, written as tokens: v_h (HW, ch) @ attn_h^T
+        out = [vh @ ah.transpose(1, 2).to(vh.dtype) for vh, ah in zip(v.split(ch, dim=-1), attn.unbind(1))]
+        out = out[0] if heads == 1 else torch.cat(out, dim=-1)
+        return self.project_out(as_map(out, h, w))
 
 
 class TransformerBlock(nn.Module):
-    """x + MDTA(norm1(x)), then + GDFN(norm2(x)): (B, C, H, W) -> (B, C, H, W)."""
+    """x + MDTA(norm1(x)), then + GDFN(norm2(x)): (B, C, H, W) -> (B, C, H, W), channels-last."""
 
     def __init__(self, dim, num_heads, ffn_expansion_factor=2.66, bias=False, LayerNorm_type='WithBias'):  # noqa: N803
         super().__init__()
@@ -116,6 +214,7 @@ class TransformerBlock(nn.Module):
         self.ffn = FeedForward(dim, ffn_expansion_factor, bias)
 
     def forward(self, x):
+        x = channels_last(x)
         x = x + self.attn(self.norm1(x))
         return x + self.ffn(self.norm2(x))
 
@@ -135,7 +234,8 @@ class OverlapPatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_c, embed_dim, kernel_size=3, padding=1, bias=bias)
 
     def forward(self, x):
-        return self.proj(x)
+        # The networks run channels-last from here on: converting the 3-channel image is cheap.
+        return self.proj(channels_last(x))
 
 
 class Downsample(nn.Module):
@@ -162,11 +262,12 @@ class Upsample(nn.Module):
         return self.body(x)
 
 
-class RestormerEncoder:
+class RestormerEncoder(StageCheckpointing):
     """Restormer's encoder, shared by Restormer and PromptIR as a mixin of their ``nn.Module``.
 
     Its modules are attributes of the network itself (``patch_embed``, ``encoder_level1``,
-    ``down1_2``, ... ``latent``), so the official state-dict keys stay unchanged.
+    ``down1_2``, ... ``latent``), so the official state-dict keys stay unchanged. Each transformer
+    stage runs through :meth:`run_stage` (activation checkpointing when enabled).
     """
 
     def build_encoder(self, inp_channels, dim, num_blocks, heads, **stage):
@@ -185,8 +286,8 @@ class RestormerEncoder:
         """(B, in, H, W) -> embedded (B, d, H, W), enc1 (B, d, H, W), enc2 (B, 2d, H/2, W/2),
         enc3 (B, 4d, H/4, W/4), latent (B, 8d, H/8, W/8)."""
         embedded = self.patch_embed(x)
-        enc1 = self.encoder_level1(embedded)
-        enc2 = self.encoder_level2(self.down1_2(enc1))
-        enc3 = self.encoder_level3(self.down2_3(enc2))
-        latent = self.latent(self.down3_4(enc3))
+        enc1 = self.run_stage(self.encoder_level1, embedded)
+        enc2 = self.run_stage(self.encoder_level2, self.down1_2(enc1))
+        enc3 = self.run_stage(self.encoder_level3, self.down2_3(enc2))
+        latent = self.run_stage(self.latent, self.down3_4(enc3))
         return embedded, enc1, enc2, enc3, latent

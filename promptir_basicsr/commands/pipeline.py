@@ -41,7 +41,22 @@ def run_pipeline(argv, prog, description, is_train):
     else:
         from basicsr.test import test_pipeline
         test_pipeline(root_path)
+    _leave_process_group()
     return 0
+
+
+def _leave_process_group():
+    """Wait for every rank, then close the process group.
+
+    basicsr validates and saves on rank 0 only and never closes the group, so the other ranks reach the
+    end first and exit with gloo's threads still running: the C++ runtime then aborts that process
+    ("terminate called without an active exception") and torchrun kills rank 0 in the middle of its
+    last save. Leaving together, through a barrier, is the clean way out.
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def train(argv):

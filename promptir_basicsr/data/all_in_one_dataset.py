@@ -12,7 +12,8 @@ from torch.utils import data as data
 from ..option_schema import Key, dataset_keys
 from .degradations import build_pipeline
 from .pairing import build_pairing
-from .sources import SOURCE_OPTIONS, DatasetError, ImageReader, backend_of, collect_clean, collect_paired
+from .sources import (SOURCE_OPTIONS, DatasetError, ImageReader, backend_of, collect_clean, collect_paired,
+                      to_unit_float)
 from .transforms import AUGMENT_MODES, Augmenter, process_rng, random_crop_box
 
 #: The keys of one entry of ``sources``: an image source, its name and its share of the mix.
@@ -239,10 +240,10 @@ class AllInOneDataset(data.Dataset):
         """One sample (numpy crops turned into tensors) of a source's image."""
         s = self.sources[source_index]
         lq_name, gt_name = s.items[image_index]
-        gt_img = s.reader.read('gt', gt_name)
+        gt_img = s.reader.read('gt', gt_name, float32=False)  # crops become float
         gt_path = s.reader.path('gt', gt_name)
         if s.paired:
-            lq_img = s.reader.read('lq', lq_name)
+            lq_img = s.reader.read('lq', lq_name, float32=False)
             lq_path = s.reader.path('lq', lq_name)
             if lq_img.shape != gt_img.shape:
                 raise DatasetError(f'{s.where}: lq {lq_path} is {lq_img.shape[:2]} but its gt {gt_path} is '
@@ -260,9 +261,9 @@ class AllInOneDataset(data.Dataset):
             top, left = random_crop_box(h, w, self.gt_size, rng)
             box = (slice(top, top + self.gt_size), slice(left, left + self.gt_size))
             drawn = self.augmenter.draw(rng)
-            gt = Augmenter.apply(gt_img[box], drawn)
+            gt = to_unit_float(Augmenter.apply(gt_img[box], drawn))
             if s.paired:
-                lq = Augmenter.apply(lq_img[box], drawn)
+                lq = to_unit_float(Augmenter.apply(lq_img[box], drawn))
             else:
                 lq = s.pipeline.apply(gt, rng, resolved)
             lq_t, gt_t = img2tensor([lq, gt], bgr2rgb=False, float32=True)

@@ -227,8 +227,14 @@ class ImageReader:
             self._pid = os.getpid()
         return self._client
 
-    def read(self, key, name):
-        """The image as float32 HxWx3 RGB in [0, 1]."""
+    def read(self, key, name, float32=True):
+        """The image as HxWx3 RGB, decoded as basicsr decodes it (8-bit colour): float32 in [0, 1],
+        or with ``float32=False`` the uint8 values.
+
+        A training sample uses a crop: reading uint8 and converting only the crop
+        (:func:`to_unit_float`) gives the same numbers for a fraction of the work (the full-image
+        float conversion was a third of a sample's time).
+        """
         location = f'{self.roots[key]}/{lmdb_key(name)} (LMDB key of {name})' if self.is_lmdb \
             else osp.join(self.roots[key], name)
         try:
@@ -239,7 +245,7 @@ class ImageReader:
             raise DatasetError(f'{self.where}: {key} image {location} is missing from the LMDB; rebuild it '
                                'with scripts/create_lmdb.py')
         try:
-            img = imfrombytes(content, float32=True)
+            img = imfrombytes(content, float32=float32)
         except Exception as err:  # noqa: BLE001
             img = None
         if img is None:
@@ -248,3 +254,8 @@ class ImageReader:
         if img.ndim == 2:
             img = np.repeat(img[..., None], 3, axis=2)
         return np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+
+
+def to_unit_float(img):
+    """uint8 image -> float32 in [0, 1], exactly as basicsr's ``imfrombytes(..., float32=True)``."""
+    return img.astype(np.float32) / 255.

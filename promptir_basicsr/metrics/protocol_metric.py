@@ -18,22 +18,21 @@ In an option file::
         ssim: {type: calculate_ssim_protocol}
 
 A model that is not ours gives uint8 images: these functions detect an integer dtype and divide
-by 255 (a BGR image would then need ``input_order: BGR``; the values are the same for PSNR).
+by 255. Such images are BGR, which changes neither value: PSNR is over all pixels and channels, and
+SSIM is the mean of the per-channel SSIMs.
 """
 import numpy as np
 from basicsr.utils.registry import METRIC_REGISTRY
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 
-def _as_float_rgb(img, input_order='RGB'):
+def _as_float(img):
     img = np.asarray(img)
     if np.issubdtype(img.dtype, np.integer):
         img = img.astype(np.float32) / 255.
     img = np.clip(img, 0, 1)
     if img.ndim == 2:
         img = img[..., None]
-    if input_order == 'BGR':
-        img = img[..., ::-1]
     return img
 
 
@@ -43,18 +42,18 @@ def _check(img, img2):
 
 
 @METRIC_REGISTRY.register()
-def calculate_psnr_protocol(img, img2, input_order='RGB', **kwargs):
+def calculate_psnr_protocol(img, img2, **kwargs):
     """PSNR (dB) of ``img`` against ``img2`` (float RGB in [0, 1], H x W x C), data range 1."""
-    img, img2 = _as_float_rgb(img, input_order), _as_float_rgb(img2, input_order)
+    img, img2 = _as_float(img), _as_float(img2)
     _check(img, img2)
     return float(peak_signal_noise_ratio(img2, img, data_range=1))
 
 
 @METRIC_REGISTRY.register()
-def calculate_ssim_protocol(img, img2, input_order='RGB', **kwargs):
+def calculate_ssim_protocol(img, img2, **kwargs):
     """SSIM of ``img`` against ``img2`` (float RGB in [0, 1], H x W x C): skimage defaults
     (7x7 uniform window), ``data_range=1``, ``channel_axis=-1``."""
-    img, img2 = _as_float_rgb(img, input_order), _as_float_rgb(img2, input_order)
+    img, img2 = _as_float(img), _as_float(img2)
     _check(img, img2)
     return float(structural_similarity(img2, img, data_range=1, channel_axis=-1))
 

@@ -19,10 +19,14 @@ Only what differs from ``SRModel`` is overridden. Option keys (besides basicsr's
                                      ``mini_batch_sizes[j]`` random samples and crops one random
                                      ``gt_sizes[j]`` window from all of them, as Restormer's train.py.
                                      After the last phase, the last phase's values stay.
-    amp: false                       mixed precision on CUDA: true/float16 or bfloat16; ignored (with
-                                     a warning) on the CPU
-    channels_last: false             channels-last memory format for the network and its inputs
-top level:
+    grad_checkpoint: false           activation checkpointing per network stage: about a third of the
+                                     activation memory for one extra forward per step
+top level (speed and memory of the network in training, validation and test; see
+``utils/acceleration.py``):
+    amp: false                       mixed precision: bf16 | fp16 (fp16 with a GradScaler); CPU too
+    channels_last: false             channels-last memory for the network's 4-D weights and its inputs
+    compile: false                   torch.compile the network (true, or a mapping of torch.compile
+                                     arguments); falls back to eager with a warning if compiling fails
     cpu_threads: ~                   torch's intra-op threads when running on the CPU (num_gpu 0)
 ``val:``
     pad_to_multiple: 8               inputs are reflect-padded to this multiple and the output cropped
@@ -65,7 +69,7 @@ from basicsr.utils.registry import METRIC_REGISTRY, MODEL_REGISTRY
 from tqdm import tqdm
 
 from ..option_schema import Key
-from ..utils import results_table
+from ..utils import acceleration, results_table
 from ..utils.tiling import tiled_forward
 from ..visual.grids import ValidationGrid
 from .schedulers import build_optimizer, build_scheduler
@@ -122,9 +126,10 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
 
     #: the option keys this model reads, per section; checked before a run (``promptir_basicsr.option_schema``)
     OPTIONS = {
-        '': {'cpu_threads': Key(int, None)},
-        'train': {**{key: Key(list, None) for key in _PROGRESSIVE_KEYS}, 'amp': Key(bool, str),
-                  'channels_last': Key(bool), 'grad_clip': Key(float, None), 'use_grad_clip': Key(bool)},
+        '': {'cpu_threads': Key(int, None), 'channels_last': Key(bool), 'compile': Key(bool, dict, None),
+             'amp': Key(bool, str, None, choices=(False, None, *acceleration.AMP_DTYPES))},
+        'train': {**{key: Key(list, None) for key in _PROGRESSIVE_KEYS}, 'grad_checkpoint': Key(bool),
+                  'grad_clip': Key(float, None), 'use_grad_clip': Key(bool)},
         'datasets:train': {key: Key(list, None) for key in _PROGRESSIVE_KEYS},  # where Restormer's files keep them
         'val': {'tile_size': Key(int, None), 'tile_overlap': Key(int), 'pad_to_multiple': Key(int),
                 'input_metrics': Key(bool), 'table_name': Key(str, None),
@@ -166,14 +171,15 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
         self.results_by_set = OrderedDict()
         self.input_results_by_set = OrderedDict()
         self._last_validation = {}
-        self.channels_last = bool((opt.get('train') or {}).get('channels_last', False))
+        self.amp_dtype = acceleration.parse_amp(opt.get('amp'))
+        self.channels_last = bool(opt.get('channels_last', False))
+        self.compile_options = acceleration.compile_options(opt.get('compile'))
+        self.grad_checkpoint = bool(opt['is_train'] and (opt.get('train') or {}).get('grad_checkpoint', False))
         if opt.get('cpu_threads') and opt.get('num_gpu', 0) == 0:
             # On a shared CPU, several intra-op threads that wait on each other can be 10-20x slower
             # than one; the demo files ask for 1.
             torch.set_num_threads(int(opt['cpu_threads']))
         super().__init__(opt)
-        if self.channels_last:
-            self.net_g = self.net_g.to(memory_format=torch.channels_last)
 
     # ---- training setup ----------------------------------------------------------------------
     def init_training_settings(self):
@@ -184,14 +190,25 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
         if self.grad_clip is None and train_opt.get('use_grad_clip'):
             self.grad_clip = 0.01  # Restormer's clip_grad_norm_(..., 0.01)
         self.progressive = self._progressive_schedule()
-        amp = train_opt.get('amp', False)
-        self.use_amp = bool(amp)
-        if self.use_amp and self.device.type != 'cuda':
-            get_root_logger().warning('train.amp is ignored on the CPU (mixed precision needs CUDA).')
-            self.use_amp = False
-        self.amp_dtype = torch.bfloat16 if amp == 'bfloat16' else torch.float16
-        self.grad_scaler = torch.amp.GradScaler('cuda') if self.use_amp and self.amp_dtype == torch.float16 else None
+        self.grad_scaler = acceleration.grad_scaler(self.device, self.amp_dtype)
         super().init_training_settings()
+        if hasattr(self, 'net_g_ema'):  # basicsr builds it without model_to_device
+            self.prepare_network(self.net_g_ema, training=False)
+
+    def prepare_network(self, net, training):
+        """The speed options on the bare network: channels-last weights, checkpointing (``training``
+        only), compile last (it captures the network as it then is)."""
+        if self.channels_last:
+            acceleration.to_channels_last(net)
+        if training and self.grad_checkpoint:
+            acceleration.enable_grad_checkpoint(net, 'train:grad_checkpoint')
+        if self.compile_options is not None:
+            acceleration.compile_network(net, self.compile_options)
+        return net
+
+    def model_to_device(self, net):
+        """basicsr's (device, then DDP when distributed), with the speed options applied before DDP."""
+        return super().model_to_device(self.prepare_network(net.to(self.device), training=self.is_train))
 
     def _progressive_schedule(self):
         source = self.opt['train']
@@ -206,9 +223,6 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
         logger = get_root_logger()
         logger.info(f'Progressive training: mini_batch_sizes {sizes}, iters {iters}, gt_sizes {gt_sizes}')
         return {'mini_batch_sizes': sizes, 'ends': np.cumsum(iters).tolist(), 'gt_sizes': gt_sizes}
-
-    def get_optimizer(self, optim_type, params, lr, **kwargs):
-        return build_optimizer(params, dict(type=optim_type, lr=lr, **kwargs))
 
     def optimized_parameters(self):
         """The parameters the optimizer gets (trainable ones); the others are summarised in one log line."""
@@ -285,7 +299,7 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
 
     # ---- one iteration -------------------------------------------------------------------------
     def _autocast(self):
-        return torch.autocast('cuda', dtype=self.amp_dtype, enabled=self.use_amp)
+        return acceleration.autocast(self.device, self.amp_dtype)
 
     def compute_losses(self, output, target):
         """SRModel's pixel + perceptual losses: (total, OrderedDict of logged terms)."""
@@ -374,8 +388,8 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
         net = self.inference_net()
         was_training = net.training
         net.eval()
-        with torch.no_grad():
-            self.output = self.restore(net, self.lq)
+        with torch.no_grad(), self._autocast():
+            self.output = self.restore(net, self.lq).float()
         if was_training and not hasattr(self, 'net_g_ema'):
             net.train()
 

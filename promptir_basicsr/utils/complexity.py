@@ -4,10 +4,14 @@ MACs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (convolutions, 
 depth-wise ones included, and matrix products such as MDTA's attention), halved: one MAC is one
 multiply and one add. Element-wise ops, norms, softmax and interpolation are not counted, the usual
 convention of the papers' GMAC figures; this reproduces the published numbers exactly: PromptIR
-43.18 GMACs at 128x128 and 172.71 at 256x256, Restormer 154.88 at 256x256.
+43.18 GMACs at 128x128 and 172.71 at 256x256, Restormer 154.88 at 256x256. The count is the
+architecture's: the zero channels our feed-forward blocks add for speed
+(``restormer_blocks.exact_widths``) are left out while counting.
 """
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+from ..archs.restormer_blocks import exact_widths
 
 
 def count_parameters(net, trainable_only=False):
@@ -22,7 +26,7 @@ def count_macs(net, input_shape=(1, 3, 256, 256)):
     was_training = net.training
     net.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), exact_widths(), FlopCounterMode(display=False) as counter:
             net(x)
     finally:
         net.train(was_training)

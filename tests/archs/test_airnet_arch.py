@@ -95,3 +95,19 @@ def test_deformable_conv_offset_layout_is_dy_dx_pairs():
     shifted = F.pad(x[..., 1:], (0, 1))  # shifted[..., w] = x[..., w + 1]
     expected = F.conv2d(shifted, dcn.weight, padding=1)
     torch.testing.assert_close(dcn(x, inter)[..., 1:-1], expected[..., 1:-1], rtol=1e-4, atol=1e-5)
+
+
+def test_official_moco_constants_and_initial_state():
+    """Guards AirNet's official MoCo settings (momentum 0.999, temperature 0.07), the unit-norm columns of
+    the initial queue, and the deformable convolution's initial weights (uniform in +-1/sqrt(C*k*k), as
+    DCN_layer.reset_parameters) with a zero offset/mask predictor."""
+    torch.manual_seed(0)
+    net = AirNet(**TINY_AIRNET)
+    assert net.E.E.m == 0.999 and net.E.E.T == 0.07
+    torch.testing.assert_close(net.E.E.queue.norm(dim=0), torch.ones(12))
+    dcn = DCNLayer(16)
+    bound = 1 / (16 * 9) ** 0.5
+    assert dcn.weight.shape == (16, 16, 3, 3)
+    weight = dcn.weight.detach()
+    assert -bound <= float(weight.min()) < -0.95 * bound and 0.95 * bound < float(weight.max()) <= bound
+    assert not dcn.conv_offset_mask.weight.any() and not dcn.conv_offset_mask.bias.any()

@@ -17,7 +17,10 @@ def reference_channel_norm(x, weight, bias):
 
 
 @pytest.mark.parametrize('norm_type', ['WithBias', 'BiasFree'])
-def test_fused_layer_norm_matches_reference_formula(norm_type):
+@pytest.mark.parametrize('std', [3.0, 0.003])
+def test_fused_layer_norm_matches_reference_formula(norm_type, std):
+    """Guards the official eps (1e-5) and the biased variance: at std 0.003 the per-pixel variance
+    (~1e-5) is the size of eps, so eps 1e-6 changes the output by ~30% (at std 3 it is invisible)."""
     torch.manual_seed(0)
     norm = LayerNorm(6, norm_type)
     with torch.no_grad():
@@ -25,7 +28,7 @@ def test_fused_layer_norm_matches_reference_formula(norm_type):
         if norm.body.bias is not None:
             norm.body.bias.normal_()
     # A non-zero mean per pixel, so BiasFree's "no centring" actually matters.
-    x = (torch.randn(2, 6, 5, 7) * 3 + 2).requires_grad_()
+    x = (torch.randn(2, 6, 5, 7) * std + 2 * std / 3).requires_grad_()
     x_ref = x.detach().clone().requires_grad_()
     out = norm(x)
     ref = reference_channel_norm(x_ref, norm.body.weight, norm.body.bias)

@@ -26,21 +26,35 @@ def test_repeat_mix_over_an_epoch(mix_tree):
     assert all(per_image[(0, j)] == 3 for j in range(4)) and all(per_image[(1, j)] == 2 for j in range(3))
 
 
-def test_weight_mix_over_an_epoch(mix_tree):
-    opt = mix_options(mix_tree, samples_per_epoch=50)
-    for source, weight in zip(opt['sources'], (0.5, 0.3, 0.2)):
+def _weighted(tree, weights, samples=None):
+    opt = mix_options(tree) if samples is None else mix_options(tree, samples_per_epoch=samples)
+    for source, weight in zip(opt['sources'], weights):
         source.pop('repeat')
         source['weight'] = weight
-    ds = build(opt)
+    return build(opt)
+
+
+def test_weight_mix_over_an_epoch(mix_tree):
+    ds = _weighted(mix_tree, (0.5, 0.3, 0.2), samples=50)
     assert len(ds) == 50
     counts = collections.Counter(int(ds[i]['deg_index']) for i in range(len(ds)))
     assert counts == {0: 25, 1: 15, 2: 10}
-    # default epoch length: the number of images; largest remainder keeps the total exact
-    opt.pop('samples_per_epoch')
-    for source, weight in zip(opt['sources'], (1, 1, 1)):
-        source['weight'] = weight
-    ds = build(opt)
-    assert len(ds) == 11 and sorted(ds.counts) == [3, 4, 4]
+
+
+def test_weight_mix_gives_the_leftover_samples_to_the_largest_remainders(mix_tree):
+    """Guards the largest-remainder rounding: weights 5:3:2 of 7 samples are exactly 3.5, 2.1, 1.4;
+    the floors 3, 2, 1 leave one sample, which goes to the largest remainder (0.5, source 0) -> 4, 2, 1.
+    Giving it to the smallest (0.1) would make 3, 3, 1; equal weights never have distinct remainders."""
+    ds = _weighted(mix_tree, (5, 3, 2), samples=7)
+    assert ds.counts == [4, 2, 1] and len(ds) == 7
+    assert collections.Counter(int(ds[i]['deg_index']) for i in range(7)) == {0: 4, 1: 2, 2: 1}
+    # two leftovers: 2:5:3 of 9 is 1.8, 4.5, 2.7 -> floors 1, 4, 2 (7), the remainders 0.8 and 0.7 win
+    assert _weighted(mix_tree, (2, 5, 3), samples=9).counts == [2, 4, 3]
+    # default epoch length: the number of images (4 + 3 + 4 = 11); 1:1:1 is 3.67 each -> 4, 4, 3
+    assert _weighted(mix_tree, (1, 1, 1)).counts == [4, 4, 3]
+    # a zero weight gets nothing, and its index range is skipped
+    ds = _weighted(mix_tree, (1, 0, 1), samples=4)
+    assert ds.counts == [2, 0, 2] and [ds.source_of_index(i)[0] for i in range(4)] == [0, 0, 2, 2]
 
 
 def test_sample_contents(mix_tree):
@@ -175,3 +189,138 @@ def test_paired_sources_in_subfolders(tmp_path):
     ds = build({'name': 'x', 'phase': 'train', 'gt_size': 16, 'sources': [
         {'name': 'p', 'dataroot_lq': lq, 'dataroot_gt': gt}]})
     assert len(ds) == 2 and ds[1]['lq_path'].endswith('y/a.png')
+
+
+def test_index_bounds_and_a_single_source_per_item(mix_tree):
+    """Guards __getitem__'s bounds (DataLoader samplers rely on IndexError past the end) and one_per_source
+    with a single source (the stacking must not assume a second one)."""
+    ds = build(mix_options(mix_tree))
+    for bad in (len(ds), len(ds) + 3, -1):
+        with pytest.raises(IndexError):
+            ds[bad]
+    opt = mix_options(mix_tree, one_per_source=True)
+    opt['sources'] = opt['sources'][:1]
+    single = build(opt)
+    item = single[len(single) - 1]
+    assert item['lq'].shape == (1, 3, 16, 16) and item['deg_index'].tolist() == [0] and item['deg_name'] == ['noise25']
+    with pytest.raises(IndexError):
+        single[len(single)]
+
+
+def _same_pair_options(tmp_path, **extra):
+    """One paired source whose lq equals gt (a 16 x 16 image, gt_size 16: only the flips vary)."""
+    write_tree(tmp_path / 'gt', ['a.png'], size=(16, 16), seed=9)
+    write_tree(tmp_path / 'lq', ['a.png'], size=(16, 16), seed=9)
+    opt = {'name': 'x', 'phase': 'train', 'gt_size': 16, 'sources': [
+        {'name': 'same', 'dataroot_lq': str(tmp_path / 'lq'), 'dataroot_gt': str(tmp_path / 'gt'), 'repeat': 80}]}
+    opt.update(extra)
+    return opt
+
+
+@pytest.mark.parametrize('flags, distinct', [({}, 8), ({'use_hflip': False}, 4), ({'use_rot': False}, 2)])
+def test_basicsr_augment_follows_use_hflip_and_use_rot(tmp_path, flags, distinct):
+    """Guards the defaults of use_hflip/use_rot (true) for `augment: basicsr`: hflip, vflip and transpose
+    give all 8 orientations; without hflip 4, without rotations 2 (80 draws miss one with p < 1e-3)."""
+    ds = build(_same_pair_options(tmp_path, augment='basicsr', **flags))
+    seen = {ds[i]['gt'].numpy().tobytes() for i in range(len(ds))}
+    assert len(seen) == distinct
+
+
+def test_both_crops_use_the_same_drawn_degradation(tmp_path):
+    """Guards num_crops 2 on clean sources: the degradation parameters are drawn once per sample, so lq
+    and lq2 carry the same ones (AirNet's query and key show one degradation)."""
+    from promptir_basicsr.data.degradations import DEGRADATION_REGISTRY
+    if 'test_level_op' not in DEGRADATION_REGISTRY:
+        @DEGRADATION_REGISTRY.register()
+        def test_level_op(img, rng, level=0.5):
+            return np.full_like(img, level)
+    write_tree(tmp_path / 'gt', ['a.png', 'b.png'], size=(24, 24))
+    ds = build({'name': 'x', 'phase': 'train', 'gt_size': 16, 'num_crops': 2, 'sources': [
+        {'name': 'levels', 'dataroot_gt': str(tmp_path / 'gt'), 'repeat': 10,
+         'degradation': [{'type': 'test_level_op', 'level': [0.0, 1.0]}]}]})
+    levels = []
+    for i in range(len(ds)):
+        s = ds[i]
+        assert torch.equal(s['lq'], s['lq2'])
+        levels.append(float(s['lq'][0, 0, 0]))
+    assert len(set(levels)) == len(levels)  # drawn anew for every sample
+
+
+def test_repeat_mode_walks_each_source_from_its_first_image(mix_tree):
+    """Guards the image index of repeat mode: a source's k-th index is its image k % images."""
+    opt = mix_options(mix_tree)
+    opt['sources'][0]['repeat'] = 1  # noise: 4 indices, so rain starts at 4 (not a multiple of its 3 images)
+    ds = build(opt)
+    assert [ds.source_of_index(i) for i in range(4, 11)] == [(1, 0), (1, 1), (1, 2), (1, 0), (1, 1), (1, 2), (2, 0)]
+    weighted = _weighted(mix_tree, (1, 1, 1), samples=6)
+    assert all(weighted.source_of_index(i)[1] is None for i in range(6))  # weight mode: drawn at random
+
+
+def test_option_values_are_checked(mix_tree):
+    """Guards the checks of gt_size, scale, samples_per_epoch, weights, repeat/weight values and names."""
+    def refused(match, **extra):
+        with pytest.raises(ValueError, match=match):
+            build(mix_options(mix_tree, **extra))
+
+    refused(r'gt_size: a positive integer patch size is required, got 0', gt_size=0)
+    assert len(build(mix_options(mix_tree, gt_size=1))) == 22  # 1 is a valid patch size
+    refused(r'scale must be 1 for restoration \(got 2\)', scale=2)
+    for samples in (0, 2.5):
+        with pytest.raises(ValueError, match=r'samples_per_epoch: a positive integer'):
+            _weighted(mix_tree, (1, 1, 1), samples=samples)
+    assert len(_weighted(mix_tree, (1, 1, 1), samples=1)) == 1
+    with pytest.raises(ValueError, match='the weights sum to 0'):
+        _weighted(mix_tree, (0, 0, 0))
+    for key, value, match in (('repeat', -1, r'repeat: must be an integer >= 0, got -1'),
+                              ('repeat', 1.5, r'repeat: must be an integer >= 0, got 1.5'),
+                              ('weight', -0.5, r'weight: must be a number >= 0, got -0.5'),
+                              ('weight', 'a', r"weight: must be a number >= 0, got 'a'")):
+        opt = mix_options(mix_tree)
+        opt['sources'][1].pop('repeat')
+        opt['sources'][1][key] = value
+        with pytest.raises(ValueError, match=match):
+            build(opt)
+    opt = mix_options(mix_tree)
+    opt['sources'][1]['weight'] = 1
+    with pytest.raises(ValueError, match=r'sources\[1\] \(rain\): give `repeat` or `weight`, not both'):
+        build(opt)
+    opt = mix_options(mix_tree)
+    opt['sources'][2].pop('name')
+    with pytest.raises(ValueError, match=r'sources\[2\] \(\?\): each source must be a mapping with a `name`'):
+        build(opt)
+
+
+@pytest.fixture
+def basicsr_log(caplog):
+    """The INFO messages of basicsr's logger (it does not propagate to the root logger)."""
+    import logging
+    logger = logging.getLogger('basicsr')
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(caplog.handler)
+    yield lambda: [r.getMessage() for r in caplog.records if r.name == 'basicsr']
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(level)
+
+
+def test_the_source_table_logged_at_start(mix_tree, basicsr_log):
+    """Guards the table the README promises at start: one aligned row per source with its kind, images
+    found, share and samples per epoch, in each of the three modes."""
+    build(mix_options(mix_tree))
+    ds = _weighted(mix_tree, (5, 3, 2), samples=7)
+    build(mix_options(mix_tree, one_per_source=True))
+    repeat, weight, stacked = (m.splitlines() for m in basicsr_log()[-3:])
+    assert repeat[0] == ('AllInOneDataset mix: 22 samples per epoch (mode: repeat), gt_size 16, augment official7, '
+                         'num_crops 1')
+    assert [c.strip() for c in repeat[1].split('|')] == ['#', 'source', 'kind', 'images found', 'repeat/weight',
+                                                          'samples per epoch']
+    assert set(repeat[2]) == {'-', '+'} and len({len(line) for line in repeat[1:]}) == 1  # aligned columns
+    assert [c.strip() for c in repeat[3].split('|')] == ['0', 'noise25', 'clean + gaussian_noise_uint8_sigma25', '4',
+                                                          'repeat 3', '12']
+    assert [c.strip() for c in repeat[5].split('|')][3:] == ['4', 'repeat 1', '4']
+    assert repeat[3].startswith('0 | noise25 | clean')  # left-aligned
+    assert weight[0].startswith('AllInOneDataset mix: 7 samples per epoch (mode: weight)')
+    assert [c.strip() for c in weight[4].split('|')][3:] == ['3', 'weight 3', str(ds.counts[1])]
+    assert stacked[0].startswith('AllInOneDataset mix: 4 samples per epoch (one_per_source: each item stacks 3 '
+                                 'samples)')
+    assert [c.strip() for c in stacked[3].split('|')][3:] == ['4', '-', '4']

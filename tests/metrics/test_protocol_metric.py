@@ -30,6 +30,31 @@ def test_not_quantised_and_registered():
     assert calculate_metric({'img': out, 'img2': gt, 'extra': 1}, {'type': 'calculate_psnr_protocol'}) == \
         pytest.approx(calculate_psnr_protocol(out, gt))
     assert calculate_psnr_protocol.input_format == 'float_rgb'
-    # uint8 input (a model that is not ours) is scaled to [0, 1]
-    u8 = (gt * 255).round().astype(np.uint8)
-    assert calculate_psnr_protocol(u8, u8) == np.inf or calculate_psnr_protocol(u8, u8) > 100
+
+
+def test_uint8_images_are_divided_by_255():
+    """Guards the uint8 path (a model that is not ours passes basicsr's uint8 images): a constant offset
+    of 10 grey levels is exactly 20*log10(255/10) dB. Without the division both images clip to 1 and the
+    PSNR is infinite; comparing an image with itself could never tell."""
+    gt = np.random.default_rng(1).integers(20, 200, (16, 12, 3)).astype(np.uint8)
+    assert calculate_psnr_protocol(gt + 10, gt) == pytest.approx(20 * np.log10(255 / 10), abs=1e-4)
+    # the same pair as floats gives the same value; grey (H, W) images work too
+    assert calculate_psnr_protocol((gt + 10) / 255., gt / 255.) == pytest.approx(20 * np.log10(255 / 10), abs=1e-4)
+    assert calculate_psnr_protocol(gt[..., 0] + 10, gt[..., 0]) == pytest.approx(20 * np.log10(255 / 10), abs=1e-4)
+    expected_ssim = structural_similarity(gt / 255., (gt + 10) / 255., data_range=1, channel_axis=-1)
+    assert calculate_ssim_protocol(gt + 10, gt) == pytest.approx(expected_ssim, abs=1e-6)
+    assert expected_ssim < 0.999  # an offset lowers SSIM (its luminance term) at data range 1, not at 255
+
+
+def test_output_is_clamped_before_the_metric():
+    """Guards the clamp of the output to [0, 1]: out-of-range values must count as 0 or 1."""
+    gt = np.full((8, 8, 3), 0.9)
+    out = np.full((8, 8, 3), 1.4)  # clamped to 1.0: error 0.1, 20 dB (unclamped: 0.5, 6.02 dB)
+    assert calculate_psnr_protocol(out, gt) == pytest.approx(20.0)
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match='shapes differ'):
+        calculate_psnr_protocol(np.zeros((8, 8, 3)), np.zeros((8, 9, 3)))
+    with pytest.raises(ValueError, match='shapes differ'):
+        calculate_ssim_protocol(np.zeros((8, 8, 3)), np.zeros((8, 9, 3)))

@@ -146,11 +146,31 @@ def test_test_mode_writes_results_table(tiny_opt, tmp_path):
     assert '| Method | setA | setB | Average |' in md and 'PSNR/SSIM' in md
 
 
-def test_amp_and_channels_last_do_not_break_cpu(tiny_opt):
-    model = build(tiny_opt(train={'amp': True, 'channels_last': True}))
-    assert model.use_amp is False  # CUDA only
-    _step(model, _batch(), 1)
-    assert model.lq.is_contiguous(memory_format=torch.channels_last)
-    model.feed_data({'lq': torch.rand(1, 3, 12, 12)})
-    model.test()
-    assert model.output.shape == (1, 3, 12, 12)
+def _spy_forward(model):
+    seen = []
+    original = model.net_g.forward
+    model.net_g.forward = lambda x: (seen.append(tuple(x.shape)), original(x))[1]
+    return seen
+
+
+def test_val_tile_size_restores_tile_by_tile_through_the_model(tiny_opt):
+    """Guards `val: tile_size`/`tile_overlap` reaching the tiling helper from AllInOneModel.test(): the
+    network sees only 16 px tiles, and the stitched image equals the untiled one (the test net's
+    receptive field radius, 2, fits in half the overlap); without overlap the seams show."""
+    lq = torch.rand(1, 3, 37, 45)  # padded to 40 x 48: 4 x 5 tiles at stride 8
+    outputs = {}
+    for name, val in (('whole', {}), ('tiled', {'tile_size': 16, 'tile_overlap': 8}),
+                      ('no_overlap', {'tile_size': 16, 'tile_overlap': 0})):
+        torch.manual_seed(0)  # the same weights in the three models
+        model = build(tiny_opt(is_train=False, val=dict(val, metrics={})))
+        seen = _spy_forward(model)
+        model.feed_data({'lq': lq})
+        model.test()
+        outputs[name] = model.output
+        assert model.output.shape == (1, 3, 37, 45)
+        if name == 'whole':
+            assert seen == [(1, 3, 40, 48)]
+        else:
+            assert seen == [(1, 3, 16, 16)] * (4 * 5 if name == 'tiled' else 3 * 3)
+    torch.testing.assert_close(outputs['tiled'], outputs['whole'], rtol=0, atol=1e-6)
+    assert (outputs['no_overlap'] - outputs['whole']).abs().max() > 1e-3

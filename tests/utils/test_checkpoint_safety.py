@@ -77,3 +77,68 @@ def test_strict_load_of_a_mismatching_checkpoint_lists_the_keys(tmp_path):
     assert 'unexpected in the file (1): 2.weight' in msg
     assert 'shape mismatches (1): 1.weight (3, 2) vs network (3, 4, 1, 1)' in msg
     assert 'basicsr convert' in msg and 'strict_load_g: false' in msg
+
+
+def test_atomic_save_fsyncs_the_complete_file_before_the_rename(tmp_path, monkeypatch):
+    """Guards the fsync: without it, after a power loss the rename can be on disk while the data is
+    not, leaving an empty or truncated file under the final name."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        info = os.fstat(fd)
+        events.append(('fsync', info.st_ino, info.st_size))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(('replace', os.stat(src).st_ino, os.path.basename(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, 'fsync', fsync)
+    monkeypatch.setattr(os, 'replace', replace)
+    atomic_save({'w': torch.arange(1000.)}, tmp_path / 'net.pth')
+    final = os.stat(tmp_path / 'net.pth')
+    assert [e[0] for e in events] == ['fsync', 'replace']
+    # the file synced is the one renamed, already complete (same inode, final size)
+    assert events[0][1:] == (final.st_ino, final.st_size) and events[1][1:] == (final.st_ino, 'net.pth')
+
+
+def test_atomic_save_writes_a_hidden_tmp_file_beside_the_target_and_passes_save_options(tmp_path, monkeypatch):
+    """Guards the temporary name ('.<name>.<random>.tmp' in the target's folder: never matched by a scan
+    for *.pth / *.state, and renamed within one file system) and the forwarding of torch.save's options."""
+    import zipfile
+    names = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        names.append(src)
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, 'replace', spy)
+    atomic_save({'w': torch.ones(1)}, tmp_path / 'sub' / 'net_g_5.pth')
+    folder, name = os.path.split(names[0])
+    assert folder == str(tmp_path / 'sub') and name.startswith('.net_g_5.pth.') and name.endswith('.tmp')
+    atomic_save({'w': torch.ones(1)}, tmp_path / 'legacy_kw.pth', _use_new_zipfile_serialization=False)
+    atomic_save({'w': torch.ones(1)}, tmp_path / 'legacy_pos.pth', pickle, 2, False)
+    for path in (tmp_path / 'legacy_kw.pth', tmp_path / 'legacy_pos.pth'):
+        assert not zipfile.is_zipfile(path) and torch.equal(load_checkpoint(path)['w'], torch.ones(1))
+    assert zipfile.is_zipfile(tmp_path / 'sub' / 'net_g_5.pth')
+
+
+def test_atomic_text_and_bytes_writes_and_their_file_mode(tmp_path):
+    """Guards atomic_write_text/atomic_write_bytes (results tables, images) and the mode of every atomic
+    file: what open() would give (0o666 less the umask), not mkstemp's private 0o600 (found by mutation
+    testing)."""
+    from promptir_basicsr.utils.checkpoints import atomic_write_bytes, atomic_write_text
+    old_umask = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / 'table.md', 'PSNR 30.00 dB, \u00b5 = 1\n')
+        atomic_write_bytes(tmp_path / 'img.bin', b'\x00\xffpng')
+        atomic_save({'w': torch.ones(1)}, tmp_path / 'w.pth')
+    finally:
+        os.umask(old_umask)
+    assert (tmp_path / 'table.md').read_text(encoding='utf-8') == 'PSNR 30.00 dB, \u00b5 = 1\n'
+    assert (tmp_path / 'img.bin').read_bytes() == b'\x00\xffpng'
+    for name in ('table.md', 'img.bin', 'w.pth'):
+        assert os.stat(tmp_path / name).st_mode & 0o777 == 0o640, name
+    assert sorted(os.listdir(tmp_path)) == ['img.bin', 'table.md', 'w.pth']  # no temporary file left

@@ -98,3 +98,13 @@ def test_no_padding_op_when_already_multiple(monkeypatch):
 
     monkeypatch.setattr(tiling.F, 'pad', forbidden)
     pad_to_multiple(torch.rand(1, 3, 32, 48), 8)
+
+
+def test_pad_equal_to_the_side_replicates():
+    """Guards the reflect/replicate switch at its edge: reflect needs pad < side, so H = 4 padded by 4
+    (to 8) must replicate, while H = 5 padded by 3 reflects (found by mutation testing)."""
+    x = torch.arange(16.).view(1, 1, 4, 4)
+    padded, _ = pad_to_multiple(x, 8)
+    assert padded.shape[-2:] == (8, 8) and torch.equal(padded[0, 0, 7, :4], x[0, 0, 3])
+    five, _ = pad_to_multiple(torch.arange(40.).view(1, 1, 5, 8), 8)
+    assert torch.equal(five[0, 0, 5], torch.arange(24., 32.))  # row 5 reflects row 3

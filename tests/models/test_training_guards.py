@@ -1,0 +1,71 @@
+"""TrainingGuardsMixin inside AllInOneModel: non-finite weights are never saved, ``nan_max_skips`` bounds
+the skipped steps, ``deterministic: true`` switches torch to deterministic algorithms."""
+import os
+
+import pytest
+import torch
+
+from model_test_helpers import build
+from promptir_basicsr.models.training_guards import NonFiniteLossError, configure_determinism
+
+NAN = torch.tensor(float('nan'))
+
+
+def test_non_finite_weights_are_never_written_over_good_checkpoints(tiny_opt, tmp_path):
+    """Guards the refusal in save(): a NaN weight must not replace the last good net_g/state files."""
+    model = build(tiny_opt())
+    model.save(0, 5)
+    model.save(0, -1)  # the end of a run: net_g_latest.pth
+    good = {name: (tmp_path / sub / name).read_bytes() for sub, name in
+            (('models', 'net_g_5.pth'), ('models', 'net_g_latest.pth'), ('training_states', '5.state'))}
+    with torch.no_grad():
+        model.net_g.body[0].weight[0, 0, 0, 0] = float('inf')
+    with pytest.raises(NonFiniteLossError, match=r'Not saving iteration 6: weight body\.0\.weight is not finite'):
+        model.save(0, 6)
+    with pytest.raises(NonFiniteLossError):
+        model.save(0, -1)  # nor over net_g_latest.pth
+    for sub, name in (('models', 'net_g_5.pth'), ('models', 'net_g_latest.pth'), ('training_states', '5.state')):
+        assert (tmp_path / sub / name).read_bytes() == good[name], name
+    assert sorted(os.listdir(tmp_path / 'models')) == ['net_g_5.pth', 'net_g_latest.pth']
+    assert os.listdir(tmp_path / 'training_states') == ['5.state']
+
+
+def test_nan_max_skips_stops_after_that_many_consecutive_skips(tiny_opt, tmp_path):
+    """Guards the bound of nan_policy: skip: with nan_max_skips 2 the third non-finite loss in a row stops
+    the run and saves the state of the last good iteration (before the three), and a finite loss in
+    between resets the count."""
+    model = build(tiny_opt(train={'nan_policy': 'skip', 'nan_max_skips': 2}))
+    assert model.loss_is_finite(torch.tensor(1.0), 1)
+    assert not model.loss_is_finite(NAN, 2)
+    assert model.loss_is_finite(torch.tensor(1.0), 3)  # resets the count
+    assert not model.loss_is_finite(NAN, 4)
+    assert not model.loss_is_finite(torch.tensor(float('inf')), 5)
+    with pytest.raises(NonFiniteLossError, match='Loss is nan at iteration 6: the last good state '
+                                                 r'\(iteration 3\) was saved'):
+        model.loss_is_finite(NAN, 6)
+    assert os.listdir(tmp_path / 'training_states') == ['3.state']
+    assert torch.load(tmp_path / 'training_states' / '3.state', weights_only=True)['iter'] == 3
+
+
+def test_skipped_step_clears_the_gradients(tiny_opt):
+    """A skipped step must not leave this step's (NaN) gradients for the next optimizer step."""
+    model = build(tiny_opt(train={'nan_policy': 'skip'}))
+    model.net_g(torch.rand(1, 3, 8, 8)).mean().backward()
+    assert not model.loss_is_finite(NAN, 1)
+    assert all(p.grad is None for p in model.net_g.parameters())
+
+
+def test_deterministic_option_turns_on_deterministic_algorithms():
+    """Guards `deterministic: true` against becoming a no-op (the end-to-end check is in test_reliability)."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark, \
+        torch.backends.cudnn.deterministic
+    try:
+        torch.use_deterministic_algorithms(False)
+        configure_determinism({})
+        assert not torch.are_deterministic_algorithms_enabled()
+        configure_determinism({'deterministic': True})
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[1], before[2]
