@@ -2,7 +2,8 @@
 
 For each size, a photo of that size is made (scikit-image's astronaut, resized, plus noise) and
 restored by the real command in its own process; the table gives that process's peak resident
-memory (``ru_maxrss``), wall time and megapixels per second.
+memory (``ru_maxrss``), wall time, CPU time (user + system: on a shared machine, the figure that
+does not depend on the other processes) and megapixels per second.
 
     python scripts/benchmark_restore.py                                  # 1024, 2048, 4096; tile 256
     python scripts/benchmark_restore.py --sizes 512 1024 --tile 128 --threads 1
@@ -34,6 +35,11 @@ def make_photo(size, path, seed=0):
     cv2.imwrite(path, np.clip(img, 0, 255).astype(np.uint8)[..., ::-1])
 
 
+def tile_count(size, args):
+    from promptir_basicsr.utils.tiling import TileGrid
+    return len(TileGrid(size, size, args.tile, args.tile_overlap))
+
+
 def random_promptir(path):
     import torch
 
@@ -44,7 +50,7 @@ def random_promptir(path):
 
 
 def run_restore(args, photo, out_dir, weights):
-    """(peak resident memory in bytes, seconds) of one `basicsr restore` process."""
+    """(peak resident memory in bytes, wall seconds, CPU seconds, closing line) of one `basicsr restore`."""
     command = [sys.executable, '-m', 'promptir_basicsr', 'restore', '-i', photo, '-o', out_dir, '--weights',
                weights, '--tile', str(args.tile), '--tile-overlap', str(args.tile_overlap), '--device', 'cpu']
     if args.threads:
@@ -59,7 +65,7 @@ def run_restore(args, photo, out_dir, weights):
     if proc.returncode != 0:
         raise SystemExit(f'restore failed ({proc.returncode}):\n{output}')
     closing = [line for line in output.splitlines() if line.startswith('restored ')]
-    return usage.ru_maxrss * 1024, seconds, closing[-1] if closing else ''
+    return usage.ru_maxrss * 1024, seconds, usage.ru_utime + usage.ru_stime, closing[-1] if closing else ''
 
 
 def main():
@@ -79,16 +85,18 @@ def main():
         for size in args.sizes:
             photo = osp.join(tmp, f'photo_{size}.png')
             make_photo(size, photo)
-            peak, seconds, closing = run_restore(args, photo, osp.join(tmp, f'out_{size}'), weights)
-            rows.append((size, peak, seconds))
-            print(f'{size}x{size}: peak {peak / 2**30:.2f} GiB, {seconds:.0f} s ({closing})', flush=True)
+            peak, seconds, cpu, closing = run_restore(args, photo, osp.join(tmp, f'out_{size}'), weights)
+            rows.append((size, tile_count(size, args), peak, seconds, cpu))
+            print(f'{size}x{size}: peak {peak / 2**30:.2f} GiB, {seconds:.0f} s, CPU {cpu:.0f} s ({closing})',
+                  flush=True)
     print(f'\nbasicsr restore, {"random full-size PromptIR" if not args.weights else args.weights}, tile {args.tile}, '
           f'overlap {args.tile_overlap}, threads {args.threads or "default"}, CPU\n')
-    print('| image | megapixels | peak resident memory | time | megapixels/s |')
-    print('|---|:---:|:---:|:---:|:---:|')
-    for size, peak, seconds in rows:
+    print('| image | megapixels | tiles | peak resident memory | wall time | CPU time | megapixels/s (wall) |')
+    print('|---|:---:|:---:|:---:|:---:|:---:|:---:|')
+    for size, tiles, peak, seconds, cpu in rows:
         mp = size * size / 1e6
-        print(f'| {size}x{size} | {mp:.1f} | {peak / 2**30:.2f} GiB | {seconds / 60:.1f} min | {mp / seconds:.4f} |')
+        print(f'| {size}x{size} | {mp:.1f} | {tiles} | {peak / 2**30:.2f} GiB | {seconds / 60:.1f} min | '
+              f'{cpu / 60:.1f} min | {mp / seconds:.4f} |')
 
 
 if __name__ == '__main__':

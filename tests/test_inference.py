@@ -182,6 +182,7 @@ def test_image_round_trip_keeps_mode_depth_and_alpha(tmp_path):
         'bgr16.tif': rng.integers(0, 65536, (5, 7, 3), dtype=np.uint16),
         'bgra8.png': rng.integers(0, 256, (5, 7, 4), dtype=np.uint8),
         'float.tiff': rng.random((5, 7, 3), dtype=np.float32),
+        'bgr8.bmp': rng.integers(0, 256, (5, 7, 3), dtype=np.uint8),
     }
     for name, samples in cases.items():
         cv2.imwrite(str(tmp_path / name), samples)
@@ -193,6 +194,10 @@ def test_image_round_trip_keeps_mode_depth_and_alpha(tmp_path):
         np.testing.assert_array_equal(back, samples)
     rgb = read_image(tmp_path / 'bgra8.png').rgb
     np.testing.assert_allclose(rgb[..., 0], cases['bgra8.png'][..., 2] / 255.)  # RGB for the network
+    cv2.imwrite(str(tmp_path / 'lossy.webp'), cases['bgra8.png'])  # WebP (lossy at quality 95): RGBA kept
+    image = read_image(tmp_path / 'lossy.webp')
+    assert image.alpha is not None and image.rgb.shape == (5, 7, 3) and not image.gray
+    assert encode_image(to_samples(image.rgb, image), '.webp')[:4] == b'RIFF'
 
 
 def test_formats_that_cannot_store_a_result_are_refused():
