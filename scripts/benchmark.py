@@ -27,7 +27,6 @@ import copy
 import json
 import os
 import os.path as osp
-import resource
 import subprocess
 import sys
 import tempfile
@@ -184,12 +183,19 @@ def child_peak_memory(arch, options, size, batch, variant, threads):
     return json.loads(proc.stdout.strip().splitlines()[-1])['training_mib']
 
 
-def current_rss_mib():
+def current_rss_mib(field='VmRSS'):
+    """This process' resident memory (``VmRSS``) or its peak (``VmHWM``) in MiB.
+
+    The peak is read from ``VmHWM``, the high-water mark of this process' own address space, which
+    starts afresh at exec; ``getrusage(RUSAGE_SELF).ru_maxrss`` does not: Linux carries the parent's
+    resident memory at fork into the child's ``ru_maxrss``, so a child started by a parent holding
+    8 GiB reported at least 8 GiB whatever it did.
+    """
     with open('/proc/self/status', encoding='utf-8') as f:
         for line in f:
-            if line.startswith('VmRSS:'):
+            if line.startswith(field + ':'):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError('no VmRSS in /proc/self/status')
+    raise RuntimeError(f'no {field} in /proc/self/status')
 
 
 def run_child(job):
@@ -200,7 +206,7 @@ def run_child(job):
     x, target = inputs(job['batch'], job['size'], 'cpu')
     for _ in range(2):
         variant.train_step(x, target)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+    peak = current_rss_mib('VmHWM')
     print(json.dumps({'training_mib': round(peak - baseline), 'baseline_mib': round(baseline)}))
 
 
