@@ -287,7 +287,7 @@ def describe_network(network_opt):
 # ----------------------------------------------------------------------------------------------
 # Running a network on images
 # ----------------------------------------------------------------------------------------------
-AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+AMP_DTYPES = acceleration.AMP_DTYPES  # the speed options' one table of amp names
 
 
 def resolve_device(device='auto'):
