@@ -344,7 +344,7 @@ class Restorer:
         x = x.to(self.device)
         amp = self.amp_dtype is not None
         try:
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=amp):
+            with acceleration.autocast(self.device, self.amp_dtype):
                 out = tiled_forward(self._forward, x, self.tile_size, self.tile_overlap, self.multiple,
                                     on_tile=on_tile)
         except RuntimeError as err:
