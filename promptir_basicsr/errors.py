@@ -1,7 +1,7 @@
 """The error type for user mistakes: a bad option, file, argument or path.
 
 Any subcommand may raise :class:`UserError` (or a subclass, such as ``options.OptionError``,
-``data.sources.DatasetError`` or ``utils.checkpoints.CheckpointError``); ``cli.main`` (and every script, through
+``data.sources.DatasetError`` or :class:`CheckpointError`); ``cli.main`` (and every script, through
 :func:`run_command`) prints it as one line, ``<prog>: error: <message>``, and exits with status 2. The message
 names the file or option at fault and says how to fix it. Bugs stay ordinary exceptions with tracebacks.
 """
@@ -10,6 +10,15 @@ import sys
 
 class UserError(ValueError):
     """A mistake the user can fix; the message says what and how."""
+
+
+class CheckpointError(UserError):
+    """A weights file that cannot be read safely, whose architecture or options cannot be told from its keys,
+    or that does not match the network."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file does not exist."""
 
 
 def run_command(prog, function, argv):

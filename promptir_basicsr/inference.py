@@ -13,10 +13,8 @@ Used by ``basicsr restore``, ``basicsr prompts`` and ``basicsr convert`` (and by
 - :func:`read_image` / :func:`encode_image`: image files in and out, keeping size, mode (gray, RGB,
   RGBA), bit depth (8, 16, float32 TIFF) and JPEG orientation.
 """
-import inspect
 import json
 import os.path as osp
-import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -24,165 +22,11 @@ import cv2
 import numpy as np
 import torch
 
+from .archs.arch_api import options_from_weights, size_multiple
 from .errors import UserError
 from .utils import acceleration
-from .utils.checkpoints import (CheckpointError, convert_state_dict, detect_arch, extract_state_dict,
-                                load_checkpoint_for_conversion)
+from .utils.checkpoints import CheckpointError, convert_state_dict, extract_state_dict, load_checkpoint_for_conversion
 from .utils.tiling import TileGrid, tiled_forward
-
-# ----------------------------------------------------------------------------------------------
-# Network options from a state dict
-# ----------------------------------------------------------------------------------------------
-_OPTION_READERS = {}
-
-
-def option_reader(arch):
-    """Register ``fn(state_dict) -> {option: value}`` as the reader of architecture ``arch``."""
-
-    def register(fn):
-        _OPTION_READERS[arch] = fn
-        return fn
-
-    return register
-
-
-def infer_network_options(state_dict):
-    """``{'type': arch, **options}`` for ``basicsr.archs.build_network``, read from the keys and shapes.
-
-    The network rebuilt from the result has exactly the state dict's keys and shapes. Options that
-    leave no trace in the weights (e.g. AirNet's MoCo momentum) keep their defaults. Raises
-    :class:`CheckpointError` when the architecture cannot be told from the keys or a key it needs
-    is missing.
-    """
-    arch = detect_arch(state_dict)
-    if arch is None or arch not in _OPTION_READERS:
-        raise CheckpointError('Cannot tell the architecture from the weights (known: '
-                              f'{", ".join(sorted(_OPTION_READERS))}); give it with --arch/--arch-opt or --opt.')
-    try:
-        return {'type': arch, **_OPTION_READERS[arch](state_dict)}
-    except KeyError as err:
-        raise CheckpointError(f'The weights look like {arch} but lack the key {err}, so its options cannot be '
-                              'read from them; give them with --arch-opt or --opt.') from None
-
-
-def _count_children(state_dict, prefix):
-    """How many numbered children ``<prefix>.<i>.`` (an ``nn.Sequential``) the keys have."""
-    pattern = re.compile(re.escape(prefix) + r'\.(\d+)\.')
-    return len({m.group(1) for m in map(pattern.match, state_dict) if m})
-
-
-def _ffn_expansion_factor(hidden_by_width):
-    """A factor f with ``int(width * f) == hidden`` for every (width, hidden) of the GDFN blocks.
-
-    Only ``int(width * f)`` is stored, so f is known up to an interval: the official 2.66 when it
-    fits, else the shortest decimal in the interval (2.0, 2.3, ...).
-    """
-    def fits(f):
-        return all(int(width * f) == hidden for width, hidden in hidden_by_width)
-
-    if fits(2.66):
-        return 2.66
-    low = max(hidden / width for width, hidden in hidden_by_width)
-    for decimals in range(7):  # the smallest number of this many decimals that is >= low
-        candidate = round(float(np.ceil(low * 10 ** decimals - 1e-9)) / 10 ** decimals, decimals)
-        if fits(candidate):
-            return candidate
-    raise CheckpointError(f'No feed-forward expansion factor fits the hidden sizes {hidden_by_width}')
-
-
-def _restormer_body_options(sd, more_heads_keys=()):
-    """Options shared by Restormer and PromptIR: their common encoder, decoder stages and blocks.
-
-    ``more_heads_keys``: (level, temperature key) of other blocks that use a level's heads.
-    """
-    embed = sd['patch_embed.proj.weight']  # (dim, inp_channels, 3, 3)
-    levels = (('encoder_level1', 'decoder_level1', 'refinement'), ('encoder_level2', 'decoder_level2'),
-              ('encoder_level3', 'decoder_level3'), ('latent', ))
-    heads = []
-    for level, (stages, default) in enumerate(zip(levels, (1, 2, 4, 8))):
-        keys = [f'{s}.0.attn.temperature' for s in stages] + [k for lv, k in more_heads_keys if lv == level]
-        key = next((k for k in keys if k in sd), None)
-        heads.append(int(sd[key].shape[0]) if key else default)  # a level without blocks keeps the default
-    hidden_by_width = [(int(v.shape[1]), int(v.shape[0]) // 2) for k, v in sd.items()
-                       if k.endswith('ffn.project_in.weight')]
-    norm_weights = [k for k in sd if k.endswith('norm1.body.weight')]
-    bias_free = bool(norm_weights) and not any(k[:-len('weight')] + 'bias' in sd for k in norm_weights)
-    return dict(
-        inp_channels=int(embed.shape[1]),
-        out_channels=int(sd['output.weight'].shape[0]),
-        dim=int(embed.shape[0]),
-        num_blocks=[_count_children(sd, stages[0]) for stages in levels],
-        num_refinement_blocks=_count_children(sd, 'refinement'),
-        heads=heads,
-        ffn_expansion_factor=_ffn_expansion_factor(hidden_by_width) if hidden_by_width else 2.66,
-        bias='output.bias' in sd,
-        LayerNorm_type='BiasFree' if bias_free else 'WithBias',
-    )
-
-
-@option_reader('Restormer')
-def _restormer_options(sd):
-    options = _restormer_body_options(sd)
-    options['dual_pixel_task'] = 'skip_conv.weight' in sd
-    return options
-
-
-def _res_encoder_options(sd, prefix):
-    """(widths (C0, C1, C2), projection size) of a ResEncoder (AirNet's CBDE) whose keys start with ``prefix``."""
-    widths = [int(sd[f'{prefix}.{block}.backbone.0.weight'].shape[0]) for block in ('E_pre', 'E.0', 'E.1')]
-    return widths, int(sd[f'{prefix}.mlp.2.weight'].shape[0])
-
-
-@option_reader('PromptIR')
-def _promptir_options(sd):
-    from .archs.promptir_arch import PROMPT_LEVELS
-    present = {i: sd[f'prompt{i}.prompt_param'] for i in (1, 2, 3) if f'prompt{i}.prompt_param' in sd}
-    # the prompt interaction blocks use heads[2] (as the official code does)
-    options = _restormer_body_options(sd, [(2, f'noise_level{i}.attn.temperature') for i in present])
-    # An absent level's prompt width is read from the unused official modules when they are kept; otherwise it
-    # leaves no trace in the weights (and builds nothing), so the default stays.
-    unused_widths = {1: ('chnl_reduce1.weight', 0), 2: ('chnl_reduce2.weight', 0), 3: ('chnl_reduce3.weight', 1)}
-    dims, sizes = [64, 128, 320], [64, 32, 16]
-    for i in (1, 2, 3):
-        key, axis = unused_widths[i]
-        if i in present:  # (1, len, dim, size, size)
-            dims[i - 1], sizes[i - 1] = int(present[i].shape[2]), int(present[i].shape[3])
-        elif key in sd:
-            dims[i - 1] = int(sd[key].shape[axis])
-    options.update(
-        decoder=True,
-        prompt_len=int(next(iter(present.values())).shape[1]) if present else 5,
-        prompt_dims=dims,
-        prompt_sizes=sizes,
-        keep_unused_modules='chnl_reduce1.weight' in sd,
-        prompt_levels=[level for level, i in PROMPT_LEVELS.items() if i in present],
-        prompt_source='cbde' if 'cbde.E.encoder_q.mlp.2.weight' in sd else 'pgm',
-    )
-    if options['prompt_source'] == 'cbde':
-        options['cbde_widths'], options['cbde_dim'] = _res_encoder_options(sd, 'cbde.E.encoder_q')
-        if 'cbde.E.queue' in sd:  # training-only; files without it get the default queue
-            options['cbde_queue_size'] = int(sd['cbde.E.queue'].shape[1])
-    return options
-
-
-@option_reader('AirNet')
-def _airnet_options(sd):
-    head = sd['R.head.0.weight']  # (n_feats, in, k, k)
-    widths, moco_dim = _res_encoder_options(sd, 'E.E.encoder_q')
-    options = dict(
-        inp_channels=int(head.shape[1]),
-        out_channels=int(sd['R.tail.0.weight'].shape[0]),
-        n_feats=int(head.shape[0]),
-        n_groups=_count_children(sd, 'R.body') - 1,  # the groups, then one conv
-        n_blocks=_count_children(sd, 'R.body.0.body') - 1,  # the blocks, then one conv
-        kernel_size=int(head.shape[-1]),
-        encoder_widths=widths[1:],  # the first width is n_feats
-        moco_dim=moco_dim,
-    )
-    if 'E.E.queue' in sd:  # training-only; files without it get the default queue
-        options['queue_size'] = int(sd['E.E.queue'].shape[1])
-    return options
-
 
 # ----------------------------------------------------------------------------------------------
 # Weights files
@@ -241,7 +85,7 @@ def resolve_network_opt(state_dict, file_opt=None, arch=None, overrides=None):
     overrides = dict(overrides or {})
     arch = overrides.pop('type', None) or arch
     try:
-        base = dict(file_opt) if file_opt else infer_network_options(state_dict)
+        base = dict(file_opt) if file_opt else options_from_weights(state_dict)
     except CheckpointError:
         if arch is None:
             raise
@@ -298,14 +142,6 @@ def resolve_device(device='auto'):
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError('--device cuda, but no CUDA device is available here; use --device cpu (or auto)')
     return device
-
-
-def size_multiple(net):
-    """The input multiple a network needs: its own ``size_multiple`` attribute (an ONNX export's, read from
-    the file), else its module's ``SIZE_MULTIPLE`` (8 for PromptIR and Restormer), 1 when it has none
-    (AirNet takes any size, and padding would change its pooled degradation code)."""
-    own = getattr(net, 'size_multiple', None)
-    return int(own if own is not None else getattr(inspect.getmodule(type(net)), 'SIZE_MULTIPLE', 1))
 
 
 class Restorer:

@@ -10,8 +10,9 @@ from basicsr.archs import build_network
 from official_keys import lightning_checkpoint, official_key_shapes
 from safetensors.torch import save_file
 
-from promptir_basicsr.inference import (ImageError, encode_image, infer_network_options, load_network,
-                                        network_metadata, read_image, to_samples)
+from promptir_basicsr.archs.arch_api import options_from_weights as infer_network_options
+from promptir_basicsr.inference import (ImageError, encode_image, load_network, network_metadata, read_image,
+                                        to_samples)
 from promptir_basicsr.utils.checkpoints import CheckpointError, convert_checkpoint
 
 

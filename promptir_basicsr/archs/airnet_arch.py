@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import deform_conv2d
 
+from .arch_api import RestorationArch, count_children
 from .grad_checkpoint import StageCheckpointing
 
 LRELU_SLOPE = 0.1
@@ -150,6 +151,56 @@ class CBDE(nn.Module):
     def __init__(self, **moco_kwargs):
         super().__init__()
         self.E = MoCo(**moco_kwargs)
+
+
+def res_encoder_options(state_dict, prefix):
+    """(widths (C0, C1, C2), projection size) of a ResEncoder whose keys start with ``prefix``."""
+    widths = [int(state_dict[f'{prefix}.{block}.backbone.0.weight'].shape[0]) for block in ('E_pre', 'E.0', 'E.1')]
+    return widths, int(state_dict[f'{prefix}.mlp.2.weight'].shape[0])
+
+
+def _resize_queue(queue, ptr, target_queue):
+    """MoCo queue (dim, K) -> (dim, K'), keeping the newest keys; -> (queue, ptr).
+
+    The queue is a ring buffer whose oldest column sits at ``ptr``. Rolled into age order, the
+    newest K' keys are kept when shrinking; when growing, the target's own (random, normalised)
+    columns fill the front as the "oldest" entries. The new pointer is 0: the next write replaces
+    the oldest column.
+    """
+    new_size = target_queue.shape[1]
+    ordered = torch.roll(queue, shifts=-int(ptr), dims=1)
+    if new_size <= queue.shape[1]:
+        resized = ordered[:, queue.shape[1] - new_size:]
+    else:
+        resized = torch.cat([target_queue[:, :new_size - queue.shape[1]].to(queue.dtype), ordered], dim=1)
+    return resized.contiguous(), torch.zeros(1, dtype=torch.long)
+
+
+def adapt_moco_queues(state_dict, target_state_dict, notes):
+    """Fit every '<prefix>queue' buffer (AirNet's 'E.E.queue') to the target network's queue size.
+
+    The queue only stores negative keys for the contrastive loss during training; inference never
+    reads it. Its size is the official batch x 256, so a file trained at another batch has another
+    size. Same feature dimension: resized (see :func:`_resize_queue`). Otherwise: dropped, the
+    target's freshly initialised queue is used. Either way a note says so.
+    """
+    for key in [k for k in state_dict if k == 'queue' or k.endswith('.queue')]:
+        target = target_state_dict.get(key)
+        if target is None or state_dict[key].shape == target.shape:
+            continue
+        ptr_key = key + '_ptr'
+        source = state_dict[key]
+        ptr = state_dict.get(ptr_key, torch.zeros(1, dtype=torch.long))
+        if source.dim() == 2 and source.shape[0] == target.shape[0]:
+            state_dict[key], state_dict[ptr_key] = _resize_queue(source, int(ptr), target)
+            notes.append(f'{key}: MoCo queue resized from {tuple(source.shape)} to {tuple(target.shape)} '
+                         '(newest keys kept; training-only buffer)')
+        else:
+            state_dict[key] = target.clone()
+            state_dict[ptr_key] = torch.zeros_like(target_state_dict.get(ptr_key, ptr))
+            notes.append(f"{key}: MoCo queue {tuple(source.shape)} dropped (the network's is "
+                         f'{tuple(target.shape)}); using a fresh queue (training-only buffer)')
+    return state_dict
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,7 +330,7 @@ class DGRN(StageCheckpointing, nn.Module):
 # The network
 # ----------------------------------------------------------------------------------------------
 @ARCH_REGISTRY.register()
-class AirNet(StageCheckpointing, nn.Module):
+class AirNet(StageCheckpointing, RestorationArch, nn.Module):
     """AirNet: ``E`` (CBDE/MoCo degradation encoder) guides ``R`` (DGRN restorer).
 
     Shapes for an input (B, 3, H, W), any H and W, at the defaults:
@@ -345,10 +396,46 @@ class AirNet(StageCheckpointing, nn.Module):
                       moco_dim=moco_dim, queue_size=queue_size, momentum=moco_momentum,
                       temperature=moco_temperature)
 
+    # ---- what the rest of the package knows about AirNet (archs/arch_api.py) ---------------------------
+    size_multiple = 1  # any size: only the encoder downsamples (padding would change its pooled code)
+    weight_signature = ('R.head.0.weight', )
+    # The degradation code is pooled from the whole input: a tile sees only its own degradation. float16
+    # measured within 1.0e-3 of float32 (CPU, official configuration, random weights, 64x64); torchvision's
+    # deformable convolution has no bfloat16 kernel.
+    spandrel_supports_half = True
+    spandrel_tiling = 'discouraged'
+
+    @classmethod
+    def options_from_weights(cls, state_dict):
+        sd = state_dict
+        head = sd['R.head.0.weight']  # (n_feats, in, k, k)
+        widths, moco_dim = res_encoder_options(sd, 'E.E.encoder_q')
+        options = dict(
+            inp_channels=int(head.shape[1]),
+            out_channels=int(sd['R.tail.0.weight'].shape[0]),
+            n_feats=int(head.shape[0]),
+            n_groups=count_children(sd, 'R.body') - 1,  # the groups, then one conv
+            n_blocks=count_children(sd, 'R.body.0.body') - 1,  # the blocks, then one conv
+            kernel_size=int(head.shape[-1]),
+            encoder_widths=widths[1:],  # the first width is n_feats
+            moco_dim=moco_dim,
+        )
+        if 'E.E.queue' in sd:  # training-only; files without it get the default queue
+            options['queue_size'] = int(sd['E.E.queue'].shape[1])
+        return options
+
+    @classmethod
+    def adapt_weights(cls, state_dict, target_state_dict, notes):
+        return adapt_moco_queues(state_dict, target_state_dict, notes)  # official All.pth: batch 5's queue
+
     @staticmethod
     def uses_contrastive_encoder(options):
         """AirNet always trains its degradation encoder with the contrastive loss (``AirNetModel``)."""
         return True
+
+    @classmethod
+    def spandrel_tags(cls, options):
+        return [f'{options["n_feats"]}nf']
 
     def contrastive(self, x_query, x_key):
         """Encoder only: ``(logits (B, 1+K), labels (B,))``; updates the key encoder and queue."""

@@ -18,11 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..utils.tiling import pad_to_multiple
-from .airnet_arch import CBDE
-from .restormer_blocks import RestormerEncoder, TransformerBlock, Upsample, channels_last, transformer_stage
-
-# Three 2x downsamplings: every level must see an even size.
-SIZE_MULTIPLE = 8
+from .airnet_arch import CBDE, adapt_moco_queues, res_encoder_options
+from .arch_api import RestorationArch
+from .restormer_blocks import (RestormerEncoder, TransformerBlock, Upsample, channels_last, restormer_body_options,
+                               transformer_stage)
 # In the official state dict, never called by forward (see PromptIR's docstring).
 UNUSED_OFFICIAL_MODULES = ('chnl_reduce1', 'chnl_reduce2', 'chnl_reduce3', 'reduce_noise_channel_1',
                            'reduce_noise_channel_2', 'reduce_noise_channel_3')
@@ -85,7 +84,7 @@ def prompt_option_problems(prompt_levels=(4, 3, 2), prompt_source='pgm'):
 
 
 @ARCH_REGISTRY.register()
-class PromptIR(RestormerEncoder, nn.Module):
+class PromptIR(RestormerEncoder, RestorationArch, nn.Module):
     """All-in-one restoration with prompts. With ``d = dim``, prompt dims (p1, p2, p3) = prompt_dims
     and an input (B, inp_channels, H, W):
 
@@ -244,6 +243,52 @@ class PromptIR(RestormerEncoder, nn.Module):
         elif channels != out_channels:
             setattr(self, f'reduce_noise_level{i}', nn.Conv2d(channels, out_channels, 1, bias=bias))
 
+    # ---- what the rest of the package knows about PromptIR (archs/arch_api.py) --------------------------
+    size_multiple = 8  # three 2x downsamplings: every level must see an even size
+    # Restormer's key plus one every PromptIR variant has (its prompt levels may not)
+    weight_signature = ('patch_embed.proj.weight', 'reduce_noise_level3.weight')
+    # The prompt weights come from pooled features (or a pooled encoding): a tile sees only its own degradation.
+    # float16 / bfloat16 measured on the CPU at the official configuration with random weights and a 64x64
+    # input: within 1.0e-3 (fp16) and 7.7e-3 (bf16) of float32.
+    spandrel_supports_half = True
+    spandrel_supports_bfloat16 = True
+    spandrel_tiling = 'discouraged'
+
+    @classmethod
+    def options_from_weights(cls, state_dict):
+        sd = state_dict
+        present = {i: sd[f'prompt{i}.prompt_param'] for i in (1, 2, 3) if f'prompt{i}.prompt_param' in sd}
+        # the prompt interaction blocks use heads[2] (as the official code does)
+        options = restormer_body_options(sd, [(2, f'noise_level{i}.attn.temperature') for i in present])
+        # An absent level's prompt width is read from the unused official modules when they are kept; otherwise
+        # it leaves no trace in the weights (and builds nothing), so the default stays.
+        unused_widths = {1: ('chnl_reduce1.weight', 0), 2: ('chnl_reduce2.weight', 0), 3: ('chnl_reduce3.weight', 1)}
+        dims, sizes = [64, 128, 320], [64, 32, 16]
+        for i in (1, 2, 3):
+            key, axis = unused_widths[i]
+            if i in present:  # (1, len, dim, size, size)
+                dims[i - 1], sizes[i - 1] = int(present[i].shape[2]), int(present[i].shape[3])
+            elif key in sd:
+                dims[i - 1] = int(sd[key].shape[axis])
+        options.update(
+            decoder=True,
+            prompt_len=int(next(iter(present.values())).shape[1]) if present else 5,
+            prompt_dims=dims,
+            prompt_sizes=sizes,
+            keep_unused_modules='chnl_reduce1.weight' in sd,
+            prompt_levels=[level for level, i in PROMPT_LEVELS.items() if i in present],
+            prompt_source='cbde' if 'cbde.E.encoder_q.mlp.2.weight' in sd else 'pgm',
+        )
+        if options['prompt_source'] == 'cbde':
+            options['cbde_widths'], options['cbde_dim'] = res_encoder_options(sd, 'cbde.E.encoder_q')
+            if 'cbde.E.queue' in sd:  # training-only; files without it get the default queue
+                options['cbde_queue_size'] = int(sd['cbde.E.queue'].shape[1])
+        return options
+
+    @classmethod
+    def adapt_weights(cls, state_dict, target_state_dict, notes):
+        return adapt_moco_queues(state_dict, target_state_dict, notes)  # the CBDE variant's queue
+
     @classmethod
     def option_problems(cls, options):
         """Problems of the values of ``network_g`` (checked before a run by the option schema)."""
@@ -253,6 +298,10 @@ class PromptIR(RestormerEncoder, nn.Module):
     def uses_contrastive_encoder(options):
         """True when ``network_g`` options build a degradation encoder trained by a contrastive loss."""
         return options.get('prompt_source', 'pgm') == 'cbde'
+
+    @classmethod
+    def spandrel_tags(cls, options):
+        return [f'{options["dim"]}dim', f'{options["prompt_len"]}prompts']
 
     def _prompted(self, i, features, embedding=None):
         """Level with module index ``i``: features ++ prompt(features) -> interaction block -> 1x1 conv.
@@ -276,7 +325,7 @@ class PromptIR(RestormerEncoder, nn.Module):
         return functools.partial(self._prompted, i)
 
     def forward(self, inp_img, x_key=None):
-        x, (h, w) = pad_to_multiple(inp_img, SIZE_MULTIPLE)
+        x, (h, w) = pad_to_multiple(inp_img, self.size_multiple)
 
         embedding, contrast = None, ()
         if self.cbde is not None:  # the degradation encoder reads the image as it came (AirNet's too)

@@ -9,14 +9,12 @@ import torch
 from torch import nn
 
 from ..utils.tiling import pad_to_multiple
-from .restormer_blocks import RestormerEncoder, Upsample, transformer_stage
-
-# Three 2x downsamplings: every level must see an even size.
-SIZE_MULTIPLE = 8
+from .arch_api import RestorationArch
+from .restormer_blocks import RestormerEncoder, Upsample, restormer_body_options, transformer_stage
 
 
 @ARCH_REGISTRY.register()
-class Restormer(RestormerEncoder, nn.Module):
+class Restormer(RestormerEncoder, RestorationArch, nn.Module):
     """Four-level U-shaped transformer. With ``d = dim`` and an input (B, inp_channels, H, W):
 
     ============================  =====================  ==========================================
@@ -43,6 +41,16 @@ class Restormer(RestormerEncoder, nn.Module):
     ``set_grad_checkpointing(True)`` (option ``train: grad_checkpoint``) checkpoints every
     transformer stage but the last (:mod:`.grad_checkpoint`).
     """
+
+    size_multiple = 8  # three 2x downsamplings: every level must see an even size
+    weight_signature = ('patch_embed.proj.weight', )  # PromptIR and the networks built on it add their keys
+    spandrel_native = True  # spandrel_extra_arches loads Restormer's weights as they are
+
+    @classmethod
+    def options_from_weights(cls, state_dict):
+        options = restormer_body_options(state_dict)
+        options['dual_pixel_task'] = 'skip_conv.weight' in state_dict
+        return options
 
     def __init__(self,
                  inp_channels=3,
@@ -77,7 +85,7 @@ class Restormer(RestormerEncoder, nn.Module):
         self.output = nn.Conv2d(d * 2, out_channels, kernel_size=3, padding=1, bias=bias)
 
     def forward(self, inp_img):
-        x, (h, w) = pad_to_multiple(inp_img, SIZE_MULTIPLE)
+        x, (h, w) = pad_to_multiple(inp_img, self.size_multiple)
 
         enc1_in, enc1, enc2, enc3, latent = self.encode(x)
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .arch_api import count_children, expansion_factor
 from .grad_checkpoint import StageCheckpointing
 
 LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
@@ -291,3 +292,34 @@ class RestormerEncoder(StageCheckpointing):
         enc3 = self.run_stage(self.encoder_level3, self.down2_3(enc2))
         latent = self.run_stage(self.latent, self.down3_4(enc3))
         return embedded, enc1, enc2, enc3, latent
+
+
+def restormer_body_options(sd, more_heads_keys=()):
+    """The options of the Restormer body read from a state dict: what Restormer, PromptIR and the networks
+    built on them share (``patch_embed``, the encoder and decoder stages, the refinement, ``output``).
+
+    ``more_heads_keys``: (level, temperature key) of other blocks that use a level's heads.
+    """
+    embed = sd['patch_embed.proj.weight']  # (dim, inp_channels, 3, 3)
+    levels = (('encoder_level1', 'decoder_level1', 'refinement'), ('encoder_level2', 'decoder_level2'),
+              ('encoder_level3', 'decoder_level3'), ('latent', ))
+    heads = []
+    for level, (stages, default) in enumerate(zip(levels, (1, 2, 4, 8))):
+        keys = [f'{s}.0.attn.temperature' for s in stages] + [k for lv, k in more_heads_keys if lv == level]
+        key = next((k for k in keys if k in sd), None)
+        heads.append(int(sd[key].shape[0]) if key else default)  # a level without blocks keeps the default
+    hidden_by_width = [(int(v.shape[1]), int(v.shape[0]) // 2) for k, v in sd.items()
+                       if k.endswith('ffn.project_in.weight')]
+    norm_weights = [k for k in sd if k.endswith('norm1.body.weight')]
+    bias_free = bool(norm_weights) and not any(k[:-len('weight')] + 'bias' in sd for k in norm_weights)
+    return dict(
+        inp_channels=int(embed.shape[1]),
+        out_channels=int(sd['output.weight'].shape[0]),
+        dim=int(embed.shape[0]),
+        num_blocks=[count_children(sd, stages[0]) for stages in levels],
+        num_refinement_blocks=count_children(sd, 'refinement'),
+        heads=heads,
+        ffn_expansion_factor=expansion_factor(hidden_by_width) if hidden_by_width else 2.66,
+        bias='output.bias' in sd,
+        LayerNorm_type='BiasFree' if bias_free else 'WithBias',
+    )

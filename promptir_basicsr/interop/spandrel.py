@@ -1,4 +1,4 @@
-"""spandrel support for PromptIR and AirNet: after :func:`install`, spandrel loads our weights.
+"""spandrel support for every registered architecture that can be read from its weights.
 
     import spandrel
     from promptir_basicsr.interop.spandrel import install
@@ -9,15 +9,16 @@
 spandrel is the architecture-detecting loader behind chaiNNer and ComfyUI. It has no PromptIR or
 AirNet (its main package takes only permissively licensed architectures, and PromptIR's code and
 weights are non-commercial); Restormer is in ``spandrel_extra_arches``, which loads our Restormer
-weights as they are.
+weights as they are (so Restormer declares ``spandrel_native``).
 
-One path from weights to network, shared with ``basicsr restore``: the architecture is told from the
-keys by :func:`~promptir_basicsr.utils.checkpoints.detect_arch` (as ``basicsr convert`` does), its
-hyper-parameters are read by :func:`~promptir_basicsr.inference.infer_network_options`, and the network
-is built by basicsr's ``build_network``: what spandrel returns wraps our own network class. The files
-spandrel reads this way: basicsr ``.pth`` (it unwraps ``params_ema``, else ``params``), our
-``.safetensors`` and TorchScript ``.pt`` exports, the official PromptIR Lightning ``.ckpt`` (keys
-``net.*``) and the official AirNet ``.pth``.
+One path from weights to network, shared with ``basicsr restore``: :func:`install` adds one spandrel
+architecture per registered network class that declares a ``weight_signature`` (``archs/arch_api.py``):
+the architecture is told from the keys by :func:`~promptir_basicsr.archs.arch_api.detect_arch` (as
+``basicsr convert`` does), its options are read by the class's ``options_from_weights``, and the network is
+built by basicsr's ``build_network``: what spandrel returns wraps our own network class. A plugin's network
+imported before :func:`install` is added the same way. The files spandrel reads this way: basicsr ``.pth`` (it
+unwraps ``params_ema``, else ``params``), our ``.safetensors`` exports, official Lightning ``.ckpt`` files
+(keys ``net.*``) and the official AirNet ``.pth``.
 """
 from basicsr.archs import build_network
 
@@ -28,8 +29,9 @@ require('spandrel', 'spandrel support')
 from spandrel import (MAIN_REGISTRY, Architecture, ArchRegistry, ArchSupport,  # noqa: E402
                       ImageModelDescriptor, ModelTiling, SizeRequirements)
 
-from ..inference import infer_network_options, size_multiple  # noqa: E402
-from ..utils.checkpoints import CheckpointError, detect_arch, extract_state_dict  # noqa: E402
+from ..archs.arch_api import (declaration, detect_arch, options_from_weights,  # noqa: E402
+                              registered_archs, size_multiple)
+from ..utils.checkpoints import CheckpointError, extract_state_dict  # noqa: E402
 
 
 def _network_weights(state_dict):
@@ -42,60 +44,56 @@ def _network_weights(state_dict):
 
 
 class BasicsrArchitecture(Architecture):
-    """One of our architectures as spandrel sees it: detection, loading, and the descriptor's metadata.
+    """One of our registered architectures as spandrel sees it: detection, loading, and the descriptor's
+    metadata, all from the class's declarations (``archs/arch_api.py``)."""
 
-    Args:
-        arch: the basicsr registry name (also spandrel's id).
-        tags: ``fn(network_opt) -> [str]``, spandrel's short size tags.
-        supports_half, supports_bfloat16: whether the network runs in float16 / bfloat16.
-        tiling: spandrel's tiling advice for the network.
-    """
-
-    def __init__(self, arch, tags, supports_half, supports_bfloat16, tiling):
+    def __init__(self, arch):
         super().__init__(id=arch, detect=self._is_ours)
-        self._tags = tags
-        self._supports_half = supports_half
-        self._supports_bfloat16 = supports_bfloat16
-        self._tiling = tiling
 
     def _is_ours(self, state_dict):
         weights = _network_weights(state_dict)
-        return weights is not None and detect_arch(weights) == self.id
+        try:
+            return weights is not None and detect_arch(weights) == self.id
+        except CheckpointError:  # the keys of two architectures alike: not ours to guess
+            return False
 
     def load(self, state_dict):
         weights = _network_weights(state_dict)
-        network_opt = infer_network_options(weights)
+        network_opt = options_from_weights(weights, self.id)
         net = build_network(dict(network_opt)).eval()  # inference (AirNet's batch norms use their statistics)
+        channels = network_opt.get('inp_channels', 3), network_opt.get('out_channels', 3)
         return ImageModelDescriptor(
-            net, weights, architecture=self, purpose='Restoration', tags=self._tags(network_opt),
-            supports_half=self._supports_half, supports_bfloat16=self._supports_bfloat16, scale=1,
-            input_channels=network_opt['inp_channels'], output_channels=network_opt['out_channels'],
-            # PromptIR pads to a multiple of 8 itself; declaring it lets tilers pick tiles that need none.
-            size_requirements=SizeRequirements(multiple_of=size_multiple(net)), tiling=self._tiling)
+            net, weights, architecture=self, purpose='Restoration', 
+            tags=declaration(self.id, 'spandrel_tags')(network_opt),
+            supports_half=declaration(self.id, 'spandrel_supports_half'),
+            supports_bfloat16=declaration(self.id, 'spandrel_supports_bfloat16'), scale=1,
+            input_channels=channels[0], output_channels=channels[1],
+            # The networks pad themselves; declaring the multiple lets tilers pick tiles that need none.
+            size_requirements=SizeRequirements(multiple_of=size_multiple(net)),
+            tiling=ModelTiling[declaration(self.id, 'spandrel_tiling').upper()])
 
 
-# Both networks derive a global degradation code from the whole input (PromptIR: prompt weights from
-# pooled features; AirNet: a pooled contrastive encoding), so a tile sees only its own degradation:
-# tiling works but is discouraged. float16 and bfloat16: measured on the CPU at the official
-# configurations with their initial (random) weights and a 64x64 input, outputs within 1.0e-3 (fp16;
-# PromptIR and AirNet) and 7.7e-3 (bf16, PromptIR) of float32; AirNet's deformable convolution
-# (torchvision's deform_conv2d) has no bfloat16 kernel.
-PROMPTIR = BasicsrArchitecture('PromptIR', tags=lambda opt: [f'{opt["dim"]}dim', f'{opt["prompt_len"]}prompts'],
-                               supports_half=True, supports_bfloat16=True, tiling=ModelTiling.DISCOURAGED)
-AIRNET = BasicsrArchitecture('AirNet', tags=lambda opt: [f'{opt["n_feats"]}nf'],
-                             supports_half=True, supports_bfloat16=False, tiling=ModelTiling.DISCOURAGED)
+def spandrel_architectures():
+    """A spandrel architecture for each registered network class that declares a ``weight_signature`` and is
+    not loaded by spandrel itself (``spandrel_native``), most specific signature first."""
+    archs = [(len(cls.weight_signature), name) for name, cls in registered_archs().items()
+             if getattr(cls, 'weight_signature', ()) and not declaration(cls, 'spandrel_native')]
+    return [BasicsrArchitecture(name) for _, name in sorted(archs, key=lambda item: (-item[0], item[1]))]
 
-#: Our architectures for spandrel. PromptIR's keys include every key that spandrel_extra_arches'
-#: Restormer detection asks for, so PromptIR is detected before it.
-PROMPTIR_BASICSR_REGISTRY = ArchRegistry()
-PROMPTIR_BASICSR_REGISTRY.add(ArchSupport.from_architecture(PROMPTIR, before=('Restormer',)),
-                              ArchSupport.from_architecture(AIRNET))
+
+def spandrel_registry():
+    """A spandrel ``ArchRegistry`` of :func:`spandrel_architectures`, each placed before spandrel_extra_arches'
+    Restormer (their keys include every key its detection asks for)."""
+    registry = ArchRegistry()
+    registry.add(*(ArchSupport.from_architecture(arch, before=('Restormer', )) for arch in spandrel_architectures()))
+    return registry
 
 
 def install(*, ignore_duplicates=False):
-    """Add PromptIR and AirNet to spandrel's main registry (what ``spandrel.ModelLoader()`` uses).
+    """Add our architectures (:func:`spandrel_registry`) to spandrel's main registry, what
+    ``spandrel.ModelLoader()`` uses.
 
     Returns the added entries. As ``spandrel_extra_arches.install``: with ``ignore_duplicates`` an id
     already present is kept (not replaced) instead of raising ``DuplicateArchitectureError``.
     """
-    return MAIN_REGISTRY.add(*PROMPTIR_BASICSR_REGISTRY, ignore_duplicates=ignore_duplicates)
+    return MAIN_REGISTRY.add(*spandrel_registry(), ignore_duplicates=ignore_duplicates)

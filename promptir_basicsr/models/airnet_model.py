@@ -16,7 +16,8 @@ Option keys (``train:``), besides those of ``AllInOneModel``:
     contrastive_weight: 0.1     weight of the contrastive loss in stage 2
     contrastive_opt: {type: ContrastiveLoss}   the loss on (logits, labels); default shown
     scheduler: {type: AirNetStepLR, ...}       the official steps (``models/schedulers.py``)
-``val.pad_to_multiple`` defaults to 1 here (AirNet takes any size; padding would change its pooled code).
+``val.pad_to_multiple`` defaults to the network's ``size_multiple``: 1 for AirNet (it takes any size; padding
+would change its pooled code).
 """
 from basicsr.utils.registry import MODEL_REGISTRY
 
@@ -26,5 +27,3 @@ from .contrastive_model import ContrastiveModel
 @MODEL_REGISTRY.register()
 class AirNetModel(ContrastiveModel):
     """AirNet: contrastive encoder warm-up, then joint restoration + contrastive training."""
-
-    default_pad_multiple = 1

@@ -68,6 +68,7 @@ from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.registry import METRIC_REGISTRY, MODEL_REGISTRY
 from tqdm import tqdm
 
+from ..archs.arch_api import size_multiple
 from ..option_schema import Key
 from ..utils import acceleration, results_table
 from ..utils.tiling import tiled_forward
@@ -135,9 +136,6 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
                 'input_metrics': Key(bool), 'table_name': Key(str, None),
                 'grid_images': Key(int), 'grid_size': Key(int)},  # the validation grid (visual/grids.py)
     }
-
-    #: default of ``val.pad_to_multiple`` (PromptIR and Restormer need multiples of 8)
-    default_pad_multiple = 8
 
     @classmethod
     def option_problems(cls, opt, is_train):
@@ -392,7 +390,7 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
             return out[0] if isinstance(out, (tuple, list)) else out
 
         return tiled_forward(run, lq, val_opt.get('tile_size'), val_opt.get('tile_overlap', 32),
-                             val_opt.get('pad_to_multiple', self.default_pad_multiple), self.opt.get('scale', 1))
+                             val_opt.get('pad_to_multiple') or size_multiple(net), self.opt.get('scale', 1))
 
     def test(self):
         net = self.inference_net()

@@ -11,15 +11,7 @@ import tempfile
 
 import torch
 
-from ..errors import UserError
-
-
-class CheckpointError(UserError):
-    """A checkpoint that cannot be read safely or does not match the network (a user-fixable problem)."""
-
-
-class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """The checkpoint file does not exist."""
+from ..errors import CheckpointError, CheckpointNotFoundError
 
 
 def _new_file_mode():
@@ -98,11 +90,6 @@ def load_checkpoint(path, map_location='cpu'):
 #   AirNet    - a plain state dict ('R.*', 'E.*'); its MoCo queue (256, batch*256) fixes the batch.
 #   Restormer - {'params': state_dict} (basicsr's own format; basicsr runs may add 'params_ema').
 # Files this converter wrote are {'params': ...} too, so converting them again is a no-op check.
-ARCH_SIGNATURES = (  # (a key only this arch has, arch name), most specific first
-    ('R.head.0.weight', 'AirNet'),
-    ('reduce_noise_level3.weight', 'PromptIR'),  # every PromptIR variant has it (prompt levels may not)
-    ('patch_embed.proj.weight', 'Restormer'),
-)
 _LIST_LIMIT = 30  # keys listed per category in a report
 
 
@@ -177,57 +164,6 @@ def extract_state_dict(ckpt, param_key=None):
     return dict(state_dict), source, notes
 
 
-def detect_arch(state_dict):
-    """'AirNet' / 'PromptIR' / 'Restormer' from the keys, or None."""
-    for key, arch in ARCH_SIGNATURES:
-        if key in state_dict:
-            return arch
-    return None
-
-
-def _resize_queue(queue, ptr, target_queue):
-    """MoCo queue (dim, K) -> (dim, K'), keeping the newest keys; -> (queue, ptr).
-
-    The queue is a ring buffer whose oldest column sits at ``ptr``. Rolled into age order, the
-    newest K' keys are kept when shrinking; when growing, the target's own (random, normalised)
-    columns fill the front as the "oldest" entries. The new pointer is 0: the next write replaces
-    the oldest column.
-    """
-    new_size = target_queue.shape[1]
-    ordered = torch.roll(queue, shifts=-int(ptr), dims=1)
-    if new_size <= queue.shape[1]:
-        resized = ordered[:, queue.shape[1] - new_size:]
-    else:
-        resized = torch.cat([target_queue[:, :new_size - queue.shape[1]].to(queue.dtype), ordered], dim=1)
-    return resized.contiguous(), torch.zeros(1, dtype=torch.long)
-
-
-def adapt_moco_queues(state_dict, target_state_dict, notes):
-    """Fit every '<prefix>queue' buffer (AirNet's 'E.E.queue') to the target network's queue size.
-
-    The queue only stores negative keys for the contrastive loss during training; inference never
-    reads it. Same feature dimension: resized (see :func:`_resize_queue`). Otherwise: dropped, the
-    target's freshly initialised queue is used. Either way a note says so.
-    """
-    for key in [k for k in state_dict if k == 'queue' or k.endswith('.queue')]:
-        target = target_state_dict.get(key)
-        if target is None or state_dict[key].shape == target.shape:
-            continue
-        ptr_key = key + '_ptr'
-        source = state_dict[key]
-        ptr = state_dict.get(ptr_key, torch.zeros(1, dtype=torch.long))
-        if source.dim() == 2 and source.shape[0] == target.shape[0]:
-            state_dict[key], state_dict[ptr_key] = _resize_queue(source, int(ptr), target)
-            notes.append(f'{key}: MoCo queue resized from {tuple(source.shape)} to {tuple(target.shape)} '
-                         '(newest keys kept; training-only buffer)')
-        else:
-            state_dict[key] = target.clone()
-            state_dict[ptr_key] = torch.zeros_like(target_state_dict.get(ptr_key, ptr))
-            notes.append(f"{key}: MoCo queue {tuple(source.shape)} dropped (the network's is "
-                         f'{tuple(target.shape)}); using a fresh queue (training-only buffer)')
-    return state_dict
-
-
 def compare_state_dicts(state_dict, target_state_dict):
     """-> dict(missing=[keys], unexpected=[keys], mismatched=[(key, shape_in_file, shape_in_net)])."""
     missing = [k for k in target_state_dict if k not in state_dict]
@@ -263,9 +199,10 @@ def convert_state_dict(ckpt, net, param_key=None, allow_mismatch=False):
     unless ``allow_mismatch``: then matching tensors are taken from the file and everything else keeps
     the network's own initial values (and the report says which).
     """
+    from ..archs.arch_api import declaration
     state_dict, source, notes = extract_state_dict(ckpt, param_key)
     target = net.state_dict()
-    state_dict = adapt_moco_queues(state_dict, target, notes)
+    state_dict = declaration(net, 'adapt_weights')(state_dict, target, notes)
     diff = compare_state_dicts(state_dict, target)
     report = dict(source=source, notes=notes, **diff)
     problems = format_differences(diff)
@@ -299,6 +236,7 @@ def convert_checkpoint(in_path, out_path, arch=None, arch_opt=None, param_key=No
 
     from ..inference import describe_network, resolve_network_opt
 
+    from ..archs.arch_api import detect_arch
     ckpt = load_checkpoint_for_conversion(in_path)
     weights = extract_state_dict(ckpt, param_key)[0]
     detected = detect_arch(weights)

@@ -140,11 +140,11 @@ def test_variant_weights_load_in_spandrel_by_themselves(options):
     builds the same network and gives the same output. Guards detection keyed on a prompt block the variant
     lacks, or options the keys do not tell."""
     spandrel = pytest.importorskip('spandrel')
-    from promptir_basicsr.interop.spandrel import PROMPTIR_BASICSR_REGISTRY
+    from promptir_basicsr.interop.spandrel import spandrel_registry
     torch.manual_seed(0)
     net = PromptIR(**TINY_PROMPTIR, **options).eval()
     registry = spandrel.MAIN_REGISTRY.copy()
-    registry.add(*PROMPTIR_BASICSR_REGISTRY, ignore_duplicates=True)
+    registry.add(*spandrel_registry(), ignore_duplicates=True)
     model = spandrel.ModelLoader(registry=registry).load_from_state_dict(net.state_dict())
     assert model.architecture.id == 'PromptIR'
     x = torch.rand(1, 3, 16, 24)

@@ -12,9 +12,10 @@ from interop_helpers import AIRNET, PROMPTIR, RESTORMER, built, image, run
 from safetensors.torch import load as load_safetensors
 
 from promptir_basicsr.errors import UserError
-from promptir_basicsr.inference import infer_network_options, network_opt_from_metadata
+from promptir_basicsr.archs.arch_api import options_from_weights as infer_network_options
+from promptir_basicsr.inference import network_opt_from_metadata
 from promptir_basicsr.interop import export
-from promptir_basicsr.interop.spandrel import PROMPTIR_BASICSR_REGISTRY
+from promptir_basicsr.interop.spandrel import spandrel_registry
 
 
 def quiet(*_):
@@ -97,7 +98,7 @@ def test_torchscript_export_runs_any_size_and_spandrel_reads_it():
     for size, batch in (((29, 43), 1), ((16, 24), 2)):
         x = image(3, *size, batch=batch)
         assert (run(traced, x) - run(net, x)).abs().max() <= 1e-5
-    model = PROMPTIR_BASICSR_REGISTRY.load(traced.state_dict())
+    model = spandrel_registry().load(traced.state_dict())
     assert model.architecture.id == 'PromptIR' and (run(model.model, x) - run(net, x)).abs().max() <= 1e-5
 
 

@@ -8,15 +8,16 @@ from interop_helpers import AIRNET, AIRNET_GRAY, PROMPTIR, RESTORMER, built, ima
 from official_keys import lightning_checkpoint
 from spandrel import MAIN_REGISTRY, ModelLoader, ModelTiling, UnsupportedDtypeError
 
-from promptir_basicsr.inference import infer_network_options, load_network
+from promptir_basicsr.archs.arch_api import options_from_weights as infer_network_options
+from promptir_basicsr.inference import load_network
 from promptir_basicsr.interop.export import safetensors_bytes
-from promptir_basicsr.interop.spandrel import PROMPTIR_BASICSR_REGISTRY, install
+from promptir_basicsr.interop.spandrel import spandrel_registry, install
 
 
 def registry(extras_first=True):
     """spandrel's main registry plus the extra arches and ours, in either order (ComfyUI adds the extra
     arches when its upscale nodes load; a user's install() may run before or after)."""
-    parts = [spandrel_extra_arches.EXTRA_REGISTRY, PROMPTIR_BASICSR_REGISTRY]
+    parts = [spandrel_extra_arches.EXTRA_REGISTRY, spandrel_registry()]
     reg = MAIN_REGISTRY.copy()
     for part in (parts if extras_first else parts[::-1]):
         reg.add(*part, ignore_duplicates=True)
@@ -92,7 +93,7 @@ def test_detection_order_with_the_extra_arches(tmp_path, extras_first):
 
 def test_detection_leaves_other_files_alone():
     """spandrel asks every architecture about every file: ours answer no (without raising) for others."""
-    for arch in PROMPTIR_BASICSR_REGISTRY:
+    for arch in spandrel_registry():
         assert not arch.detect({'conv_first.weight': torch.zeros(1), 'body.0.weight': torch.zeros(1)})
         assert not arch.detect({'meta': 'not a tensor', 'R.head.0.weight': torch.zeros(1)})
         assert not arch.detect(built(RESTORMER).state_dict())

@@ -8,7 +8,10 @@ from torch import nn
 
 
 class _TestConvNet(nn.Module):
-    """Two 3x3 convs with a residual: a receptive field radius of 2."""
+    """Two 3x3 convs with a residual: a receptive field radius of 2. Declares the input multiple of PromptIR
+    and Restormer (archs/arch_api.py), so the models pad and tile as they do for them."""
+
+    size_multiple = 8
 
     def __init__(self, channels=3, width=4):
         super().__init__()

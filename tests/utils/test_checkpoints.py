@@ -14,8 +14,8 @@ from basicsr.archs import build_network
 from basicsr.models.base_model import BaseModel
 from official_keys import lightning_checkpoint, official_key_shapes
 
-from promptir_basicsr.utils.checkpoints import (CheckpointError, _parse_arch_opt, _resize_queue, adapt_moco_queues,
-                                                convert_checkpoint, convert_main, extract_state_dict,
+from promptir_basicsr.archs.airnet_arch import _resize_queue, adapt_moco_queues
+from promptir_basicsr.utils.checkpoints import (CheckpointError, _parse_arch_opt, convert_checkpoint, convert_main, extract_state_dict,
                                                 format_differences)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
