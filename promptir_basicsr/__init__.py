@@ -1,41 +1,13 @@
-"""promptir-basicsr: PromptIR, Restormer and AirNet inside BasicSR's registries.
+"""promptir-basicsr: PromptIR, its baselines and its successors inside BasicSR's registries.
 
-Importing this package first repairs basicsr 1.4.2 for today's stack (``compat``), then imports every
-module of ours that registers something, found by file name the way basicsr scans its own folders:
-``archs/*_arch.py``, ``data/*_dataset.py``, ``data/degradations/*.py``, ``models/*_model.py``,
-``losses/*_loss.py``, ``metrics/*_metric.py``. A new file registers itself; no list to edit.
+After ``import promptir_basicsr``, basicsr is patched for today's stack the moment it is imported
+(:mod:`.basicsr_patches`), and every basicsr registry lookup (``build_network``, ``build_dataset``, the option
+check, ...) finds our architectures, datasets, degradations, models, losses and metrics: the modules that
+register them are imported on the first lookup (:mod:`.basicsr_patches.behaviour.utils_registry`). Importing
+the package itself loads neither torch nor basicsr, so the ``basicsr`` command answers at once.
 """
-import importlib
-import os.path as osp
-
-from . import compat
-
-compat.apply_all()
+from .basicsr_patches import import_hook
 
 __version__ = '0.1.0'
 
-_PACKAGE_DIR = osp.dirname(osp.abspath(__file__))
-
-# (sub-package, file-name suffix); '' imports every module of the folder.
-REGISTERING_MODULES = (
-    ('archs', '_arch.py'),
-    ('data.degradations', '.py'),
-    ('data', '_dataset.py'),
-    ('models', '_model.py'),
-    ('losses', '_loss.py'),
-    ('metrics', '_metric.py'),
-)
-
-
-def _import_registering_modules():
-    import os
-    for subpackage, suffix in REGISTERING_MODULES:
-        folder = osp.join(_PACKAGE_DIR, *subpackage.split('.'))
-        if not osp.isdir(folder):
-            continue
-        for filename in sorted(os.listdir(folder)):
-            if filename.endswith(suffix) and not filename.startswith('_'):
-                importlib.import_module(f'{__name__}.{subpackage}.{filename[:-3]}')
-
-
-_import_registering_modules()
+import_hook.install()

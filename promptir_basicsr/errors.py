@@ -1,6 +1,6 @@
 """The error type for user mistakes: a bad option, file, argument or path.
 
-Any subcommand may raise :class:`UserError` (or a subclass, such as ``options.OptionError``,
+Any subcommand may raise :class:`UserError` (or a subclass, such as :class:`OptionError`,
 ``data.sources.DatasetError`` or :class:`CheckpointError`); ``cli.main`` (and every script, through
 :func:`run_command`) prints it as one line, ``<prog>: error: <message>``, and exits with status 2. The message
 names the file or option at fault and says how to fix it. Bugs stay ordinary exceptions with tracebacks.
@@ -10,6 +10,10 @@ import sys
 
 class UserError(ValueError):
     """A mistake the user can fix; the message says what and how."""
+
+
+class OptionError(UserError):
+    """An option file that cannot run; the message names the file and every problem found."""
 
 
 class CheckpointError(UserError):

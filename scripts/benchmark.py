@@ -103,7 +103,6 @@ class Variant:
 
     def train_step(self, x, target):
         """One step: L1 (+ AirNet's contrastive loss on its logits, weight 0.1) -> backward -> AdamW."""
-        import torch
         import torch.nn.functional as F
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -240,7 +239,7 @@ def arch_table(arch, size, args, device):
     import torch
 
     from promptir_basicsr.archs.restormer_blocks import exact_widths
-    from promptir_basicsr.utils.complexity import count_macs, count_parameters
+    from promptir_basicsr.archs.complexity import count_macs, count_parameters
     options = TINY[arch] if args.quick else {}
     if device == 'cpu':
         names = ['reference', 'ours'] + ['ours bf16'] * args.bf16 + ['ours + compile'] * args.compile

@@ -28,7 +28,7 @@ VARIANTS = (('frozen, find_unused false', True, False), ('frozen, find_unused tr
 
 
 def _network_options():
-    from promptir_basicsr.options import read_option_file
+    from promptir_basicsr.options.files import read_option_file
     network = dict(read_option_file(osp.join(REPO, 'options', 'demo', 'promptir_demo.yml'))['network_g'])
     network.pop('type')
     return network

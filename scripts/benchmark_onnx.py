@@ -21,7 +21,8 @@ import torch
 
 import promptir_basicsr  # noqa: F401  (compat fixes and registrations)
 from basicsr.archs import build_network
-from promptir_basicsr.inference import Restorer, to_tensor
+from promptir_basicsr.inference import Restorer
+from promptir_basicsr.utils.images import to_tensor
 from promptir_basicsr.interop.export import onnx_bytes
 from promptir_basicsr.interop.onnx_runtime import OnnxNetwork
 

@@ -29,8 +29,9 @@ def main(argv=None):
 
     import promptir_basicsr  # noqa: F401  (compat fixes before basicsr is used)
     from promptir_basicsr.data.lmdb_tools import create_lmdbs, lmdb_options
-    from promptir_basicsr.options import OptionError, import_plugins, options_yaml, read_option_file
-    from promptir_basicsr.utils.checkpoints import atomic_write_text
+    from promptir_basicsr.errors import OptionError
+    from promptir_basicsr.options.files import import_plugins, options_yaml, read_option_file
+    from promptir_basicsr.utils.files import atomic_write_text
     if args.write_opt and osp.abspath(args.write_opt) == osp.abspath(args.opt):
         raise OptionError(f'--write-opt {args.write_opt} is the input option file; give another file name')
     opt = read_option_file(args.opt)

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from promptir_basicsr.options import read_option_file, validate_options
+from promptir_basicsr.options.files import read_option_file
+from promptir_basicsr.options.prepare import validate_options
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 FILES = sorted(glob.glob(osp.join(REPO, 'options', 'ablation', '*', '*.yml')))

@@ -13,7 +13,7 @@ import pytest
 import torch
 from cli_helpers import RANK_WEIGHTS_PLUGIN, make_official_layout, torchrun_train
 
-from promptir_basicsr.options import read_option_file
+from promptir_basicsr.options.files import read_option_file
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,11 @@ from official_keys import lightning_checkpoint, official_key_shapes
 from safetensors.torch import save_file
 
 from promptir_basicsr.archs.arch_api import options_from_weights as infer_network_options
-from promptir_basicsr.inference import (ImageError, encode_image, load_network, network_metadata, read_image,
-                                        to_samples)
-from promptir_basicsr.utils.checkpoints import CheckpointError, convert_checkpoint
+from promptir_basicsr.utils.images import ImageError, encode_image, read_image, to_samples
+from promptir_basicsr.weights.files import network_metadata
+from promptir_basicsr.weights.network import load_network
+from promptir_basicsr.errors import CheckpointError
+from promptir_basicsr.weights.convert import convert_checkpoint
 
 
 def random_config(arch, rng):

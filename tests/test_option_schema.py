@@ -10,10 +10,11 @@ import sys
 import pytest
 import yaml
 
-from promptir_basicsr import option_schema
-from promptir_basicsr.option_schema import Key, signature_schema
-from promptir_basicsr.options import (OptionError, apply_force_yml, consistency_warnings, read_option_file,
-                                      validate_options)
+from promptir_basicsr.utils import option_keys
+from promptir_basicsr.utils.option_keys import Key, signature_schema
+from promptir_basicsr.errors import OptionError
+from promptir_basicsr.options.files import apply_force_yml, read_option_file
+from promptir_basicsr.options.prepare import consistency_warnings, validate_options
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = {name: osp.join(REPO, 'options', 'demo', f'{name}_demo.yml') for name in ('promptir', 'restormer', 'airnet')}
@@ -183,11 +184,11 @@ def test_test_runs_need_no_train_sections():
 
 
 def test_register_known_keys_declares_keys_without_a_class(monkeypatch):
-    monkeypatch.setattr(option_schema, '_REGISTERED', {})
+    monkeypatch.setattr(option_keys, '_REGISTERED', {})
     opt = demo()
     opt['train']['my_plugin_key'] = 3
     one(problems_of(opt), 'unknown key `train:my_plugin_key`')
-    option_schema.register_known_keys('train', 'my_plugin_key')
+    option_keys.register_known_keys('train', 'my_plugin_key')
     assert problems_of(opt) == []
 
 
@@ -222,13 +223,13 @@ def warnings_of(opt, **force):
 
 def test_shipped_demo_files_have_no_warnings(monkeypatch):
     """The thresholds stay quiet on the files we ship (noisy warnings get ignored)."""
-    monkeypatch.setattr('promptir_basicsr.options._cpu_cores', lambda: 2)
+    monkeypatch.setattr('promptir_basicsr.options.prepare._cpu_cores', lambda: 2)
     for name in DEMO:
         assert consistency_warnings(demo(name)) == []
 
 
 def test_scheduler_horizon_against_total_iter(monkeypatch):
-    monkeypatch.setattr('promptir_basicsr.options._cpu_cores', lambda: 2)
+    monkeypatch.setattr('promptir_basicsr.options.prepare._cpu_cores', lambda: 2)
 
     def demo(name='promptir'):  # validation and checkpoints within every total_iter tried here
         opt = read_option_file(DEMO[name])
@@ -256,7 +257,7 @@ def test_scheduler_horizon_against_total_iter(monkeypatch):
 
 
 def test_frequencies_beyond_total_iter_and_airnet_stages(monkeypatch):
-    monkeypatch.setattr('promptir_basicsr.options._cpu_cores', lambda: 2)
+    monkeypatch.setattr('promptir_basicsr.options.prepare._cpu_cores', lambda: 2)
     found = warnings_of(demo(), **{'val:val_freq': 600, 'logger:save_checkpoint_freq': 501})
     assert found == ['val:val_freq 600 is beyond train:total_iter 500: no validation runs during training, only '
                      'the final one',
@@ -268,7 +269,7 @@ def test_frequencies_beyond_total_iter_and_airnet_stages(monkeypatch):
 
 
 def test_loader_workers_against_cpu_cores_and_ignored_val_keys(monkeypatch):
-    monkeypatch.setattr('promptir_basicsr.options._cpu_cores', lambda: 4)
+    monkeypatch.setattr('promptir_basicsr.options.prepare._cpu_cores', lambda: 4)
     monkeypatch.delenv('LOCAL_WORLD_SIZE', raising=False)
     assert warnings_of(demo(), **{'datasets:train:num_worker_per_gpu': 4}) == []
     assert warnings_of(demo(), **{'datasets:train:num_worker_per_gpu': 5}) == [
@@ -317,7 +318,8 @@ def test_batch_larger_than_the_training_set(tmp_path):
 
 # ---- the log: notes, the options echo, basicsr's misleading warning ------------------------------------------
 def test_options_echo_is_yaml_that_reads_back(caplog):
-    from promptir_basicsr.options import add_note, options_echo
+    from promptir_basicsr.basicsr_patches.behaviour.utils_options import options_echo
+    from promptir_basicsr.options.files import add_note
     opt = read_option_file(DEMO['promptir'])  # OrderedDicts, as basicsr reads it
     add_note('a consistency warning', 'warning')
     with caplog.at_level(logging.INFO, logger='basicsr'):

@@ -3,7 +3,9 @@ import pytest
 import torch
 import yaml
 
-from promptir_basicsr.options import OptionError, apply_force_yml, prepare_run, validate_options
+from promptir_basicsr.errors import OptionError
+from promptir_basicsr.options.files import apply_force_yml
+from promptir_basicsr.options.prepare import prepare_run, validate_options
 
 
 def good_options(tmp_path):

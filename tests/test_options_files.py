@@ -19,7 +19,7 @@ from basicsr.utils.options import ordered_yaml
 from cli_helpers import make_official_layout
 
 import yaml
-from promptir_basicsr.options import validate_options
+from promptir_basicsr.options.prepare import validate_options
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 FILES = sorted(glob.glob(osp.join(REPO, 'options', '*', '*.yml')))
@@ -158,7 +158,7 @@ def test_readme_yaml_snippets_run_as_written(official_layout, monkeypatch):
     passes the option check (plugins imported, paths on the official layout) and its datasets build, the
     sources it adds included. Guards against snippets that name missing folders, keys or degradations."""
     from promptir_basicsr.data.degradations import DEGRADATION_REGISTRY
-    from promptir_basicsr.options import prepare_run
+    from promptir_basicsr.options.prepare import prepare_run
     python_files = []
     for block in readme_blocks('python'):
         named = re.match(r'# (\w+)\.py\b', block)

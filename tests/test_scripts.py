@@ -1,7 +1,6 @@
 """The scripts in scripts/ run as a user runs them (``python scripts/<name>.py ...``), from another directory.
 
-``convert_checkpoint.py`` is run in tests/utils/test_checkpoints.py, ``create_lmdb.py`` in
-tests/data/test_lmdb.py and ``benchmark.py`` by its own quick-mode test.
+``create_lmdb.py`` is run in tests/data/test_lmdb.py and ``benchmark.py`` by its own quick-mode test.
 """
 import json
 import os
@@ -10,7 +9,6 @@ import sys
 from pathlib import Path
 
 from promptir_basicsr.data.demo import TRAIN_PHOTOS, VAL_PHOTOS, scene_of
-from promptir_basicsr.utils import results_table as rt
 
 SCRIPTS = Path(__file__).resolve().parents[1] / 'scripts'
 
@@ -18,38 +16,6 @@ SCRIPTS = Path(__file__).resolve().parents[1] / 'scripts'
 def run_script(name, *args, cwd):
     return subprocess.run([sys.executable, str(SCRIPTS / name), *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, timeout=300)
-
-
-def test_results_table_script_merges_two_runs(tmp_path):
-    """Guards the script's wiring (path setup, arguments, --out) and the merged numbers: the averages are
-    recomputed per row and the shared degraded-input row appears once."""
-    metrics = ['psnr', 'ssim']
-    inputs = rt.make_row(rt.INPUT_ROW, {'Rain': {'psnr': 20.0, 'ssim': 0.6}, 'Haze': {'psnr': 13.0, 'ssim': 0.7}},
-                         metrics, reference=True)
-    rt.write_table(rt.make_table([rt.make_row('PromptIR', {'Rain': {'psnr': 30.0, 'ssim': 0.9},
-                                                           'Haze': {'psnr': 25.0, 'ssim': 0.8}}, metrics), inputs],
-                                 metrics), tmp_path / 'results' / 'a')
-    rt.write_table(rt.make_table([rt.make_row('AirNet', {'Rain': {'psnr': 28.0, 'ssim': 0.85},
-                                                         'Haze': {'psnr': 21.0, 'ssim': 0.75}}, metrics), inputs],
-                                 metrics), tmp_path / 'results' / 'b')
-    proc = run_script('results_table.py', 'results/a', 'results/b/results_table.json', '--out', 'merged', cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert '| Method | Rain | Haze | Average |' in proc.stdout
-    assert '| PromptIR | 30.00/0.9000 | 25.00/0.8000 | 27.50/0.8500 |' in proc.stdout
-    assert '| AirNet | 28.00/0.8500 | 21.00/0.7500 | 24.50/0.8000 |' in proc.stdout
-    merged = json.loads((tmp_path / 'merged' / rt.JSON_NAME).read_text())
-    assert [r['model'] for r in merged['rows']] == ['PromptIR', rt.INPUT_ROW, 'AirNet']
-    assert (tmp_path / 'merged' / rt.MD_NAME).read_text().strip() in proc.stdout
-
-
-
-def test_results_table_names_a_missing_folder_in_one_line(tmp_path, capsys):
-    """Guards the one-line error (exit status 2, no traceback) of the script's entry point."""
-    from promptir_basicsr.errors import run_command
-    assert run_command('results_table.py', rt.main, [str(tmp_path / 'none')]) == 2
-    assert capsys.readouterr().err.splitlines() == [
-        f'results_table.py: error: no {rt.JSON_NAME} at {tmp_path / "none"}: give a results folder written by '
-        f'`basicsr test` (results/<name>) or its {rt.JSON_NAME}']
 
 
 def test_make_demo_data_script_writes_the_demo_set(tmp_path):

@@ -150,6 +150,15 @@ def options_from_weights(state_dict, arch=None):
                               'from them; give them with --arch-opt or --opt.') from None
 
 
+def uses_contrastive_encoder(network_opt):
+    """True / False for a ``network_g`` option dict (its class's ``uses_contrastive_encoder``), None when the
+    architecture is unknown (the option check reports that)."""
+    cls = arch_class((network_opt or {}).get('type'))
+    if cls is None:
+        return None
+    return bool(_declared(cls, 'uses_contrastive_encoder')(network_opt))
+
+
 def declaration(arch, name):
     """Declaration ``name`` of the architecture ``arch`` (a registered name, a class or a network)."""
     cls = arch_class(arch) if isinstance(arch, str) else (arch if isinstance(arch, type) else type(arch))

@@ -1,6 +1,7 @@
-"""One module per ``basicsr`` subcommand (argument parsing and work); ``cli.py`` only dispatches.
+"""One module per ``basicsr`` subcommand; ``cli.py`` finds them by file name and only dispatches.
 
-Each module exposes ``main(argv) -> exit status``. Subcommands whose work belongs to a concept
-module elsewhere (``convert`` in ``utils/checkpoints.py``, ``table`` in ``utils/results_table.py``)
-are listed in ``cli.SUBCOMMANDS`` by that module's entry point instead.
+A subcommand module defines ``HELP`` (one line), ``build_parser(prog)`` (argparse; the argument groups several
+commands share are in :mod:`.arguments`, so a flag has one spelling everywhere) and ``run(args) -> exit status``.
+Its top imports only what parsing needs; ``run`` imports the modules that do the work (they load torch and
+basicsr), so ``--help`` and a mistyped flag answer at once. A new subcommand is one new file here.
 """

@@ -1,10 +1,25 @@
-"""``basicsr ablate``: an ablation from option files, one per variant: train each over seeds, test each with
-the same test option file, write one comparison table and one bar chart.
+"""``basicsr ablate``: a comparison of variants: train each over seeds, test each with the same test option
+file, write one comparison table and one bar chart.
 
-    basicsr ablate A.yml B.yml ... --test-opt TEST.yml [--seeds 2] [--first-seed 0] [-o results/ablation]
+    basicsr ablate COMPARISON.yml [--seeds 2] [--first-seed 0] [-o results/ablation/<comparison>]
                    [--jobs 1 | --devices 0,1,2,3 [--gpus-per-run 1]] [--force_yml key=value ...]
+    basicsr ablate A.yml B.yml ... --test-opt TEST.yml [...]       (one training option file per variant)
 
-For each option file and seed S (``--first-seed`` .. ``--first-seed + --seeds - 1``, the same for every
+A comparison file names a reference training option file, a test option file and the variants, each the
+reference (or another training file) plus a few overrides::
+
+    train: ../../demo/promptir_demo.yml      # paths relative to the comparison file
+    test: ../../demo/promptir_demo_test.yml
+    variants:                                # the first is the reference row of the table
+      demo_promptir: {}                      # the variant's run name: the reference file as it is
+      demo_promptir_fixed:
+        set: {network_g: {prompt_learnable: false}, val: {table_name: 'PromptIR, fixed prompts'}}
+      demo_restormer: {train: ../../demo/restormer_demo.yml}
+
+``set`` merges into the options key by key (mappings merge, any other value, lists included, replaces); the
+variant's key becomes its ``name``. The composed option files are written to ``<output>/options/``.
+
+For each variant and seed S (``--first-seed`` .. ``--first-seed + --seeds - 1``, the same for every
 file), the run ``<name>_seed<S>`` is trained by ``basicsr train`` (option ``name`` and ``manual_seed``
 forced, after the ``--force_yml`` entries given for every file) in a subprocess, unless
 ``experiments/<name>_seed<S>`` already holds a finished run of the same options (its ``ablation_run.json``
@@ -15,9 +30,9 @@ side as there are groups, and a run on several GPUs trains under ``torch.distrib
 ``basicsr test`` with the test option file, its ``network_g``, ``model_type`` and weights replaced by the
 run's (reused when already tested with these weights); for a PromptIR with prompt blocks, ``basicsr
 prompts`` adds the specialisation score. Parameters and GMACs are counted at 256x256
-(:func:`promptir_basicsr.utils.compute_match.network_cost`).
+(:func:`promptir_basicsr.archs.compute_match.network_cost`).
 
-Writes to ``-o`` (default ``results/ablation``): ``ablation.md``, ``ablation.json``
+Writes to ``-o`` (default ``results/ablation/<comparison file's name>``, or ``results/ablation``): ``ablation.md``, ``ablation.json``
 (:mod:`promptir_basicsr.utils.ablation_table`), ``ablation.png``
 (:mod:`promptir_basicsr.visual.ablation_chart`) and ``logs/`` (each subprocess' output). The first
 option file is the reference the others are compared with. Exit status 1 if a run failed (the table
@@ -36,8 +51,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ..errors import UserError
+import yaml
 
+from ..errors import UserError
+from ..options.files import apply_force_yml, options_yaml, read_option_file
+from ..utils.ablation_table import make_table, write_table
+from ..utils.files import atomic_write_bytes, atomic_write_text
+from ..utils.results_table import read_table
+from . import arguments
+from .prompts import main as prompts_main
+
+HELP = 'train variants over seeds, test them alike: one comparison table (mean ± std) and one chart'
 MARKER = 'ablation_run.json'  # in experiments/<run>/: the options a finished training ran with
 TEST_MARKER = 'ablation_test.json'  # in results/<run>_test/: the test options and weights it ran with
 TEST_OPTION_FILE = 'ablation_test.yml'  # in experiments/<run>/: the composed test options
@@ -45,19 +69,19 @@ TEST_OPTION_FILE = 'ablation_test.yml'  # in experiments/<run>/: the composed te
 
 def build_parser(prog='basicsr ablate'):
     parser = argparse.ArgumentParser(
-        prog=prog, description='Train option files (one per variant) over seeds, test them with one test option '
-        'file, and write one comparison table (Markdown + JSON: per test set and the average, mean ± std over seeds, '
-        'parameters, GMACs, training time, prompt specialisation) and one bar chart.',
-        epilog='example: %(prog)s options/demo/promptir_demo.yml options/ablation/demo/promptir_fixed.yml '
-        '--test-opt options/demo/promptir_demo_test.yml --seeds 2 -o results/ablation/b')
-    parser.add_argument('option_files', nargs='+', metavar='OPTION_FILE',
-                        help='training option files, one per variant; the first is the reference')
-    parser.add_argument('--test-opt', required=True, metavar='TEST.yml',
-                        help='the test option file every variant is tested with (its datasets, val and metrics)')
+        prog=prog, description='Train variants over seeds, test them with one test option file, and write one '
+        'comparison table (Markdown + JSON: per test set and the average, mean ± std over seeds, parameters, GMACs, '
+        'training time, prompt specialisation) and one bar chart.',
+        epilog='example: %(prog)s options/ablation/demo/b_fixed_prompts.yml --seeds 2')
+    parser.add_argument('files', nargs='+', metavar='FILE',
+                        help='a comparison file (train, test, variants), or training option files, one per variant '
+                        '(the first is the reference) with --test-opt')
+    parser.add_argument('--test-opt', default=None, metavar='TEST.yml',
+                        help='with training option files: the test option file every variant is tested with')
     parser.add_argument('--seeds', type=int, default=2, help='seeds per variant (default 2)')
     parser.add_argument('--first-seed', type=int, default=0, help='the first seed (default 0)')
-    parser.add_argument('-o', '--out', default=osp.join('results', 'ablation'),
-                        help='folder of the table, chart and logs (default results/ablation)')
+    arguments.add_output_argument(parser, 'folder of the table, chart, logs and composed option files (default '
+                                  'results/ablation/<comparison>, or results/ablation)')
     parser.add_argument('--jobs', type=int, default=1, help='runs trained/tested at the same time (default 1)')
     parser.add_argument('--devices', default=None, metavar='0,1,...',
                         help='CUDA devices to share out: each run gets --gpus-per-run of them; as many runs at the same '
@@ -202,7 +226,6 @@ def _run_command(args, log_path, devices=None, train=False):
 
 
 def _train(run, logs, slots):
-    from ..utils.checkpoints import atomic_write_text
     log_path = osp.join(logs, f'{run.name}_train.log')
     with slots.take() as devices:
         where = f', CUDA devices {",".join(devices)}' if devices else ''
@@ -235,9 +258,6 @@ def test_options(test_opt, run):
 def _test(run, test_opt, logs, slots):
     """``basicsr test`` of a trained run (unless already done with these options and weights); then, for a
     PromptIR with prompt blocks, ``basicsr prompts``. Returns an error message or None."""
-    import yaml
-
-    from ..utils.checkpoints import atomic_write_text
     options = test_options(test_opt, run)
     stat = os.stat(run.weights)
     record = {'options_sha256': _sha(options), 'weights_mtime_ns': stat.st_mtime_ns, 'weights_size': stat.st_size}
@@ -261,7 +281,6 @@ def _prompts(run, logs):
     folder = osp.join(run.results, 'prompts')
     report = osp.join(folder, 'prompts.json')
     if not osp.isfile(report):
-        from .prompts import main as prompts_main
         log_path = osp.join(logs, f'{run.name}_prompts.log')
         print(f'recording the prompts of {run.name}; output: {log_path}', flush=True)
         os.makedirs(logs, exist_ok=True)
@@ -278,14 +297,56 @@ def _prompts(run, logs):
 
 def _collect(run, metrics):
     """The run's ``{set: {metric: value}}`` from its results table (the model's row)."""
-    from ..utils.results_table import read_table
     table = read_table(run.results)
     row = next(r for r in table['rows'] if not r.get('reference'))
     return table['sets'], {name: {m: row['results'][name].get(m) for m in metrics} for name in row['results']}
 
 
+def merge_options(base, overrides, where):
+    """``base`` with ``overrides`` merged in: mappings key by key, any other value (a list too) replaced."""
+    if not isinstance(overrides, dict):
+        raise UserError(f'{where}: expected a mapping of option overrides, got {overrides!r}')
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_options(merged[key], value, f'{where}:{key}')
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_comparison(path, output):
+    """``(variants, test option file)`` of a comparison file: each variant's options (its training file plus its
+    ``set`` overrides, named after its key) written to ``<output>/options/<name>.yml``, the file it trains from."""
+    comparison = read_option_file(path)
+    folder = osp.dirname(osp.abspath(path))
+    unknown = sorted(set(comparison) - {'train', 'test', 'variants'})
+    if unknown or not isinstance(comparison.get('variants'), dict) or not comparison['variants']:
+        raise UserError(f'{path}: a comparison file has `train` (the reference training option file), `test` and '
+                        f'`variants` (a mapping of run names to {{train, set}}){"; unknown: " + ", ".join(unknown) if unknown else ""}')
+    if not comparison.get('test'):
+        raise UserError(f'{path}: `test` (the test option file every variant is tested with) is missing')
+    variants = []
+    for name, spec in comparison['variants'].items():
+        spec = spec or {}
+        extra = sorted(set(spec) - {'train', 'set'}) if isinstance(spec, dict) else ['(not a mapping)']
+        if extra:
+            raise UserError(f'{path}: variants:{name}: expected `train` and/or `set`, got {", ".join(extra)}')
+        train = spec.get('train') or comparison.get('train')
+        if not train:
+            raise UserError(f'{path}: variants:{name}: no training option file (`train` of the variant or the file)')
+        train = osp.normpath(osp.join(folder, train))
+        opt = merge_options(read_option_file(train), spec.get('set') or {}, f'{path}: variants:{name}:set')
+        opt['name'] = name
+        option_file = osp.join(output, 'options', f'{name}.yml')
+        atomic_write_text(option_file, f'# {name}: {train} with the overrides of {path} (written by basicsr ablate)\n'
+                          + options_yaml(opt))
+        variants.append(option_file)
+    return variants, osp.normpath(osp.join(folder, comparison['test']))
+
+
 def _read_variants(paths, test_opt_path, seeds, forced):
-    from ..options import apply_force_yml, prepare_run, read_option_file
+    from ..options.prepare import prepare_run  # the full check loads torch and basicsr: after parsing
     variants = []
     for path in paths:
         variants.append(Variant(path, apply_force_yml(read_option_file(path), forced)))
@@ -301,18 +362,27 @@ def _read_variants(paths, test_opt_path, seeds, forced):
     return variants, test_opt
 
 
-def main(argv=None, prog='basicsr ablate'):
-    args = build_parser(prog).parse_args(argv)
+def run(args):
     if args.seeds < 1 or args.jobs < 1:
         raise UserError('--seeds and --jobs must be at least 1')
+    comparison = len(args.files) == 1 and isinstance(read_option_file(args.files[0]).get('variants'), dict)
+    if comparison:
+        if args.test_opt:
+            raise UserError(f'--test-opt: {args.files[0]} is a comparison file, which names its test option file')
+        output = args.output or osp.join('results', 'ablation', osp.splitext(osp.basename(args.files[0]))[0])
+        option_files, test_opt_path = read_comparison(args.files[0], output)
+    else:
+        if not args.test_opt:
+            raise UserError('--test-opt is needed with training option files (or give one comparison file)')
+        output, option_files, test_opt_path = args.output or osp.join('results', 'ablation'), args.files, args.test_opt
     slots = Slots(args.jobs, args.devices, args.gpus_per_run)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     forced = tuple(args.force_yml)
-    variants, test_opt = _read_variants(args.option_files, args.test_opt, seeds, forced)
+    variants, test_opt = _read_variants(option_files, test_opt_path, seeds, forced)
     metrics = list(((test_opt.get('val') or {}).get('metrics') or {}).keys())
     if not metrics:
-        raise UserError(f'{args.test_opt}: val:metrics is empty; the table needs at least one metric')
-    logs = osp.join(args.out, 'logs')
+        raise UserError(f'{test_opt_path}: val:metrics is empty; the table needs at least one metric')
+    logs = osp.join(output, 'logs')
     # seed by seed, each run tested as soon as it is trained: every variant's first seeds are complete soonest
     runs = [Run(v, s, forced) for s in seeds for v in variants]
 
@@ -327,9 +397,8 @@ def main(argv=None, prog='basicsr ablate'):
     with ThreadPoolExecutor(len(slots.groups)) as pool:
         failures += [f for f in pool.map(train_and_test, runs) if f]
 
-    from ..utils.compute_match import network_cost
-    from ..utils.ablation_table import make_table, write_table
-    from ..utils.checkpoints import atomic_write_bytes
+    # counting the networks and drawing the chart load torch and matplotlib
+    from ..archs.compute_match import network_cost
     from ..visual.ablation_chart import ablation_chart_png
     entries = []
     for variant in variants:
@@ -350,11 +419,15 @@ def main(argv=None, prog='basicsr ablate'):
     table = make_table([e for e in entries if e['runs']], metrics)
     if not table['rows']:
         raise UserError('no run finished: nothing to tabulate\n' + '\n'.join(failures))
-    text = write_table(table, args.out)
-    chart = osp.join(args.out, 'ablation.png')
+    text = write_table(table, output)
+    chart = osp.join(output, 'ablation.png')
     atomic_write_bytes(chart, ablation_chart_png(table, title=args.title))
     print(text)
-    print(f'wrote {osp.join(args.out, "ablation.md")}, {osp.join(args.out, "ablation.json")}, {chart}')
+    print(f'wrote {osp.join(output, "ablation.md")}, {osp.join(output, "ablation.json")}, {chart}')
     for failure in failures:
         print(f'error: {failure}', file=sys.stderr)
     return 1 if failures else 0
+
+
+def main(argv=None):
+    return run(build_parser().parse_args(argv))

@@ -14,8 +14,9 @@ import sys
 
 from ..errors import UserError
 from ..interop import INTEROP_INSTALL
-from ..utils.checkpoints import atomic_write_bytes
-from .restore import add_network_arguments, load_network_from_args
+from . import arguments
+
+HELP = 'export weights to ONNX (checked with onnxruntime), TorchScript or safetensors'
 
 # format -> (file extension, writer name in promptir_basicsr.interop.export)
 FORMATS = {'onnx': ('.onnx', 'onnx_bytes'), 'torchscript': ('.pt', 'torchscript_bytes'),
@@ -28,18 +29,17 @@ def build_parser(prog='basicsr export'):
         'TorchScript or safetensors (the network in the metadata, so `basicsr restore` and spandrel need nothing '
         'else). Needs the interop extra: ' + INTEROP_INSTALL + '.',
         epilog='example: %(prog)s --weights net_g_latest.pth --format onnx --output promptir.onnx')
-    parser.add_argument('--weights', required=True, help='any weights `basicsr restore` reads (.pth, .ckpt, '
-                        '.safetensors)')
     parser.add_argument('--format', choices=sorted(FORMATS), default=None,
                         help="onnx, torchscript or safetensors (default: from --output's extension: "
                         + ', '.join(ext for ext, _ in FORMATS.values()) + ')')
-    parser.add_argument('--output', required=True, help='the file to write')
+    arguments.add_output_argument(parser, 'the file to write', required=True)
     parser.add_argument('--opset', type=int, default=None, metavar='N',
                         help='ONNX opset (default: 17, or 19 for AirNet, whose deformable convolution needs 19)')
     parser.add_argument('--dynamic', action='store_true',
                         help='ONNX: a dynamic batch axis too (height and width are always dynamic)')
     parser.add_argument('--fp16', action='store_true', help='float16 weights (ONNX: float16 input and output too)')
-    add_network_arguments(parser)
+    arguments.add_network_arguments(parser, weights_help='any weights `basicsr restore` reads (.pth, .ckpt, '
+                                    '.safetensors)')
     return parser
 
 
@@ -54,15 +54,15 @@ def choose_format(args):
                     f'ending in {", ".join(ext for ext, _ in FORMATS.values())}')
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def run(args):
     fmt = choose_format(args)
     for flag, given in (('--opset', args.opset is not None), ('--dynamic', args.dynamic)):
         if given and fmt != 'onnx':
             raise UserError(f'{flag} applies to --format onnx only (this export is {fmt})')
-    from ..interop import export  # here: its optional packages are imported only by the writers
+    from ..interop import export  # the writers: torch, and the optional interop packages (imported by each writer)
+    from ..utils.files import atomic_write_bytes
 
-    net, network_opt = load_network_from_args(args, print)
+    net, network_opt = arguments.load_network(args, print)
     writer = getattr(export, FORMATS[fmt][1])
     kwargs = dict(opset=args.opset, dynamic_batch=args.dynamic) if fmt == 'onnx' else {}
     try:
@@ -73,3 +73,7 @@ def main(argv=None):
     atomic_write_bytes(args.output, data)
     print(f'wrote {args.output} ({fmt}, {len(data) / 2**20:.1f} MiB)')
     return 0
+
+
+def main(argv=None):
+    return run(build_parser().parse_args(argv))

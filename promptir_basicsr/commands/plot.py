@@ -10,6 +10,7 @@ import argparse
 import os.path as osp
 
 from ..errors import UserError
+from . import arguments
 
 
 def build_parser(prog='basicsr plot'):
@@ -18,16 +19,18 @@ def build_parser(prog='basicsr plot'):
         'for basicsr runs (their logs and tensorboard files); several runs overlay.',
         epilog='example: %(prog)s experiments/promptir_demo -o curves.png')
     parser.add_argument('runs', nargs='+', metavar='RUN_DIR', help='run folders, e.g. experiments/<name>')
-    parser.add_argument('-o', '--output', default='curves.png', help='PNG to write (default: curves.png)')
+    arguments.add_output_argument(parser, 'PNG to write (default: curves.png)', default='curves.png')
     parser.add_argument('--metric', default='psnr', help='validation metric to plot per set (default: psnr)')
     parser.add_argument('--smooth', type=float, default=0.0,
                         help='exponential smoothing of the losses in [0, 1), as tensorboard (default 0: raw)')
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    from ..visual.curves import plot_runs, read_run
+HELP = 'plot loss, learning rate and per-set metrics of training runs (several runs overlay)'
+
+
+def run(args):
+    from ..visual.curves import plot_runs, read_run  # matplotlib: loaded when plotting, not for --help
 
     if not 0 <= args.smooth < 1:
         raise UserError(f'--smooth {args.smooth}: must be in [0, 1)')
@@ -48,3 +51,7 @@ def main(argv=None):
     titles = plot_runs(runs, args.output, metric=args.metric, smooth=args.smooth)
     print(f'wrote {args.output}: {len(titles)} panels ({", ".join(titles)})')
     return 0
+
+
+def main(argv=None):
+    return run(build_parser().parse_args(argv))

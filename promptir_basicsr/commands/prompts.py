@@ -13,12 +13,10 @@ import os.path as osp
 import sys
 from collections import defaultdict
 
-import torch
-from tqdm import tqdm
-
 from ..errors import UserError
-from ..inference import Restorer, describe_network, load_network
-from ..utils.checkpoints import CheckpointError
+from . import arguments
+
+HELP = "record a trained PromptIR's prompt weights per degradation: heatmaps and a specialisation table"
 
 
 def build_parser(prog='basicsr prompts'):
@@ -31,15 +29,16 @@ def build_parser(prog='basicsr prompts'):
                         help='a test option file: its datasets are the labelled sets')
     parser.add_argument('--weights', default=None,
                         help="PromptIR weights (default: the option file's path:pretrain_network_g)")
-    parser.add_argument('-o', '--output', default=None, help='output folder (default: results/<name>/prompts)')
-    parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
+    arguments.add_output_argument(parser, 'output folder (default: results/<name>/prompts)')
+    arguments.add_device_arguments(parser, speed=False)
     return parser
 
 
 def prompt_blocks(net):
-    """``{name: module}`` of the network's prompt generation blocks (empty for other networks)."""
-    from ..archs.promptir_arch import PromptGenBlock
-    return {name: module for name, module in net.named_modules() if isinstance(module, PromptGenBlock)}
+    """``{name: module}`` of the network's prompt generation blocks (PromptIR's ``PromptGenBlock``: learned prompt
+    components mixed by the softmax of a linear layer; empty for networks without them)."""
+    return {name: module for name, module in net.named_modules()
+            if hasattr(module, 'prompt_param') and hasattr(module, 'linear_layer')}
 
 
 class PromptRecorder:
@@ -55,11 +54,11 @@ class PromptRecorder:
 
     def _hook(self, name):
         def record(module, inputs, output):
-            self.calls[name].append(torch.softmax(output.float(), dim=1).mean(0).cpu())
+            self.calls[name].append(output.float().softmax(dim=1).mean(0).cpu())
         return record
 
     def take(self):
-        weights = {name: torch.stack(calls).mean(0).tolist() for name, calls in self.calls.items()}
+        weights = {name: (sum(calls) / len(calls)).tolist() for name, calls in self.calls.items()}
         self.calls.clear()
         return weights
 
@@ -81,10 +80,15 @@ def build_labelled_sets(opt):
     return sets
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    from ..options import prepare_run
+def run(args):
+    # The network, the data sets and matplotlib load torch and basicsr: imported after parsing (fast --help).
+    import torch
+    from tqdm import tqdm
+
+    from ..inference import Restorer
+    from ..options.prepare import prepare_run
     from ..visual.prompt_maps import summarise, to_markdown, write_report
+    from ..weights.network import describe_network, load_network
 
     force = [f'path:pretrain_network_g={args.weights}'] if args.weights else None
     opt = prepare_run(args.opt, is_train=False, force_yml=force)
@@ -93,7 +97,7 @@ def main(argv=None):
         raise UserError(f'{args.opt}: no weights: pass --weights or set path:pretrain_network_g')
     try:
         net, network_opt, _ = load_network(weights, overrides=opt.get('network_g'), param_key=None)
-    except (CheckpointError, FileNotFoundError) as err:
+    except (UserError, FileNotFoundError) as err:
         raise UserError(f'--weights {weights}: {err}') from None
     blocks = prompt_blocks(net)
     if not blocks:
@@ -131,3 +135,7 @@ def main(argv=None):
     print(to_markdown(table))
     print(f'wrote {", ".join(paths)}')
     return 0
+
+
+def main(argv=None):
+    return run(build_parser().parse_args(argv))

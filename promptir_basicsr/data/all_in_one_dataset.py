@@ -9,7 +9,7 @@ from basicsr.utils import get_root_logger, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data as data
 
-from ..option_schema import Key, dataset_keys
+from ..utils.option_keys import Key, dataset_keys
 from .degradations import build_pipeline
 from .pairing import build_pairing
 from .sources import (SOURCE_OPTIONS, DatasetError, ImageReader, backend_of, collect_clean, collect_paired,
@@ -122,7 +122,7 @@ class AllInOneDataset(data.Dataset):
     reproducible for a given ``manual_seed``, different per worker, rank and epoch.
     """
 
-    #: the keys it reads (besides basicsr's loader keys), checked before a run (``option_schema``)
+    #: the keys it reads (besides basicsr's loader keys), checked before a run (``options/schema.py``)
     OPTIONS = {
         'sources': Key(list, required=True, items=SOURCE_ENTRY_OPTIONS), 'gt_size': Key(int, required=True),
         'augment': Key(str, choices=AUGMENT_MODES), 'use_hflip': Key(bool), 'use_rot': Key(bool),

@@ -5,7 +5,7 @@ from basicsr.utils import get_root_logger, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data as data
 
-from ..option_schema import Key, dataset_keys
+from ..utils.option_keys import Key, dataset_keys
 from .degradations import build_pipeline
 from .pairing import build_pairing
 from .sources import SOURCE_OPTIONS, DatasetError, ImageReader, backend_of, collect_clean, collect_paired
@@ -35,7 +35,7 @@ class DegradedImageDataset(data.Dataset):
     is the dataset's ``name``).
     """
 
-    #: the keys it reads (besides basicsr's loader keys), checked before a run (``option_schema``)
+    #: the keys it reads (besides basicsr's loader keys), checked before a run (``options/schema.py``)
     OPTIONS = {**SOURCE_OPTIONS, 'seed': Key(int), 'lq_suffix': Key(str, None), 'crop_to_multiple': Key(int, None)}
 
     def __init__(self, opt):

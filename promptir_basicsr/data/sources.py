@@ -12,7 +12,7 @@ import numpy as np
 from basicsr.utils import FileClient, get_root_logger, imfrombytes, scandir
 
 from ..errors import UserError
-from ..option_schema import Key
+from ..utils.option_keys import Key
 from .pairing import PairingRule, lmdb_key, name_from_lmdb_key
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
@@ -246,7 +246,7 @@ class ImageReader:
                                'with scripts/create_lmdb.py')
         try:
             img = imfrombytes(content, float32=float32)
-        except Exception as err:  # noqa: BLE001
+        except Exception:  # noqa: BLE001
             img = None
         if img is None:
             raise DatasetError(f'{self.where}: {key} image {location} is unreadable (corrupt or not an image); '

@@ -30,7 +30,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from ..errors import UserError
-from ..inference import network_metadata, size_multiple
+from ..archs.arch_api import size_multiple
+from ..weights.files import network_metadata
 from . import require
 from .onnx_runtime import ONNX_ARCH_KEY, ONNX_MULTIPLE_KEY, ONNX_OPTIONS_KEY, OnnxNetwork
 
@@ -239,7 +240,7 @@ def torchscript_bytes(net, network_opt, fp16=False, log=print):
 # ----------------------------------------------------------------------------------------------
 def safetensors_bytes(net, network_opt, fp16=False, log=print):
     """``net``'s state dict as safetensors (floating tensors in float16 with ``fp16``), with
-    :func:`~promptir_basicsr.inference.network_metadata` in the header. Read back and compared
+    :func:`~promptir_basicsr.weights.files.network_metadata` in the header. Read back and compared
     before it is returned."""
     st = require('safetensors.torch', 'safetensors export')
     dtype = torch.float16 if fp16 else torch.float32

@@ -31,7 +31,8 @@ from spandrel import (MAIN_REGISTRY, Architecture, ArchRegistry, ArchSupport,  #
 
 from ..archs.arch_api import (declaration, detect_arch, options_from_weights,  # noqa: E402
                               registered_archs, size_multiple)
-from ..utils.checkpoints import CheckpointError, extract_state_dict  # noqa: E402
+from ..errors import CheckpointError  # noqa: E402
+from ..weights.state_dict import extract_state_dict  # noqa: E402
 
 
 def _network_weights(state_dict):

@@ -68,10 +68,10 @@ from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.registry import METRIC_REGISTRY, MODEL_REGISTRY
 from tqdm import tqdm
 
-from ..archs.arch_api import size_multiple
-from ..option_schema import Key
+from ..archs.arch_api import uses_contrastive_encoder
+from ..inference import Restorer
+from ..utils.option_keys import Key
 from ..utils import acceleration, results_table
-from ..utils.tiling import tiled_forward
 from ..visual.grids import ValidationGrid
 from .schedulers import build_optimizer, build_scheduler
 from .training_guards import TrainingGuardsMixin
@@ -125,7 +125,7 @@ def _float_rgb(tensor):
 class AllInOneModel(TrainingGuardsMixin, SRModel):
     """PromptIR / Restormer training and testing in basicsr; see the module docstring for options."""
 
-    #: the option keys this model reads, per section; checked before a run (``promptir_basicsr.option_schema``)
+    #: the option keys this model reads, per section; checked before a run (``promptir_basicsr.options.schema``)
     OPTIONS = {
         '': {'cpu_threads': Key(int, None), 'channels_last': Key(bool), 'compile': Key(bool, dict, None),
              'amp': Key(bool, str, None, choices=(False, None, *acceleration.AMP_DTYPES))},
@@ -165,8 +165,7 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
     @classmethod
     def option_warnings(cls, opt):
         """Options that run but most likely not as meant (logged before training starts)."""
-        from .contrastive_model import network_uses_contrastive_encoder
-        if network_uses_contrastive_encoder(opt):
+        if uses_contrastive_encoder(opt.get('network_g')):
             return [f'network_g {opt["network_g"]["type"]} has a contrastive degradation encoder, which model_type '
                     f'{opt["model_type"]} trains without its contrastive loss (and DDP would need '
                     'find_unused_parameters: true for its unused projection head); use model_type: ContrastiveModel']
@@ -381,39 +380,22 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
         and a DDP forward there could wait for the other ranks (buffer broadcast)."""
         return self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
 
-    def restore(self, net, lq):
-        """Full-image restoration of ``lq`` with ``net`` (eval mode, no grad): padding and tiles."""
-        val_opt = self.opt.get('val') or {}
-
-        def run(x):
-            out = net(x)
-            return out[0] if isinstance(out, (tuple, list)) else out
-
-        return tiled_forward(run, lq, val_opt.get('tile_size'), val_opt.get('tile_overlap', 32),
-                             val_opt.get('pad_to_multiple') or size_multiple(net), self.opt.get('scale', 1))
-
     def test(self):
+        """Restore ``self.lq`` with the inference network through the one inference path (``Restorer``:
+        padding to ``val: pad_to_multiple`` or the network's size multiple, ``val: tile_size`` tiles,
+        autocast), into ``self.output`` (float32, CPU)."""
         net = self.inference_net()
         was_training = net.training
-        net.eval()
-        with torch.no_grad(), self._autocast():
-            self.output = self.restore(net, self.lq).float()
+        val_opt = self.opt.get('val') or {}
+        restorer = Restorer(net, self.device, self.amp_dtype, val_opt.get('tile_size'), val_opt.get('tile_overlap', 32),
+                            multiple=val_opt.get('pad_to_multiple'), scale=self.opt.get('scale', 1))
+        self.output = restorer(self.lq)
         if was_training and not hasattr(self, 'net_g_ema'):
             net.train()
 
     # ---- validation ----------------------------------------------------------------------------
-    def _fix_final_iter(self, current_iter):
-        """train_pipeline validates after its loop with a counter past total_iter (its ``break``
-        leaves only the inner loop, so every remaining epoch adds one more); report total_iter."""
-        if self.is_train and isinstance(current_iter, int):
-            total = int(self.opt['train']['total_iter'])
-            if current_iter > total:
-                return total
-        return current_iter
-
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         dataset_name = dataloader.dataset.opt['name']
-        current_iter = self._fix_final_iter(current_iter)
         val_opt = self.opt['val']
         metrics_opt = val_opt.get('metrics') or {}
         with_metrics = bool(metrics_opt)

@@ -27,21 +27,11 @@ Option keys (``train:``), besides those of ``AllInOneModel``:
 """
 import torch.distributed as dist
 from basicsr.losses import build_loss
-from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
+from basicsr.utils.registry import MODEL_REGISTRY
 
-from ..option_schema import Key, _registry_lookup
+from ..archs.arch_api import uses_contrastive_encoder
+from ..utils.option_keys import Key
 from .all_in_one_model import AllInOneModel
-
-
-def network_uses_contrastive_encoder(opt):
-    """True / False for the option dict's ``network_g`` (by its class's ``uses_contrastive_encoder``), None
-    when the architecture is unknown (the option check reports that)."""
-    network = opt.get('network_g') or {}
-    arch = _registry_lookup(ARCH_REGISTRY, network.get('type'))
-    if arch is None:
-        return None
-    rule = getattr(arch, 'uses_contrastive_encoder', None)
-    return bool(rule(network)) if rule is not None else False
 
 
 @MODEL_REGISTRY.register()
@@ -54,7 +44,7 @@ class ContrastiveModel(AllInOneModel):
     @classmethod
     def option_problems(cls, opt, is_train):
         problems = super().option_problems(opt, is_train)
-        if network_uses_contrastive_encoder(opt) is False:
+        if uses_contrastive_encoder(opt.get('network_g')) is False:
             network = opt['network_g']
             hint = ' (set network_g:prompt_source: cbde)' if network.get('type') == 'PromptIR' else ''
             problems.append(f'model_type {opt["model_type"]} trains a contrastive degradation encoder, but network_g '

@@ -22,8 +22,8 @@ from basicsr.data.data_sampler import EnlargedSampler
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 
-from ..option_schema import Key
-from ..utils.checkpoints import atomic_save
+from ..utils.option_keys import Key
+from ..utils.files import atomic_save
 
 
 class NonFiniteLossError(RuntimeError):
@@ -31,22 +31,9 @@ class NonFiniteLossError(RuntimeError):
 
 
 def _current_epoch():
-    """The epoch ``train_pipeline`` is in (it calls ``train_sampler.set_epoch(epoch)`` at each start)."""
+    """The epoch ``train_pipeline`` is in: ``EnlargedSampler.current_epoch``, recorded at each
+    ``set_epoch`` by ``basicsr_patches/behaviour/data_data_sampler.py``."""
     return getattr(EnlargedSampler, 'current_epoch', 0)
-
-
-def _record_epoch(set_epoch):
-
-    def wrapper(self, epoch):
-        EnlargedSampler.current_epoch = epoch
-        return set_epoch(self, epoch)
-
-    wrapper._records_epoch = True
-    return wrapper
-
-
-if not getattr(EnlargedSampler.set_epoch, '_records_epoch', False):
-    EnlargedSampler.set_epoch = _record_epoch(EnlargedSampler.set_epoch)
 
 
 def _any_rank(flag, device):
@@ -71,7 +58,7 @@ def configure_determinism(opt):
 class TrainingGuardsMixin:
     """Non-finite loss policy, SIGTERM/SIGINT pre-emption, best metrics kept in training states."""
 
-    #: the option keys read here (merged into the model's declaration by ``option_schema``)
+    #: the option keys read here (merged into the model's declaration by ``options/schema.py``)
     OPTIONS = {'': {'deterministic': Key(bool)},
                'train': {'nan_policy': Key(str, choices=('stop', 'skip')), 'nan_max_skips': Key(int)}}
 

@@ -11,12 +11,12 @@ Several results folders merge into one table (the input row kept once per distin
 
     python scripts/results_table.py results/promptir results/airnet [--out merged]
 """
-import argparse
 import json
 import math
 import os.path as osp
 
 from ..errors import UserError
+from .files import atomic_write_text
 
 INPUT_ROW = 'Input (degraded)'
 JSON_NAME = 'results_table.json'
@@ -78,7 +78,6 @@ def to_markdown(table):
 def write_table(table, folder, markdown=None, json_name=JSON_NAME, md_name=MD_NAME):
     """Write ``table`` as ``json_name`` and its Markdown (``markdown(table)``, default :func:`to_markdown`) as
     ``md_name`` into ``folder`` (``results_table.json`` and ``.md`` by default); returns the Markdown text."""
-    from .checkpoints import atomic_write_text
     text = (markdown or to_markdown)(table)
     atomic_write_text(osp.join(folder, json_name), json.dumps(table, indent=2))
     atomic_write_text(osp.join(folder, md_name), text)
@@ -119,19 +118,3 @@ def merge_tables(tables):
     # recompute averages over the merged metric list
     rows = [make_row(r['model'], r['results'], metrics, r.get('reference')) for r in rows]
     return make_table(rows, metrics, sets)
-
-
-def main(argv=None, prog='basicsr table'):
-    parser = argparse.ArgumentParser(prog=prog,
-                                     description='Merge results tables of `basicsr test` runs into one table.')
-    parser.add_argument('folders', nargs='+', help='results folders (results/<name>) or results_table.json files')
-    parser.add_argument('--out', help='folder to write the merged results_table.{md,json} (default: print only)')
-    args = parser.parse_args(argv)
-    table = merge_tables([read_table(p) for p in args.folders])
-    text = write_table(table, args.out) if args.out else to_markdown(table)
-    print(text)
-    return 0
-
-
-if __name__ == '__main__':
-    raise SystemExit(main())

@@ -19,7 +19,7 @@ import os.path as osp
 import re
 from collections import defaultdict
 
-from ..utils.checkpoints import atomic_write_bytes
+from ..utils.files import atomic_write_bytes
 
 _NUMBER = r'[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf)'
 TRAIN_LINE = re.compile(r'\]\[epoch:\s*\d+, iter:\s*([\d,]+), lr:\(([^)]*)\)\]')

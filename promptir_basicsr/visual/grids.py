@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..metrics.protocol_metric import calculate_psnr_protocol
-from ..utils.checkpoints import atomic_write_bytes
+from ..utils.files import atomic_write_bytes
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 PAPER, INK, GAP_COLOUR = 255, 0, 160  # label bars: black on white; grey gaps between cells

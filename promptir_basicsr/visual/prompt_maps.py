@@ -16,7 +16,7 @@ import os.path as osp
 
 import numpy as np
 
-from ..utils.checkpoints import atomic_write_bytes
+from ..utils.files import atomic_write_bytes
 
 
 def mutual_information(labels, choices):

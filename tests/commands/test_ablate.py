@@ -1,4 +1,4 @@
-"""`scripts/run_ablation.py` (= `basicsr ablate`) on two tiny option files: trains each over two seeds, tests each
+"""`basicsr ablate` on two tiny option files: trains each over two seeds, tests each
 with one test option file, writes the table (Markdown + JSON) and the chart, and reuses finished runs."""
 import json
 import os
@@ -14,7 +14,7 @@ from cli_helpers import paired_set
 
 from promptir_basicsr.commands.ablate import Slots, command, main
 from promptir_basicsr.errors import UserError
-from promptir_basicsr.utils.compute_match import network_cost
+from promptir_basicsr.archs.compute_match import network_cost
 
 REPO = Path(__file__).resolve().parents[2]
 NETWORKS = {
@@ -61,7 +61,7 @@ def test_run_ablation_writes_table_and_chart_and_reuses_runs(tiny_data, monkeypa
     prompt scores, and retraining of finished runs."""
     root = tiny_data
     files = [_train_file(root, name) for name in NETWORKS]
-    proc = subprocess.run([sys.executable, str(REPO / 'scripts' / 'run_ablation.py'), *_arguments(root, *files)],
+    proc = subprocess.run([sys.executable, '-m', 'promptir_basicsr', 'ablate', *_arguments(root, *files)],
                           cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert '0 finished before, 4 to train' in proc.stdout

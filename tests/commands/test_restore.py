@@ -117,7 +117,7 @@ def test_tiled_restore_keeps_size_mode_and_depth(photos, weights, tmp_path, caps
     depths; alpha untouched; --suffix and --compare (input and restored side by side, labelled)."""
     (photos / 'broken.png').unlink()
     out = tmp_path / 'tiled'
-    status = cli.main(['restore', '-i', str(photos), '-o', str(out), '--weights', str(weights), '--tile', '16',
+    status = cli.main(['restore', '-i', str(photos), '-o', str(out), '--weights', str(weights), '--tile-size', '16',
                        '--tile-overlap', '8', '--suffix', '_r', '--compare'])
     assert status == 0, capsys.readouterr()
     assert 'tiles of 16 px overlapping 8 px' in capsys.readouterr().out
@@ -157,7 +157,7 @@ def test_outputs_never_overwrite_inputs(photos, weights, capsys):
 def test_bad_arguments_are_one_line_errors(photos, weights, tmp_path, capsys):
     for args, message in [(['--weights', str(tmp_path / 'missing.pth')], 'not found'),
                           (['--weights', str(weights), '--arch-opt', 'dim=16'], 'does not match'),
-                          (['--weights', str(weights), '--tile', '16', '--tile-overlap', '16'], 'tile > overlap')]:
+                          (['--weights', str(weights), '--tile-size', '16', '--tile-overlap', '16'], 'tile size > overlap')]:
         status = cli.main(['restore', '-i', str(photos), '-o', str(tmp_path / 'x'), *args])
         err = capsys.readouterr().err
         assert status == 2 and message in err, (args, err)
@@ -215,7 +215,7 @@ def test_channels_last_and_compile_flags_keep_the_output(photos, weights, tmp_pa
         for tile in ('0', '16'):
             out = tmp_path / f'{name}_{tile}'
             status = cli.main(['restore', '-i', str(two), '-o', str(out), '--weights', str(weights),
-                               '--tile', tile, '--tile-overlap', '8', *flags])
+                               '--tile-size', tile, '--tile-overlap', '8', *flags])
             log = capsys.readouterr().out
             assert status == 0, log
             if flags:

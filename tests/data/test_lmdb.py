@@ -135,7 +135,8 @@ def test_write_opt_gives_a_checked_option_file_with_identical_samples(tmp_path, 
     """--write-opt: the demo's option file with every folder replaced by its LMDB; it passes the option check
     and its datasets give the same tensors as the folders. Guards against a file that only looks right."""
     from promptir_basicsr.data.demo import make_demo_data
-    from promptir_basicsr.options import read_option_file, validate_options
+    from promptir_basicsr.options.files import read_option_file
+    from promptir_basicsr.options.prepare import validate_options
     demo_file = os.path.join(os.path.dirname(__file__), '..', '..', 'options', 'demo', 'promptir_demo.yml')
     monkeypatch.chdir(tmp_path)
     make_demo_data('datasets/demo')

@@ -69,7 +69,7 @@ def test_onnx_export_and_restore_through_onnxruntime(tmp_path, weights, photos, 
     differences = re.findall(r'(\d+)x(\d+) max abs difference ([0-9.e+-]+)', printed)
     assert len(differences) == 2 and any(int(h) % 8 or int(w) % 8 for h, w, _ in differences)
     assert all(float(d) <= 1e-4 for _, _, d in differences)
-    tiles = ('--tile', '24', '--tile-overlap', '8')
+    tiles = ('--tile-size', '24', '--tile-overlap', '8')
     from_pth = restore(photos, tmp_path / 'pth', weights, *tiles)
     capsys.readouterr()
     from_onnx = restore(photos, tmp_path / 'onnx', model, *tiles)

@@ -13,7 +13,7 @@ from safetensors.torch import load as load_safetensors
 
 from promptir_basicsr.errors import UserError
 from promptir_basicsr.archs.arch_api import options_from_weights as infer_network_options
-from promptir_basicsr.inference import network_opt_from_metadata
+from promptir_basicsr.weights.files import network_opt_from_metadata
 from promptir_basicsr.interop import export
 from promptir_basicsr.interop.spandrel import spandrel_registry
 

@@ -9,7 +9,7 @@ from official_keys import lightning_checkpoint
 from spandrel import MAIN_REGISTRY, ModelLoader, ModelTiling, UnsupportedDtypeError
 
 from promptir_basicsr.archs.arch_api import options_from_weights as infer_network_options
-from promptir_basicsr.inference import load_network
+from promptir_basicsr.weights.network import load_network
 from promptir_basicsr.interop.export import safetensors_bytes
 from promptir_basicsr.interop.spandrel import spandrel_registry, install
 

@@ -175,7 +175,8 @@ def test_grad_checkpoint_on_a_network_without_stages_is_a_user_error(tiny_opt):
 def test_options_pass_the_option_checker():
     """The keys are declared to the option checker (an undeclared key is an 'unknown key' error), with
     their values checked before a run, and the old places under `train:` are refused with a hint."""
-    from promptir_basicsr.options import read_option_file, validate_options
+    from promptir_basicsr.options.files import read_option_file
+    from promptir_basicsr.options.prepare import validate_options
     opt = read_option_file('options/demo/promptir_demo.yml')
     opt.update(amp='bf16', channels_last=True, compile={'mode': 'max-autotune'})
     opt['train']['grad_checkpoint'] = True

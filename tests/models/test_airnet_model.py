@@ -61,7 +61,7 @@ def test_one_per_source_two_crops_and_eval(tiny_opt):
 
 
 def test_resume_restores_queue_optimizer_and_scheduler(tiny_opt, tmp_path):
-    from promptir_basicsr.utils.checkpoints import load_checkpoint
+    from promptir_basicsr.weights.files import load_checkpoint
     train = {'encoder_iters': 1, 'scheduler': {'type': 'AirNetStepLR', 'encoder_step': 1, 'restore_step': 1}}
     model = build(tiny_opt(model_type='AirNetModel', network=TINY_AIRNET, train=train))
     for it in (1, 2, 3):

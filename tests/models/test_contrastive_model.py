@@ -3,8 +3,8 @@ PromptIR with ``prompt_source: cbde`` (AirNetModel is the same model for AirNet;
 import torch
 
 from model_test_helpers import build
-from promptir_basicsr.option_schema import collect_problems
-from promptir_basicsr.options import consistency_warnings
+from promptir_basicsr.options.schema import collect_problems
+from promptir_basicsr.options.prepare import consistency_warnings
 
 CBDE_PROMPTIR = {'type': 'PromptIR', 'dim': 8, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1,
                  'heads': [1, 1, 1, 1], 'prompt_len': 3, 'prompt_dims': [8, 8, 8], 'prompt_sizes': [4, 4, 4],

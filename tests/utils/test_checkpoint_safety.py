@@ -5,7 +5,9 @@ import pickle
 import pytest
 import torch
 
-from promptir_basicsr.utils.checkpoints import CheckpointError, atomic_save, load_checkpoint
+from promptir_basicsr.errors import CheckpointError
+from promptir_basicsr.utils.files import atomic_save
+from promptir_basicsr.weights.files import load_checkpoint
 
 
 class _RunsCodeWhenUnpickled:
@@ -129,7 +131,7 @@ def test_atomic_text_and_bytes_writes_and_their_file_mode(tmp_path):
     """Guards atomic_write_text/atomic_write_bytes (results tables, images) and the mode of every atomic
     file: what open() would give (0o666 less the umask), not mkstemp's private 0o600 (found by mutation
     testing)."""
-    from promptir_basicsr.utils.checkpoints import atomic_write_bytes, atomic_write_text
+    from promptir_basicsr.utils.files import atomic_write_bytes, atomic_write_text
     old_umask = os.umask(0o027)
     try:
         atomic_write_text(tmp_path / 'table.md', 'PSNR 30.00 dB, \u00b5 = 1\n')

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from promptir_basicsr.archs.restormer_arch import Restormer
-from promptir_basicsr.utils.complexity import count_macs, count_parameters
+from promptir_basicsr.archs.complexity import count_macs, count_parameters
 
 
 def test_conv_macs_by_hand():

@@ -6,10 +6,9 @@ import pytest
 import torch
 from basicsr.archs import build_network
 
-from promptir_basicsr.options import read_option_file
-from promptir_basicsr.utils.complexity import count_macs, count_parameters
-from promptir_basicsr.utils.compute_match import (DEFAULT_MAC_TOL, DEFAULT_PARAM_TOL, RestormerCostModel,
-                                                  format_report, network_cost, restormer_backbone, search)
+from promptir_basicsr.options.files import read_option_file
+from promptir_basicsr.archs.complexity import count_macs, count_parameters
+from promptir_basicsr.archs.compute_match import DEFAULT_MAC_TOL, DEFAULT_PARAM_TOL, RestormerCostModel, format_report, network_cost, restormer_backbone, search
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 # (PromptIR, its compute-matched Restormer, the Restormer with its backbone); the official Restormer's published

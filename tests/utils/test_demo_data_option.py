@@ -2,7 +2,7 @@
 import json
 import multiprocessing as mp
 
-from promptir_basicsr.utils.demo_data import prepare_demo_data
+from promptir_basicsr.data.demo import prepare_demo_data
 
 
 def _prepare(root, queue):

@@ -1,3 +1,4 @@
+from promptir_basicsr.commands.table import main as table_main
 from promptir_basicsr.utils import results_table as rt
 
 
@@ -9,7 +10,7 @@ def test_merge_and_markdown(tmp_path):
     two = rt.make_table([rt.make_row('m2', {'A': {'psnr': 31.0, 'ssim': 0.91}}, metrics), inp], metrics)
     rt.write_table(one, tmp_path / 'a')
     rt.write_table(two, tmp_path / 'b')
-    assert rt.main([str(tmp_path / 'a'), str(tmp_path / 'b'), '--out', str(tmp_path / 'm')]) == 0
+    assert table_main([str(tmp_path / 'a'), str(tmp_path / 'b'), '-o', str(tmp_path / 'm')]) == 0
     merged = rt.read_table(tmp_path / 'm')
     assert [r['model'] for r in merged['rows']] == ['m1', rt.INPUT_ROW, 'm2']
     assert merged['rows'][0]['average'] == {'psnr': 31.0, 'ssim': 0.925}

@@ -18,13 +18,13 @@ counts a whole network, and the printed candidates are counted whole.
     python scripts/match_compute.py                                   # the official PromptIR
     python scripts/match_compute.py --opt options/demo/promptir_demo.yml   # the demo's tiny one
 """
-import argparse
 import itertools
 from dataclasses import dataclass, field
 
 import torch
 
 from .complexity import count_macs, count_parameters
+from .restormer_blocks import TransformerBlock
 
 DEFAULT_PARAM_TOL = 0.03
 DEFAULT_MAC_TOL = 0.05
@@ -103,7 +103,6 @@ class RestormerCostModel:
         return self._cache[key]
 
     def cost(self, dim, num_blocks, refinement, heads, ffn):
-        from ..archs.restormer_blocks import TransformerBlock
         stage = dict(ffn_expansion_factor=ffn, bias=self.base['bias'], LayerNorm_type=self.base['LayerNorm_type'])
         skeleton = self._cached(('skeleton', dim), lambda: network_cost(
             dict(self.base, dim=dim, num_blocks=[0, 0, 0, 0], num_refinement_blocks=0), self.size))
@@ -229,27 +228,3 @@ def format_report(target_opt, target, baseline, candidates, size, param_tol, mac
     else:
         lines += ['', 'No candidate is within both tolerances: widen the search or the tolerances.']
     return '\n'.join(lines)
-
-
-def main(argv=None, prog='match_compute.py'):
-    parser = argparse.ArgumentParser(prog=prog, description='Search Restormer configurations with the parameters '
-                                     'and GMACs of a PromptIR (a compute-matched baseline).')
-    parser.add_argument('--opt', metavar='X.yml', help="an option file whose network_g is the target PromptIR "
-                        '(default: the official PromptIR)')
-    parser.add_argument('--size', type=int, default=256, help='input size for the GMACs (default 256)')
-    parser.add_argument('--param-tol', type=float, default=DEFAULT_PARAM_TOL, help='relative (default 0.03)')
-    parser.add_argument('--mac-tol', type=float, default=DEFAULT_MAC_TOL, help='relative (default 0.05)')
-    parser.add_argument('--top', type=int, default=10, help='candidates to print (default 10)')
-    args = parser.parse_args(argv)
-    target_opt = {'type': 'PromptIR'}
-    if args.opt:
-        from ..options import read_option_file
-        target_opt = dict(read_option_file(args.opt).get('network_g') or {})
-        if target_opt.get('type') != 'PromptIR':
-            from ..errors import UserError
-            raise UserError(f'{args.opt}: network_g must be a PromptIR (the network to match), got '
-                            f'{target_opt.get("type")!r}')
-    import promptir_basicsr  # noqa: F401  (registrations)
-    target, baseline, candidates = search(target_opt, args.size, args.param_tol, args.mac_tol, args.top)
-    print(format_report(target_opt, target, baseline, candidates, args.size, args.param_tol, args.mac_tol))
-    return 0

@@ -1,0 +1,198 @@
+"""The checks of an option file that need nothing but the file: basicsr's own keys and sections, and the data and
+checkpoint paths. They run before torch is even imported, so the commonest mistakes (a misspelt basicsr key, a
+missing required one, a wrong type, a path that does not exist) are answered in a fraction of a second; the
+checks that need the networks, models and datasets (``options/schema.py``) run once these pass.
+
+:class:`Checker` is the walker both use: it compares a mapping with a schema of :class:`Key` declarations and
+collects every problem.
+"""
+import os
+import os.path as osp
+from collections.abc import Mapping
+
+from ..errors import OptionError
+from ..utils.option_keys import Key, closest_hint
+from .files import apply_force_yml, import_plugins, read_option_file
+
+
+def _join(where, key):
+    return f'{where}:{key}' if where else str(key)
+
+
+class Checker:
+    """Collects the problems of one option dict; ``is_train`` selects the training-run requirements."""
+
+    def __init__(self, opt, is_train):
+        self.opt, self.is_train, self.problems = opt, is_train, []
+
+    def add(self, message):
+        if message not in self.problems:
+            self.problems.append(message)
+
+    def mapping(self, node, schema, where, train=None, owner=None, is_open=False):
+        """Unknown, missing, mistyped keys of ``node`` against ``schema``; then each Key's nested check."""
+        train = self.is_train if train is None else train
+        unmatched = []  # unknown keys without a close known name: one problem listing what is known
+        for key, value in node.items():
+            spec = schema.get(key)
+            if spec is None:
+                hint = closest_hint(key, schema)
+                if is_open:
+                    pass
+                elif hint or not owner:
+                    self.add(f'unknown key `{_join(where, key)}`{hint}')
+                else:
+                    unmatched.append(f'`{_join(where, key)}`')
+                continue
+            found = spec.problems(value, _join(where, key))
+            for message in found:
+                self.add(message)
+            if found or value is None:
+                continue
+            if spec.items is not None and isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    here = f'{_join(where, key)}[{i}]'
+                    if isinstance(item, Mapping):
+                        self.mapping(item, spec.items, here, train=train, owner=f'each entry of `{key}`')
+                    else:
+                        self.add(f'`{here}` must be a mapping of keys, got {item!r}')
+            if spec.check is not None:
+                spec.check(self, value, _join(where, key))
+        if unmatched:
+            known = ', '.join(sorted(k for k in schema if k != 'type'))
+            self.add(f'unknown key{"s" if len(unmatched) > 1 else ""} {", ".join(unmatched)}; {owner} reads: {known}')
+        for key, spec in schema.items():
+            if key not in node and spec.is_required(train):
+                self.add(f'missing required key `{_join(where, key)}`')
+
+
+# basicsr 1.4.2's own keys, per section ('' is the top level), with their types.
+_NUMBER = float
+BASICSR_OPTIONS = {
+    '': {
+        'name': Key(str, required=True), 'model_type': Key(str, required=True),
+        'scale': Key(int), 'num_gpu': Key(), 'manual_seed': Key(int, None),
+        'datasets': Key(dict, required=True),
+        'network_g': Key(dict, required=True), 'network_d': Key(dict),
+        'path': Key(dict, required=True), 'train': Key(dict, required='train'),
+        'val': Key(dict, None), 'logger': Key(dict, required='train'), 'dist_params': Key(dict, None),
+        'find_unused_parameters': Key(bool), 'plugins': Key(list, str, None), 'demo_data': Key(bool, str, None),
+        # set by basicsr's parse_options (present when checking parsed options)
+        'is_train': Key(bool), 'dist': Key(bool), 'rank': Key(int), 'world_size': Key(int),
+        'auto_resume': Key(bool), 'root_path': Key(str),
+        'high_order_degradation': Key(bool),  # basicsr's Real-ESRGAN models
+    },
+    'path': {
+        'pretrain_network_g': Key(str, None), 'pretrain_network_d': Key(str, None), 'strict_load_g': Key(bool),
+        'strict_load_d': Key(bool), 'param_key_g': Key(str, None), 'param_key_d': Key(str, None),
+        'resume_state': Key(str, None), 'ignore_resume_networks': Key(list, str, None),
+        'experiments_root': Key(str), 'models': Key(str), 'training_states': Key(str), 'log': Key(str),
+        'visualization': Key(str), 'results_root': Key(str)},
+    'logger': {
+        'print_freq': Key(_NUMBER, required=True), 'save_checkpoint_freq': Key(_NUMBER, required=True),
+        'use_tb_logger': Key(bool), 'wandb': Key(dict, None)},
+    'val': {
+        'val_freq': Key(_NUMBER, required='train'), 'save_img': Key(bool), 'suffix': Key(str, None),
+        'metrics': Key(dict, None), 'pbar': Key(bool, None),
+        # basicsr's video models
+        'center_frame_only': Key(bool), 'flip_seq': Key(bool), 'num_val_samples': Key(int)},
+    'train': {
+        'optim_g': Key(dict, required=True), 'optim_d': Key(dict),
+        'scheduler': Key(dict, None), 'total_iter': Key(_NUMBER, required=True),
+        'warmup_iter': Key(_NUMBER), 'pixel_opt': Key(dict, None), 'perceptual_opt': Key(dict, None),
+        'gan_opt': Key(dict, None), 'ema_decay': Key(_NUMBER), 'net_d_iters': Key(int), 'net_d_init_iters': Key(int)},
+    'dist_params': {'backend': Key(str), 'port': Key(int)},
+}
+SECTIONS = ('path', 'logger', 'val', 'train', 'dist_params')
+
+#: the sections of basicsr's own keys that only basicsr reads (no model declares keys there)
+BASICSR_ONLY_SECTIONS = ('path', 'logger', 'dist_params')
+
+
+def check_file(opt_path, is_train=True, force_yml=None):
+    """The option file with ``--force_yml`` applied and its ``plugins:`` imported, after :func:`static_problems`
+    found nothing; otherwise an :class:`OptionError` listing them (a fraction of a second without plugins: see the
+    module docstring). A plugin that cannot be imported is reported first, naming the file."""
+    opt = apply_force_yml(read_option_file(opt_path), force_yml)
+    import_plugins(opt, opt_path)
+    # Paths under the demo data folder may not exist yet (the run writes it); the full check looks at them.
+    problems = static_problems(opt, is_train, check_paths=not opt.get('demo_data'))
+    if problems:
+        raise OptionError(format_problems(opt_path, problems))
+    return opt
+
+
+def format_problems(opt_path, problems):
+    """One message listing every problem of an option file."""
+    listing = '\n'.join(f'  - {p}' for p in problems)
+    return f'{opt_path}: {len(problems)} problem(s) in the options:\n{listing}'
+
+
+def static_problems(opt, is_train=True, check_paths=True):
+    """The problems of ``opt`` that can be told from the file alone (see the module docstring): missing required
+    basicsr keys and wrong types of basicsr's keys at every level, unknown keys in the sections only basicsr reads,
+    a top-level key that is a misspelling of a missing basicsr key, and (``check_paths``) paths that do not exist. Models and plugins may declare more top-level,
+    ``train`` and ``val`` keys, so unknown keys there wait for the full check."""
+    checker = Checker(opt, is_train)
+    top = BASICSR_OPTIONS['']
+    for key, value in opt.items():
+        if key in top:
+            for message in top[key].problems(value, key):
+                checker.add(message)
+        else:
+            missing = [k for k, spec in top.items() if k not in opt and spec.is_required(is_train)]
+            hint = closest_hint(key, missing)
+            if hint:
+                checker.add(f'unknown key `{key}`{hint}')
+    for key, spec in top.items():
+        if key not in opt and spec.is_required(is_train):
+            checker.add(f'missing required key `{key}`')
+    for name in SECTIONS:
+        node = opt.get(name)
+        if not isinstance(node, Mapping) or (name == 'train' and not is_train):
+            continue
+        schema = BASICSR_OPTIONS[name]
+        if name in BASICSR_ONLY_SECTIONS and not opt.get('plugins'):  # a plugin may register keys anywhere
+            checker.mapping(node, schema, name)
+            continue
+        for key, value in node.items():
+            if key in schema:
+                for message in schema[key].problems(value, _join(name, key)):
+                    checker.add(message)
+        for key, spec in schema.items():
+            if key not in node and spec.is_required(is_train):
+                checker.add(f'missing required key `{_join(name, key)}`')
+    return checker.problems + (path_problems(opt) if check_paths else [])
+
+
+def _walk_data_paths(node, where):
+    """(where, path) for every data path in a dataset option (roots, meta/list files), nested sources too."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if isinstance(value, str) and (key.startswith('dataroot') or key in ('meta_info_file', 'list_file')):
+                yield f'{where}:{key}', value
+            elif isinstance(value, (Mapping, list)):
+                yield from _walk_data_paths(value, f'{where}:{key}')
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _walk_data_paths(item, f'{where}[{i}]')
+
+
+def path_problems(opt, unbuilt_root=None):
+    """Data paths and checkpoint paths of ``opt`` that do not exist (not those under ``unbuilt_root``)."""
+    problems = []
+    unbuilt = osp.abspath(unbuilt_root) + os.sep if unbuilt_root else None
+    datasets = opt.get('datasets')
+    for phase, dataset_opt in (datasets.items() if isinstance(datasets, Mapping) else ()):
+        for where, path in _walk_data_paths(dataset_opt, f'datasets:{phase}'):
+            path = os.path.expanduser(path)
+            if unbuilt and osp.abspath(path).startswith(unbuilt):
+                continue
+            if not os.path.exists(path):
+                problems.append(f'{where}: {path} does not exist')
+    paths = opt.get('path')
+    for key, value in (paths.items() if isinstance(paths, Mapping) else ()):
+        if (key.startswith('pretrain_network') or key == 'resume_state') and value:
+            if not os.path.isfile(os.path.expanduser(str(value))):
+                problems.append(f'path:{key}: {value} does not exist')
+    return problems
