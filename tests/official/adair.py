@@ -34,7 +34,8 @@ einops; the script compared the two and is not kept): one state dict (the offici
 initialisation, every parameter then perturbed by N(0, 0.3^2)) loaded into both, the same inputs, the loss
 ``sum(output * w)`` with fixed random ``w``. Configurations: dim 8 (heads [1, 2, 2, 4]) and dim 16 (biases,
 BiasFree norm, ffn factor 2, heads [2, 2, 4, 4]) at 32x32, 48x64 (batch 2); with ``n`` set to 4 in both
-(official: ``FreModule.fft.__defaults__``, so the window is not empty: 32x40 batch 3, 48x48 and 64x64 batch 2);
+(official: ``FreModule.fft.__defaults__``) at 32x40 batch 3 (windows still empty), 48x48 and 64x64 batch 2
+(non-empty windows for both samples at two and three levels);
 at 512x512 batch 2 with ``n`` = 128, where ``fre3``'s window is not empty for either sample; and the default
 configuration at 64x64. Float32 and float64 alike, the outputs, the input's gradient and every parameter's
 gradient were bitwise equal (max difference 0), and the same parameters had no gradient in both (``conv``,
