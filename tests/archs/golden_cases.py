@@ -13,8 +13,8 @@ logits are also checked in float32.
 
 The fixtures ``tests/archs/golden/<case>.npz`` were made ONCE from the independent reference
 ``tests/official_formulation.py`` (AdaIR's from ``tests/official/adair.py``), never from
-``promptir_basicsr.archs``. To regenerate them deliberately (after a fix of the reference, a new case, or a change of torch's arithmetic that you
-have understood), run from the repository root:
+``promptir_basicsr.archs``. To regenerate them deliberately (after a fix of the reference, a new case,
+or a change of torch's arithmetic that you have understood), run from the repository root:
 
     python tests/archs/golden_cases.py            # rewrites tests/archs/golden/*.npz
     python tests/archs/golden_cases.py adair      # only the named cases
