@@ -500,3 +500,24 @@ def test_official_lightning_checkpoint_restores_converts_and_exports(tmp_path):
     differences = re.findall(r'(\d+)x(\d+) max abs difference ([0-9.e+-]+)', proc.stdout)
     assert sorted((int(h), int(w)) for h, w, _ in differences) == [(45, 61), (64, 64)]
     assert all(float(d) <= 1e-4 for _, _, d in differences)
+
+
+def test_spandrel_loads_an_official_checkpoint(tmp_path):
+    """spandrel (with our install and its extra arches, whose Restormer also matches Restormer's keys) finds AdaIR
+    in an official-layout .ckpt, builds it from the keys, and declares its facts: tiling discouraged, multiple 8."""
+    spandrel = pytest.importorskip('spandrel')
+    extra = pytest.importorskip('spandrel_extra_arches')
+    from promptir_basicsr.interop.spandrel import spandrel_registry
+    registry = spandrel.MAIN_REGISTRY.copy()
+    registry.add(*extra.EXTRA_REGISTRY, ignore_duplicates=True)
+    registry.add(*spandrel_registry(), ignore_duplicates=True)
+    torch.manual_seed(0)
+    net = perturbed(ReferenceAdaIR(**TINY_ADAIR)).eval()
+    torch.save(lightning_checkpoint(net.state_dict()), tmp_path / 'adair.ckpt')
+    model = spandrel.ModelLoader(registry=registry).load_from_file(tmp_path / 'adair.ckpt')
+    assert type(model.model) is AdaIR and model.architecture.id == 'AdaIR'
+    assert model.tiling is spandrel.ModelTiling.DISCOURAGED and model.size_requirements.multiple_of == 8
+    assert model.supports_half and model.supports_bfloat16 and model.tags == ['8dim']
+    x = torch.rand(1, 3, 21, 30)
+    with torch.no_grad():
+        assert (model.model(x) - net(x)).abs().max() <= 1e-5
