@@ -38,9 +38,10 @@ WINDOW_UNIT = 128
 def centred_window(n, rate, unit=WINDOW_UNIT):
     """(B, n) 0/1 rows of a centred spectrum (frequency 0 at index n // 2) inside the low-pass window.
 
-    The official half-size is ``(h // n * threshold[i, 0]).int()`` per sample i (net/model.py:346-347): the
-    integer ``n // unit`` times the rate in the rate's float type, truncated toward zero (``floor`` here:
-    the rate is a sigmoid, so the product is never negative). The window is the slice ``[n//2 - half,
+    The official half-size is ``(h // n * threshold[i, 0]).int()`` per sample i (net/model.py:346-347; its
+    h is the size, called ``n`` here, and its n the unit): the integer ``size // unit`` times the rate in the
+    rate's float type, truncated toward zero (``floor`` here: the rate is a sigmoid, so the product is never
+    negative). The window is the slice ``[n//2 - half,
     n//2 + half)`` (net/model.py:349), empty when half is 0: whenever ``n < 2 * unit``, since the rate is
     below 1. Written as comparisons of an ``arange`` with per-sample bounds, not Python integers or a loop
     over the batch, so a traced (ONNX) graph computes it for any size and batch.
@@ -57,8 +58,8 @@ def low_pass_mask(h, w, rates, unit=WINDOW_UNIT):
     ``rates`` (B, 2): the predicted (row, column) rates. The official code sets the window in a
     spectrum rolled by (int(h/2), int(w/2)) (its ``shift``) and rolls the product back (``unshift``,
     net/model.py:327-335,352-362). A roll only permutes, so rolling the mask back instead gives the same
-    products, and the mask is the outer product of a row and a column window: two short rolls instead of
-    four of the (B, C, h, w) spectrum.
+    products, and the mask is the outer product of a row and a column window: two rolls of (B, h) and (B, w)
+    windows instead of three of the complex (B, C, h, w) spectrum.
     """
     rows = fourier.roll(centred_window(h, rates[:, 0], unit), -(h // 2), -1)  # the official unshift
     cols = fourier.roll(centred_window(w, rates[:, 1], unit), -(w // 2), -1)
@@ -276,8 +277,8 @@ class AdaIR(RestormerEncoder, RestorationArch, nn.Module):
     **Modules without training.** The official ``FreModule`` builds ``conv`` and ``score_gen`` and never
     calls them, and ``rate_conv`` reaches the output only through the truncation to an integer window,
     which has no gradient: the official training (AdamW skips parameters without a gradient) leaves all
-    three at their random initialisation (``keep_unused_modules`` description below; 18,738 + 24,360
-    parameters at the defaults). Here they are frozen (``requires_grad=False``): the same training, and
+    three at their random initialisation (18,738 parameters in ``conv`` and ``score_gen``, 24,360 in
+    ``rate_conv`` at the defaults). Here they are frozen (``requires_grad=False``): the same training, and
     DDP can run with ``find_unused_parameters: false`` (the official code needed
     ``ddp_find_unused_parameters_true``, train.py:63). ``rate_conv`` still computes the window from the
     weights it was given (official ones included). ``keep_unused_modules=False`` leaves ``conv`` and
