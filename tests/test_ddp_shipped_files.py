@@ -30,6 +30,8 @@ TINY_NETWORKS = {
     'Restormer': ['dim=8', 'num_blocks=[1,1,1,1]', 'num_refinement_blocks=1', 'heads=[1,1,1,1]',
                   'ffn_expansion_factor=1.0'],
     'AirNet': ['n_feats=8', 'n_groups=1', 'n_blocks=1', 'encoder_widths=[8,8]', 'moco_dim=8', 'queue_size=10'],
+    'AdaIR': ['dim=8', 'num_blocks=[1,1,1,1]', 'num_refinement_blocks=1', 'heads=[1,1,1,1]',
+              'ffn_expansion_factor=1.0'],
 }
 
 

@@ -188,7 +188,7 @@ def test_readme_yaml_snippets_run_as_written(official_layout, monkeypatch):
             assert not torch.equal(sample['lq'], sample['gt']), f'README source {name} is not degraded'
 
 
-@pytest.mark.parametrize('model', ['promptir', 'restormer', 'airnet'])
+@pytest.mark.parametrize('model', ['promptir', 'restormer', 'airnet', 'adair'])
 def test_demo_test_files_match_their_training(model):
     train = _load(osp.join(REPO, 'options', 'demo', f'{model}_demo.yml'))
     test = _load(osp.join(REPO, 'options', 'demo', f'{model}_demo_test.yml'))

@@ -1,4 +1,4 @@
-"""The golden cases of PromptIR, Restormer and AirNet, and how their fixtures are made.
+"""The golden cases of PromptIR, Restormer, AirNet and AdaIR, and how their fixtures are made.
 
 A case is a small non-default configuration of a network (widths, depths, heads, prompt sizes, norm
 type, bias, MoCo settings all off their defaults), seeded weights (:func:`seeded_state`, from the state
@@ -12,11 +12,12 @@ two formulations differ by up to ~1e-4 through cancellation); the output, the in
 logits are also checked in float32.
 
 The fixtures ``tests/archs/golden/<case>.npz`` were made ONCE from the independent reference
-``tests/official_formulation.py``, never from ``promptir_basicsr.archs``. To regenerate them
-deliberately (after a fix of the reference, a new case, or a change of torch's arithmetic that you
-have understood), run from the repository root:
+``tests/official_formulation.py`` (AdaIR's from ``tests/official/adair.py``), never from
+``promptir_basicsr.archs``. To regenerate them deliberately (after a fix of the reference, a new case,
+or a change of torch's arithmetic that you have understood), run from the repository root:
 
     python tests/archs/golden_cases.py            # rewrites tests/archs/golden/*.npz
+    python tests/archs/golden_cases.py adair      # only the named cases
 
 then check ``git diff --stat`` and say in the commit why they changed. The output, the input's
 gradient, AirNet's logits and tensors of up to :data:`FULL_LIMIT` values are stored whole (float32);
@@ -62,6 +63,17 @@ CASES = {
         arch='AirNet', batch=2, seed=5, train=True,
         options=dict(n_feats=8, n_groups=2, n_blocks=1, encoder_widths=[8, 16], moco_dim=8, queue_size=12,
                      moco_momentum=0.99, moco_temperature=0.2)),
+    # AdaIR (reference: tests/official/adair.py). At 20 x 27 every low-pass window is empty (the official rule
+    # needs 256 pixels at a level), so the low band is zero: without biases its cross attention then has an
+    # all-zero q (F.normalize's gradient at 0 is part of the check); with biases q is the bias.
+    'adair': dict(
+        arch='AdaIR', batch=2, seed=6,
+        options=dict(dim=8, num_blocks=[1, 1, 2, 1], num_refinement_blocks=1, heads=[1, 2, 2, 4],
+                     ffn_expansion_factor=2.0, bias=False, LayerNorm_type='BiasFree')),
+    'adair_bias': dict(
+        arch='AdaIR', batch=1, seed=7,
+        options=dict(dim=8, num_blocks=[1, 2, 1, 1], num_refinement_blocks=2, heads=[2, 1, 4, 2],
+                     ffn_expansion_factor=1.5, bias=True, LayerNorm_type='WithBias')),
 }
 
 
@@ -212,13 +224,19 @@ def fixture_path(name):
     return osp.join(GOLDEN_DIR, f'{name}.npz')
 
 
-def main():
-    """Regenerate every fixture from the reference formulation (tests/official_formulation.py)."""
+def main(names=()):
+    """Regenerate the fixtures of ``names`` (default: every case) from the reference formulation
+    (tests/official_formulation.py, tests/official/<arch>.py)."""
     sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
     from official_formulation import build_reference
     torch.set_num_threads(1)
     os.makedirs(GOLDEN_DIR, exist_ok=True)
+    unknown = sorted(set(names) - set(CASES))
+    if unknown:
+        raise SystemExit(f'unknown cases {unknown}; known: {sorted(CASES)}')
     for name, case in CASES.items():
+        if names and name not in names:
+            continue
         inputs = make_inputs(name)
         net = load_case_weights(build_reference(case['arch'], **case['options']), name)
         summary = summarise(observe(net, name, inputs))
@@ -230,4 +248,4 @@ def main():
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

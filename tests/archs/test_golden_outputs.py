@@ -1,6 +1,6 @@
-"""Golden outputs: our PromptIR, Restormer and AirNet against fixtures made once from the independent
-official formulation (``tests/official_formulation.py``), at small non-default configurations with seeded
-weights and 20 x 27 inputs (cases in ``golden_cases.py``).
+"""Golden outputs: our PromptIR, Restormer, AirNet and AdaIR against fixtures made once from the independent
+official formulation (``tests/official_formulation.py``, ``tests/official/adair.py``), at small non-default
+configurations with seeded weights and 20 x 27 inputs (cases in ``golden_cases.py``).
 
 Guards against any arithmetic change in the networks: a swapped concatenation, a wrong constant, a
 missing residual, a changed padding, prompt or MoCo detail. Each case compares the output, the input's

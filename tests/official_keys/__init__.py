@@ -9,7 +9,7 @@ KEYS_DIR = Path(__file__).resolve().parent
 
 
 def official_key_shapes(name):
-    """{key: shape tuple} of ``<name>_official.tsv``, in file order (name: promptir, restormer, airnet)."""
+    """{key: shape tuple} of ``<name>_official.tsv``, in file order (name: promptir, restormer, airnet, adair)."""
     keys = {}
     for line in (KEYS_DIR / f'{name}_official.tsv').read_text().splitlines():
         if line.strip():
