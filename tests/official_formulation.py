@@ -616,8 +616,17 @@ class AirNet(nn.Module):
 REFERENCES = {'PromptIR': PromptIR, 'Restormer': Restormer, 'AirNet': AirNet}
 
 
+# The re-statements of the newer networks, in tests/official/: arch -> (module, class), imported when asked for.
+NEWER_REFERENCES = {'MoCEIR': ('official.moce_ir', 'MoCEIR')}
+
+
 def build_reference(arch, **options):
-    """The reference network of ``arch`` ('PromptIR', 'Restormer', 'AirNet') with our option names."""
+    """The reference network of ``arch`` ('PromptIR', 'Restormer', 'AirNet', or one of NEWER_REFERENCES) with our
+    option names."""
+    if arch in NEWER_REFERENCES:
+        import importlib
+        module, name = NEWER_REFERENCES[arch]
+        return getattr(importlib.import_module(module), name)(**options)
     return REFERENCES[arch](**options)
 
 
