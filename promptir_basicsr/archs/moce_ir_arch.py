@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import CheckpointError
 from ..utils.tiling import pad_to_multiple
 from . import fourier
 from .arch_api import RestorationArch, count_children, expansion_factor
@@ -533,6 +534,9 @@ class MoCEIR(StageCheckpointing, RestorationArch, nn.Module):
                    'channel attention is global: tiles can pick other experts than the whole image.')
     export_options = {'routing_noise': False}  # an exported graph is deterministic
     spandrel_tiling = 'discouraged'
+    #: the balance loss of the last forward (a 0-d tensor after a training forward, 0.0 after an evaluation
+    #: one); read by MoCEIRModel (a model checks that its network declares it)
+    balance_loss = 0.0
 
     def __init__(self,
                  inp_channels=3,
@@ -587,7 +591,6 @@ class MoCEIR(StageCheckpointing, RestorationArch, nn.Module):
                                      stage_depth=stage_depth[i], **body, **adapter)]))
         self.refinement = ResidualGroup(dim, heads[0], num_refinement_blocks, bias=True, **body)
         self.output = nn.Conv2d(dim, out_channels, kernel_size=3, padding=1, bias=bias)
-        self.balance_loss = 0.0
 
     @property
     def total_loss(self):
@@ -650,14 +653,16 @@ class MoCEIR(StageCheckpointing, RestorationArch, nn.Module):
             else 'WithBias',
             bias='output.bias' in sd,
         )
-        block = next((f'dec.{i}.2.layers.0.adapter' for i in range(levels - 1)
-                      if f'dec.{i}.2.layers.0.adapter.proj_out.weight' in sd), None)
-        if block is not None:
-            num_experts = count_children(sd, f'{block}.experts')
-            width = int(sd[f'{block}.proj_out.weight'].shape[0])
-            ranks = [int(sd[f'{block}.experts.{e}.0.proj.0.weight'].shape[0]) for e in range(num_experts)]
-            options.update(num_experts=num_experts, **_rank_options(width, ranks))
-            complexity = sd.get(f'{block}.routing.complexity')
+        # the experts of the first block of each decoder level: (block width, the experts' ranks)
+        blocks = [f'dec.{i}.2.layers.0.adapter' for i in range(levels - 1)
+                  if f'dec.{i}.2.layers.0.adapter.proj_out.weight' in sd]
+        if blocks:
+            num_experts = count_children(sd, f'{blocks[0]}.experts')
+            widths_ranks = [(int(sd[f'{b}.proj_out.weight'].shape[0]),
+                             [int(sd[f'{b}.experts.{e}.0.proj.0.weight'].shape[0]) for e in range(num_experts)])
+                            for b in blocks]
+            options.update(num_experts=num_experts, **_rank_options(widths_ranks))
+            complexity = sd.get(f'{blocks[0]}.routing.complexity')
             if complexity is not None:
                 options['complexity_scale'] = _complexity_scale(complexity)
         return options
@@ -684,17 +689,17 @@ class MoCEIR(StageCheckpointing, RestorationArch, nn.Module):
         return (out[..., :h, :w] if out.shape[-2:] != (h, w) else out).contiguous()
 
 
-def _rank_options(width, ranks):
-    """(rank_type, rank) that give a block of ``width`` the expert ``ranks`` (the released 'spread' first)."""
-    n = len(ranks)
-    if ranks == expert_ranks(width, n, _DEFAULTS['rank'], 'spread'):
-        return {'rank_type': 'spread', 'rank': _DEFAULTS['rank']}
-    candidates = [('constant', ranks[0]), ('lin', ranks[0]), ('double', ranks[0]), ('exp', ranks[0])]
-    candidates += [('fact', r) for r in range(0, 13) if math.factorial(r) == ranks[0]]
+def _rank_options(widths_ranks):
+    """(rank_type, rank) that give every block of width w in ``widths_ranks`` [(w, expert ranks), ...] its
+    experts' ranks (the released 'spread' first; a rule without ``rank`` keeps the default)."""
+    first = widths_ranks[0][1]
+    candidates = [('spread', _DEFAULTS['rank']), ('constant', first[0]), ('lin', first[0]), ('double', first[0]),
+                  ('exp', first[0])]
+    candidates += [('fact', r) for r in range(13) if math.factorial(r) == first[0]]
     for rank_type, rank in candidates:
-        if expert_ranks(width, n, rank, rank_type) == ranks:
+        if all(expert_ranks(width, len(ranks), rank, rank_type) == ranks for width, ranks in widths_ranks):
             return {'rank_type': rank_type, 'rank': rank}
-    raise KeyError(f'a rank rule for the expert ranks {ranks}')
+    raise CheckpointError(f'MoCEIR: no rank_type fits the experts\' ranks (block width, ranks) {widths_ranks}')
 
 
 def _complexity_scale(complexity):
