@@ -1,4 +1,5 @@
-"""``MoCEIRModel``: an ``AllInOneModel`` with MoCE-IR's training loss (``eduardzamfir/MoCE-IR`` ``src/train.py:59-77``)::
+"""``MoCEIRModel``: an ``AllInOneModel`` with MoCE-IR's training loss (``eduardzamfir/MoCE-IR``
+``src/train.py:59-77``)::
 
     L1(restored, gt) [+ fft_opt(restored, gt)] + balance_loss_weight * balance
 

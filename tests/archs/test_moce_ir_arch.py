@@ -64,7 +64,8 @@ def run(net, x, noise_seed, weights=None):
     balance = net.total_loss
     weights = torch.ones_like(out) if weights is None else weights
     ((out * weights).mean() + balance).backward()
-    return out.detach(), float(torch.as_tensor(balance).detach()), x.grad, {k: p.grad for k, p in net.named_parameters()}
+    grads = {k: p.grad for k, p in net.named_parameters()}
+    return out.detach(), float(torch.as_tensor(balance).detach()), x.grad, grads
 
 
 def assert_close(ours, ref, tol, what):
@@ -147,7 +148,8 @@ def test_options_round_trip_through_the_weights(seed):
     read = options_from_weights(net.state_dict())
     rebuilt = build_network(dict(read))
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
-    for key in ('inp_channels', 'out_channels', 'dim', 'levels', 'num_blocks', 'num_dec_blocks', 'num_refinement_blocks',
+    for key in ('inp_channels', 'out_channels', 'dim', 'levels', 'num_blocks', 'num_dec_blocks',
+                'num_refinement_blocks',
                 'LayerNorm_type', 'bias', 'num_experts', 'complexity_scale'):
         assert read[key] == options[key], key
     for level, (blocks, head) in enumerate(zip(options['num_blocks'], options['heads'])):
@@ -207,7 +209,8 @@ def test_float64_equals_the_reference_to_1e10(mode):
     ours, ref = pair(SMALL_TOP2)
     ours.double().train(mode == 'train')
     ref.double().train(mode == 'train')
-    x = torch.rand(1 if mode == 'eval' else 2, 3, 20, 27, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)
+    x = torch.rand(1 if mode == 'eval' else 2, 3, 20, 27, dtype=torch.float64, generator=gen)
     assert_same_run(run(ours, x, 3), run(ref, x, 3), 1e-10)
 
 
@@ -517,7 +520,8 @@ def official_ckpt(tmp_path_factory):
 
 
 def _onnx_differences(printed):
-    return [(int(h), int(w), float(d)) for h, w, d in re.findall(r'(\d+)x(\d+) max abs difference ([0-9.e+-]+)', printed)]
+    found = re.findall(r'(\d+)x(\d+) max abs difference ([0-9.e+-]+)', printed)
+    return [(int(h), int(w), float(d)) for h, w, d in found]
 
 
 @pytest.mark.slow
