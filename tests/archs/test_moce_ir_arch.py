@@ -278,7 +278,7 @@ def test_routing_matches_hand_computation(monkeypatch):
     kth = np.array([np.sort(row)[-2] for row in noisy])  # the 2nd largest noisy logit of each sample
     z = (kth[:, None] - lg) / 0.25
     load = np.array([[1 - 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in row] for row in z]).mean(0)
-    assert float(loss) == pytest.approx(0.5 * cv2(importance) + 0.5 * cv2(load), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(0.5 * cv2(importance) + 0.5 * cv2(load), rel=1e-5)
     routing.eval()
     assert routing(torch.zeros(3, 2, 4, 4), logits[:, :3])[1] == 0
 
