@@ -149,7 +149,8 @@ class FFTAttention(nn.Module):
     def forward(self, x):
         h, w = x.shape[-2:]
         q = self.q_dwconv(self.q(x))
-        k, v = self.kv_dwconv(self.kv(x)).chunk(2, dim=1)
+        kv = self.kv_dwconv(self.kv(x))
+        k, v = kv.chunk(2, dim=1)
         # official: .float() (float64 kept here, see the module docstring)
         q = self.patches(q if q.dtype == torch.float64 else q.float())
         k = self.patches(k if k.dtype == torch.float64 else k.float())
@@ -169,8 +170,11 @@ class ModExpert(nn.Module):
         self.body = FFTAttention(rank, kernel_size=kernel_size, patch_size=patch_size)
 
     def process(self, x, shared):
-        y = self.body(self.proj[0](x)) * F.silu(self.proj[1](shared))
-        return self.proj[2](y) + x
+        shortcut = x
+        x = self.proj[0](x)
+        x = self.body(x) * F.silu(self.proj[1](shared))
+        x = self.proj[2](x)
+        return x + shortcut
 
     def forward(self, x, shared):
         if x.shape[0] == 0:  # no sample routed here
@@ -235,10 +239,9 @@ class RoutingFunction(nn.Module):
             if self.use_complexity_bias:
                 importance = importance * (self.complexity * self.tau)
             loss_imp = (importance.std() / (importance.mean() + 1e-8)) ** 2
-        if self.training or self.routing_noise:
-            noisy_logits = logits + torch.randn_like(logits) * self.noise_std
-        else:
-            noisy_logits = logits
+        draw = self.training or self.routing_noise  # the official code always draws
+        noise = torch.randn_like(logits) * self.noise_std if draw else torch.zeros_like(logits)
+        noisy_logits = logits + noise
         top_k_values, top_k_indices = torch.topk(noisy_logits.softmax(dim=-1), self.k, dim=-1)
         aux_loss = 0
         if self.training:
@@ -274,9 +277,9 @@ class AdapterLayer(nn.Module):
             TwoInputSequential(ModExpert(dim, ranks[i], depths[i], patch_size=2 ** (i + 2), kernel_size=3 + 2 * i))
             for i in range(num_experts)])
         self.proj_out = nn.Conv2d(dim, dim, 1, padding=0, bias=False)
-        counts = torch.tensor([sum(p.numel() for p in expert.parameters()) for expert in self.experts])
-        self.routing = RoutingFunction(dim, freq_dim, num_experts, top_k, counts, with_complexity, complexity_scale,
-                                       routing_noise)
+        expert_complexity = torch.tensor([sum(p.numel() for p in e.parameters()) for e in self.experts])
+        self.routing = RoutingFunction(dim, freq_dim, num_experts, top_k, expert_complexity, with_complexity,
+                                       complexity_scale, routing_noise)
         self.loss = None
 
     def forward(self, x, freq_emb, shared):
@@ -303,7 +306,8 @@ class EncoderBlock(nn.Module):
 
     def forward(self, x):
         x = x + self.mixer(self.norms[0](x))
-        return x + self.ffn(self.norms[1](x))
+        x = x + self.ffn(self.norms[1](x))
+        return x
 
 
 class DecoderBlock(nn.Module):
@@ -345,10 +349,12 @@ class DecoderResidualGroup(nn.Module):
         self.loss = None
 
     def forward(self, x, freq_emb):
+        i = 0
         self.loss = 0
-        for layer in self.layers:
-            x, loss = layer(x, freq_emb)
-            self.loss += loss
+        while i < len(self.layers):
+            x, block_loss = self.layers[i](x, freq_emb)
+            self.loss += block_loss
+            i += 1
         return x
 
 
@@ -370,7 +376,9 @@ class FrequencyEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
     def forward(self, x):
-        return self.mlp(self.high_conv(x).mean(dim=(-2, -1)))
+        x = self.high_conv(x)
+        x = x.mean(dim=(-2, -1))
+        return self.mlp(x)
 
 
 class OverlapPatchEmbed(nn.Module):
