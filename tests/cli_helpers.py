@@ -111,6 +111,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from promptir_basicsr.models.airnet_model import AirNetModel
 from promptir_basicsr.models.all_in_one_model import AllInOneModel
 from promptir_basicsr.models.contrastive_model import ContrastiveModel
+from promptir_basicsr.models.moce_ir_model import MoCEIRModel
 
 
 class _SavesRankWeights:
@@ -132,5 +133,10 @@ class RankWeightsAirNetModel(_SavesRankWeights, AirNetModel):
 
 @MODEL_REGISTRY.register()
 class RankWeightsContrastiveModel(_SavesRankWeights, ContrastiveModel):
+    pass
+
+
+@MODEL_REGISTRY.register()
+class RankWeightsMoCEIRModel(_SavesRankWeights, MoCEIRModel):
     pass
 '''

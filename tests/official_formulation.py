@@ -616,13 +616,20 @@ class AirNet(nn.Module):
 REFERENCES = {'PromptIR': PromptIR, 'Restormer': Restormer, 'AirNet': AirNet}
 
 
+# The re-statements of the newer networks, in tests/official/: arch -> (module, class or builder), imported when
+# asked for.
+NEWER_REFERENCES = {'AdaIR': ('official.adair', 'build_reference'), 'MoCEIR': ('official.moce_ir', 'MoCEIR'),
+                    'BioIR': ('official.bioir', 'BioIR')}
+
+
 def build_reference(arch, **options):
-    """The reference network of ``arch`` with our option names: 'PromptIR', 'Restormer', 'AirNet' from this
-    file, any other from its re-statement ``tests/official/<arch in lower case>.py`` (its ``build_reference``)."""
-    if arch in REFERENCES:
-        return REFERENCES[arch](**options)
-    import importlib
-    return importlib.import_module(f'official.{arch.lower()}').build_reference(**options)
+    """The reference network of ``arch`` ('PromptIR', 'Restormer', 'AirNet', or one of NEWER_REFERENCES) with our
+    option names."""
+    if arch in NEWER_REFERENCES:
+        import importlib
+        module, name = NEWER_REFERENCES[arch]
+        return getattr(importlib.import_module(module), name)(**options)
+    return REFERENCES[arch](**options)
 
 
 def reference_like(net, arch, **options):

@@ -188,7 +188,7 @@ def test_readme_yaml_snippets_run_as_written(official_layout, monkeypatch):
             assert not torch.equal(sample['lq'], sample['gt']), f'README source {name} is not degraded'
 
 
-@pytest.mark.parametrize('model', ['promptir', 'restormer', 'airnet', 'adair'])
+@pytest.mark.parametrize('model', ['promptir', 'restormer', 'airnet', 'adair', 'moce_ir'])
 def test_demo_test_files_match_their_training(model):
     train = _load(osp.join(REPO, 'options', 'demo', f'{model}_demo.yml'))
     test = _load(osp.join(REPO, 'options', 'demo', f'{model}_demo_test.yml'))
@@ -196,3 +196,38 @@ def test_demo_test_files_match_their_training(model):
     assert test['path']['pretrain_network_g'] == f'experiments/{train["name"]}/models/net_g_latest.pth'
     assert [d['name'] for d in test['datasets'].values()] == [d['name'] for k, d in train['datasets'].items()
                                                               if k.startswith('val')]
+
+
+@pytest.mark.parametrize('variant, dim', [('moce_ir', 48), ('moce_ir_s', 32)])
+@pytest.mark.parametrize('task, per_epoch, samples', [('allinone', 4451, 142431), ('5task', 5083, 162646)])
+def test_moce_ir_recipes(variant, dim, task, per_epoch, samples):
+    """MoCE-IR / MoCE-IR-S, three and five tasks (eduardzamfir/MoCE-IR src/options.py, src/train.py, README): the
+    released network, 120 of 150 planned epochs with a 15-epoch warm-up stepped per epoch, AdamW 2e-4, L1 + 0.01 x
+    balance, DDP allowed unused experts; the test file's network and sets are the training's."""
+    train = _load(osp.join(REPO, 'options', 'train', f'{variant}_{task}.yml'))
+    assert -(-samples // 32) == per_epoch
+    counts = {'noise15': 5144, 'noise25': 5144, 'noise50': 5144, 'rain': 200, 'haze': 72135, 'blur': 2103,
+              'lowlight': 485}
+    assert sum(counts[s['name']] * s['repeat'] for s in train['datasets']['train']['sources']) == samples
+    assert train['model_type'] == 'MoCEIRModel' and train['find_unused_parameters'] is True
+    assert train['train']['total_iter'] == 120 * per_epoch
+    assert train['train']['scheduler'] == {'type': 'LinearWarmupCosineLR', 'warmup_iters': 15 * per_epoch,
+                                           'max_iters': 150 * per_epoch, 'warmup_start_lr': 0, 'eta_min': 0,
+                                           'step_size': per_epoch}
+    assert train['train']['optim_g'] == {'type': 'AdamW', 'lr': 2e-4, 'weight_decay': 0.01, 'betas': [0.9, 0.999]}
+    assert train['train']['balance_loss_weight'] == 0.01 and 'fft_opt' not in train['train']
+    assert train['datasets']['train']['gt_size'] == 128 and train['datasets']['train']['batch_size_per_gpu'] == 8
+    network = dict(train['network_g'])
+    assert network.pop('dim') == dim
+    from promptir_basicsr.archs.moce_ir_arch import _DEFAULTS
+    assert {k: list(v) if isinstance(v, tuple) else v for k, v in _DEFAULTS.items() if k != 'dim'} == \
+        {k: v for k, v in network.items() if k != 'type'}
+    test = _load(osp.join(REPO, 'options', 'test', f'{variant}_{task}.yml'))
+    assert test['network_g'] == train['network_g']
+    assert test['path']['pretrain_network_g'] == f'experiments/{variant}_{task}/models/net_g_latest.pth'
+    loader_keys = {'num_worker_per_gpu', 'batch_size_per_gpu'}
+    val_sets = [{k: v for k, v in d.items() if k not in loader_keys} for k, d in train['datasets'].items()
+                if k.startswith('val')]
+    assert list(test['datasets'].values()) == val_sets
+    assert test['val']['metrics'] == train['val']['metrics']
+    assert train['val']['metrics']['ssim']['gaussian_weights'] is True  # src/test.py:48-49

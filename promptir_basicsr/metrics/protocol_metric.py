@@ -50,12 +50,15 @@ def calculate_psnr_protocol(img, img2, **kwargs):
 
 
 @METRIC_REGISTRY.register()
-def calculate_ssim_protocol(img, img2, **kwargs):
+def calculate_ssim_protocol(img, img2, gaussian_weights=False, **kwargs):
     """SSIM of ``img`` against ``img2`` (float RGB in [0, 1], H x W x C): skimage defaults
-    (7x7 uniform window), ``data_range=1``, ``channel_axis=-1``."""
+    (7x7 uniform window), ``data_range=1``, ``channel_axis=-1``. ``gaussian_weights: true``: skimage's
+    Gaussian window (sigma 1.5) instead, as MoCE-IR's test computes it (``eduardzamfir/MoCE-IR``
+    ``src/test.py:48-49``)."""
     img, img2 = _as_float(img), _as_float(img2)
     _check(img, img2)
-    return float(structural_similarity(img2, img, data_range=1, channel_axis=-1))
+    return float(structural_similarity(img2, img, data_range=1, channel_axis=-1,
+                                       gaussian_weights=bool(gaussian_weights)))
 
 
 calculate_psnr_protocol.input_format = 'float_rgb'

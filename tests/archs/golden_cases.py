@@ -1,4 +1,4 @@
-"""The golden cases of PromptIR, Restormer, AirNet and AdaIR, and how their fixtures are made.
+"""The golden cases of PromptIR, Restormer, AirNet, AdaIR, MoCE-IR and BioIR, and how their fixtures are made.
 
 A case is a small non-default configuration of a network (widths, depths, heads, prompt sizes, norm
 type, bias, MoCo settings all off their defaults), seeded weights (:func:`seeded_state`, from the state
@@ -12,12 +12,13 @@ two formulations differ by up to ~1e-4 through cancellation); the output, the in
 logits are also checked in float32.
 
 The fixtures ``tests/archs/golden/<case>.npz`` were made ONCE from the independent reference
-``tests/official_formulation.py`` (AdaIR's from ``tests/official/adair.py``), never from
-``promptir_basicsr.archs``. To regenerate them deliberately (after a fix of the reference, a new case,
-or a change of torch's arithmetic that you have understood), run from the repository root:
+``tests/official_formulation.py`` (and ``tests/official/`` for the newer networks), never from
+``promptir_basicsr.archs``. To regenerate them
+deliberately (after a fix of the reference, a new case, or a change of torch's arithmetic that you
+have understood), run from the repository root:
 
     python tests/archs/golden_cases.py            # rewrites tests/archs/golden/*.npz
-    python tests/archs/golden_cases.py adair      # only the named cases
+    python tests/archs/golden_cases.py adair moce_ir_eval      # only the named cases
 
 then check ``git diff --stat`` and say in the commit why they changed. The output, the input's
 gradient, AirNet's logits and tensors of up to :data:`FULL_LIMIT` values are stored whole (float32);
@@ -35,7 +36,7 @@ import torch
 
 GOLDEN_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'golden')
 FULL_LIMIT = 64  # other tensors with more values are stored as a fingerprint
-WHOLE = ('output', 'grad/input', 'logits', 'labels')  # always stored whole
+WHOLE = ('output', 'grad/input', 'logits', 'labels', 'balance')  # always stored whole
 TOLERANCE = 1e-5  # largest allowed difference, relative to the tensor's largest magnitude when above 1
 SIZE = (20, 27)
 
@@ -74,6 +75,21 @@ CASES = {
         arch='AdaIR', batch=1, seed=7,
         options=dict(dim=8, num_blocks=[1, 2, 1, 1], num_refinement_blocks=2, heads=[2, 1, 4, 2],
                      ffn_expansion_factor=1.5, bias=True, LayerNorm_type='WithBias')),
+    # MoCE-IR's routers draw noise in evaluation too (the official behaviour), so the forward runs right after
+    # torch.manual_seed(noise_seed): the same draws in ours and the reference. eval: batch 1 (the official
+    # evaluation path; the two samples of a batch would get each other's experts there), top-2 of 3 experts;
+    # train: batch 2 through the sparse dispatcher (noise_seed 22: the two samples pick different experts in every
+    # block, all four used), the balance loss (observed as 'balance') joins the loss.
+    'moce_ir_eval': dict(
+        arch='MoCEIR', batch=1, seed=6, noise_seed=11,
+        options=dict(dim=8, heads=[1, 2, 2, 4], num_blocks=[1, 1, 1, 2], num_dec_blocks=[1, 2, 1],
+                     ffn_expansion_factor=1.5, num_refinement_blocks=1, bias=True, rank=3, num_experts=3,
+                     depth_type='lin', stage_depth=[2, 1, 1], rank_type='lin', topk=2, complexity_scale='min')),
+    'moce_ir_train': dict(
+        arch='MoCEIR', batch=2, seed=7, train=True, balance=True, noise_seed=22,
+        options=dict(dim=8, heads=[2, 2, 4, 4], num_blocks=[1, 1, 2, 1], num_dec_blocks=[2, 1, 1],
+                     num_refinement_blocks=1, LayerNorm_type='BiasFree', num_experts=4, rank_type='spread', topk=1,
+                     with_complexity=True)),
 }
 
 
@@ -116,7 +132,7 @@ def make_inputs(name):
     rs = np.random.RandomState(1000 + case['seed'])
     shape = (case['batch'], case.get('channels', 3)) + SIZE
     inputs = {'x': rs.uniform(0, 1, shape), 'w': rs.standard_normal((case['batch'], 3) + SIZE)}
-    if case.get('train'):
+    if case.get('train') and not case.get('balance'):  # AirNet's training forward: a key crop, logit weights
         inputs['x_key'] = rs.uniform(0, 1, shape)
         inputs['w_logits'] = rs.standard_normal((case['batch'], 1 + case['options']['queue_size']))
     return {k: v.astype(np.float32) for k, v in inputs.items()}
@@ -136,7 +152,13 @@ def observe(net, name, inputs, dtype=torch.float64):
     given = {k: torch.from_numpy(v).to(dtype) for k, v in inputs.items()}
     x = given['x'].requires_grad_()
     seen = {}
-    if case.get('train'):
+    if case.get('noise_seed') is not None:  # MoCE-IR's routing noise: the same draws in every network observed
+        torch.manual_seed(case['noise_seed'])
+    if case.get('balance'):  # MoCE-IR's training forward: its balance loss (total_loss) joins the loss
+        restored = net(x)
+        loss = (restored * given['w']).sum() + net.total_loss
+        seen['balance'] = net.total_loss.reshape(1)
+    elif case.get('train'):
         restored, logits, labels = net(x, given['x_key'])
         loss = (restored * given['w']).sum() + (logits * given['w_logits']).sum()
         seen['logits'] = logits
@@ -150,7 +172,8 @@ def observe(net, name, inputs, dtype=torch.float64):
     for key, param in net.named_parameters():
         if param.grad is not None:
             seen[f'grad/{key}'] = param.grad
-    if case.get('train'):  # what the training forward changed: queue, pointer, key encoder, BN statistics
+    if case.get('train') and not case.get('balance'):  # what AirNet's training forward changed: queue, pointer,
+        # key encoder, BN statistics
         for key, value in net.state_dict().items():
             if 'encoder_k' in key or key.endswith(('queue', 'queue_ptr', 'running_mean', 'running_var')):
                 seen[f'after/{key}'] = value
@@ -224,16 +247,16 @@ def fixture_path(name):
     return osp.join(GOLDEN_DIR, f'{name}.npz')
 
 
-def main(names=()):
+def main(names=None):
     """Regenerate the fixtures of ``names`` (default: every case) from the reference formulation
-    (tests/official_formulation.py, tests/official/<arch>.py)."""
+    (tests/official_formulation.py, tests/official/)."""
     sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
     from official_formulation import build_reference
     torch.set_num_threads(1)
     os.makedirs(GOLDEN_DIR, exist_ok=True)
-    unknown = sorted(set(names) - set(CASES))
+    unknown = sorted(set(names or ()) - set(CASES))
     if unknown:
-        raise SystemExit(f'unknown cases {unknown}; known: {sorted(CASES)}')
+        raise SystemExit(f'unknown cases: {", ".join(unknown)} (known: {", ".join(CASES)})')
     for name, case in CASES.items():
         if names and name not in names:
             continue

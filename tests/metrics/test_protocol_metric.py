@@ -23,6 +23,16 @@ def test_against_skimage_on_a_known_pair():
     assert calculate_psnr_protocol(np.full((8, 8, 3), 0.6), np.full((8, 8, 3), 0.5)) == pytest.approx(20.0)
 
 
+def test_ssim_with_gaussian_weights_as_moce_ir_tests():
+    """MoCE-IR's test (src/test.py:48-49): structural_similarity(..., gaussian_weights=True), from the option file."""
+    out, gt = _pair()
+    expected = structural_similarity(gt, np.clip(out, 0, 1), data_range=1, channel_axis=-1, gaussian_weights=True)
+    assert calculate_ssim_protocol(out, gt, gaussian_weights=True) == pytest.approx(expected)
+    metric_opt = {'type': 'calculate_ssim_protocol', 'gaussian_weights': True}
+    assert calculate_metric({'img': out, 'img2': gt}, metric_opt) == pytest.approx(expected)
+    assert expected != pytest.approx(calculate_ssim_protocol(out, gt), abs=1e-4)
+
+
 def test_not_quantised_and_registered():
     out, gt = _pair()
     quantised = np.round(np.clip(out, 0, 1) * 255) / 255

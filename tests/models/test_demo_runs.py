@@ -22,7 +22,7 @@ def _cli(cwd, *args):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('model', ['promptir', 'restormer', 'airnet'])
+@pytest.mark.parametrize('model', ['promptir', 'restormer', 'airnet', 'moce_ir'])
 def test_demo_trains_validates_and_tests(model, tmp_path):
     force = ['train:total_iter=4', 'val:val_freq=2', 'logger:print_freq=1', 'logger:save_checkpoint_freq=4']
     if model == 'airnet':
@@ -42,6 +42,8 @@ def test_demo_trains_validates_and_tests(model, tmp_path):
     assert 'OrderedDict' not in log and '    sources:\n    - {name: noise15, ' in log  # the options echoed as YAML
     if model == 'airnet':
         assert 'l_contrast' in log and 'l_pix' in log
+    if model == 'moce_ir':
+        assert 'l_balance' in log and 'l_pix' in log  # MoCEIRModel: L1 + 0.01 x the routers' balance loss
 
     _cli(tmp_path, 'test', '-opt', osp.join(REPO, 'options', 'demo', f'{model}_demo_test.yml'))
     results = tmp_path / 'results' / f'{model}_demo_test'
