@@ -115,6 +115,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from promptir_basicsr.models.airnet_model import AirNetModel
 from promptir_basicsr.models.all_in_one_model import AllInOneModel
 from promptir_basicsr.models.contrastive_model import ContrastiveModel
+from promptir_basicsr.models.bioir_model import BioIRModel
 
 
 class _SavesRankWeights:
@@ -136,5 +137,10 @@ class RankWeightsAirNetModel(_SavesRankWeights, AirNetModel):
 
 @MODEL_REGISTRY.register()
 class RankWeightsContrastiveModel(_SavesRankWeights, ContrastiveModel):
+    pass
+
+
+@MODEL_REGISTRY.register()
+class RankWeightsBioIRModel(_SavesRankWeights, BioIRModel):
     pass
 '''

@@ -30,6 +30,7 @@ TINY_NETWORKS = {
     'Restormer': ['dim=8', 'num_blocks=[1,1,1,1]', 'num_refinement_blocks=1', 'heads=[1,1,1,1]',
                   'ffn_expansion_factor=1.0'],
     'AirNet': ['n_feats=8', 'n_groups=1', 'n_blocks=1', 'encoder_widths=[8,8]', 'moco_dim=8', 'queue_size=10'],
+    'BioIR': ['dim=8', 'num_blocks=[1,1,1]', 'num_refinement_blocks=1', 'ffn_expansion_factor=1.0'],
 }
 
 
@@ -77,3 +78,5 @@ def test_trains_two_iterations_under_torchrun_with_identical_replicas(path, run_
         assert torch.equal(value, rank1[key]), key  # weights (and AirNet's MoCo queue) identical on both ranks
     if opt['network_g']['type'] == 'PromptIR':
         assert 'chnl_reduce1.weight' in rank0  # the never-used official modules are still in the state dict
+    if opt['network_g']['type'] == 'BioIR':
+        assert 'reduce_chan_level2.weight' in rank0
