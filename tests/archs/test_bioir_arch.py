@@ -6,6 +6,7 @@ weights, architecture detection, channels-last, activation checkpointing, train/
 through the real command: ONNX export, and an official-layout Lightning ``.ckpt`` restored, converted and
 exported with nothing but ``--weights``.
 """
+import inspect
 import random
 
 import cv2
@@ -80,7 +81,7 @@ def test_defaults_are_the_official_network():
     assert len(net.state_dict()) == 907
     assert sum(p.numel() for p in net.parameters()) == 15_847_328
     # the official constructor's defaults (model.py:227-238)
-    options = {name: value.default for name, value in __import__('inspect').signature(BioIR).parameters.items()}
+    options = {name: value.default for name, value in inspect.signature(BioIR).parameters.items()}
     assert options == dict(inp_channels=3, out_channels=3, dim=48, num_blocks=(6, 6, 14), num_refinement_blocks=4,
                            ffn_expansion_factor=3, heads=(1, 2, 4, 8), bias=False, LayerNorm_type='WithBias',
                            decoder=False, keep_unused_modules=True)
@@ -418,3 +419,23 @@ def test_official_lightning_checkpoint_restores_converts_and_exports(tmp_path):
 
     run_cli(['export', '--weights', 'BioIR3D.ckpt', '--format', 'onnx', '--output', 'bioir.onnx'], cwd=tmp_path)
     assert (tmp_path / 'bioir.onnx').stat().st_size > 0
+
+
+def test_spandrel_loads_bioir_weights_with_its_facts(tmp_path):
+    """spandrel (with our architectures added) tells BioIR from the weights alone, and its descriptor carries
+    the size multiple 4, the discouraged tiling (global region pooling) and float16/bfloat16 support."""
+    import spandrel
+    from spandrel import ModelLoader, ModelTiling
+
+    from promptir_basicsr.interop.spandrel import spandrel_registry
+    registry = spandrel.MAIN_REGISTRY.copy()
+    registry.add(*spandrel_registry(), ignore_duplicates=True)
+    net = tiny_weights()
+    torch.save({'params': net.state_dict()}, tmp_path / 'bioir.pth')
+    model = ModelLoader(registry=registry).load_from_file(tmp_path / 'bioir.pth')
+    assert model.architecture.id == 'BioIR' and type(model.model) is BioIR
+    assert model.size_requirements.multiple_of == 4 and model.tiling is ModelTiling.DISCOURAGED
+    assert model.supports_half and model.supports_bfloat16 and model.tags == ['8dim']
+    x = torch.rand(1, 3, 21, 26)
+    with torch.no_grad():
+        assert (model(x) - net(x).clamp(0, 1)).abs().max() <= 1e-5
