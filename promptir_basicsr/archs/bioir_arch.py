@@ -64,9 +64,9 @@ def _pooling_matrix(n, regions, like):
 
 def region_pool(x, regions=REGIONS):
     """(B, C, H, W) -> (B, C, regions, regions) average of each region of the whole map:
-    ``F.adaptive_avg_pool2d``. torch's ONNX exporter writes adaptive pooling only as a fixed AvgPool
-    (wrong at any other size), so during an export (or :func:`export_formulation`) it is two products
-    with averaging matrices built from the input's own size."""
+    ``F.adaptive_avg_pool2d``. torch's ONNX exporter cannot write adaptive pooling to a fixed size for
+    dynamic H and W (it refuses: "input size not accessible"), so during an export (or
+    :func:`export_formulation`) it is two products with averaging matrices built from the input's own size."""
     if not (_EXPORT_FORMULATION or torch.onnx.is_in_onnx_export()):
         return F.adaptive_avg_pool2d(x, regions)
     h, w = x.shape[-2], x.shape[-1]
@@ -97,8 +97,8 @@ class L2H(nn.Module):
     the channel mean of ``high`` (reflect-padded).
 
     The affinity and the 1x1 conv are both linear in the regions, so the conv is applied to the regions
-    first: ``taps = high^T (regions W^T) + b``. The same sum, without the (B, 256, H, W) affinity tensor
-    (28x fewer multiplications at the defaults).
+    first: ``taps = high^T (regions W^T) + b``. The same sum, without the (B, 256, H, W) affinity tensor:
+    9C instead of 256(C + 9) multiplications per pixel (30-34x fewer at the default widths 48, 96, 192).
     """
 
     def __init__(self, dim):
