@@ -86,11 +86,15 @@ def make_official_layout(root):
         (d / 'data_dir' / rel).write_text(text)
     for rel in ('Derain/rainy/rain-1.png', 'Derain/gt/norain-1.png', 'Dehaze/synthetic/part1/0001_0.8_0.2.jpg',
                 'Dehaze/original/0001.jpg', 'Deblur/GoPro/input/x.png', 'Deblur/GoPro/target/x.png',
-                'LowLight/LOL/low/x.png', 'LowLight/LOL/high/x.png'):
+                'LowLight/LOL/low/x.png', 'LowLight/LOL/high/x.png',
+                # BioIR's five-task folders (c-yn/BioIR All_in_One/INSTALL.md)
+                'Deblur/blur/x.png', 'Deblur/sharp/x.png', 'Enhance/low/x.png', 'Enhance/gt/x.png'):
         _noise_image(d / 'Train' / rel, 136)
     for rel in ('denoise/bsd68/test001.png', 'derain/Rain100L/input/1.png', 'derain/Rain100L/target/1.png',
                 'dehaze/input/0001_0.8_0.2.jpg', 'dehaze/target/0001.png', 'deblur/GoPro/input/y.png',
-                'deblur/GoPro/target/y.png', 'lowlight/LOL/low/y.png', 'lowlight/LOL/high/y.png'):
+                'deblur/GoPro/target/y.png', 'lowlight/LOL/low/y.png', 'lowlight/LOL/high/y.png',
+                'deblur/gopro/input/y.png', 'deblur/gopro/target/y.png', 'enhance/lol/input/y.png',
+                'enhance/lol/target/y.png'):
         _noise_image(d / 'test' / rel, 40)
     return root
 
@@ -112,6 +116,7 @@ from promptir_basicsr.models.airnet_model import AirNetModel
 from promptir_basicsr.models.all_in_one_model import AllInOneModel
 from promptir_basicsr.models.contrastive_model import ContrastiveModel
 from promptir_basicsr.models.moce_ir_model import MoCEIRModel
+from promptir_basicsr.models.bioir_model import BioIRModel
 
 
 class _SavesRankWeights:
@@ -138,5 +143,6 @@ class RankWeightsContrastiveModel(_SavesRankWeights, ContrastiveModel):
 
 @MODEL_REGISTRY.register()
 class RankWeightsMoCEIRModel(_SavesRankWeights, MoCEIRModel):
+class RankWeightsBioIRModel(_SavesRankWeights, BioIRModel):
     pass
 '''

@@ -35,6 +35,7 @@ TINY_NETWORKS = {
               'ffn_expansion_factor=1.0'],
     'MoCEIR': ['dim=8', 'num_blocks=[1,1,1,1]', 'num_dec_blocks=[1,1,1]', 'num_refinement_blocks=1',
                'heads=[1,1,1,1]'],
+    'BioIR': ['dim=8', 'num_blocks=[1,1,1]', 'num_refinement_blocks=1', 'ffn_expansion_factor=1.0'],
 }
 # Networks whose parameters do not all get a gradient at every step by design, so their files ship
 # find_unused_parameters: true: MoCE-IR trains only the experts its routers choose (the official trainer uses
@@ -87,3 +88,5 @@ def test_trains_two_iterations_under_torchrun_with_identical_replicas(path, run_
         assert torch.equal(value, rank1[key]), key  # weights (and AirNet's MoCo queue) identical on both ranks
     if opt['network_g']['type'] == 'PromptIR':
         assert 'chnl_reduce1.weight' in rank0  # the never-used official modules are still in the state dict
+    if opt['network_g']['type'] == 'BioIR':
+        assert 'reduce_chan_level2.weight' in rank0

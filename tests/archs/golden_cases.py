@@ -11,14 +11,14 @@ formulation's values, not one float32 summation order's rounding (float32 parame
 two formulations differ by up to ~1e-4 through cancellation); the output, the input's gradient and the
 logits are also checked in float32.
 
-The fixtures ``tests/archs/golden/<case>.npz`` were made ONCE from the independent reference
-``tests/official_formulation.py`` (and ``tests/official/`` for the newer networks), never from
-``promptir_basicsr.archs``. To regenerate them
+The fixtures ``tests/archs/golden/<case>.npz`` were made ONCE from the independent references
+(``tests/official_formulation.py``, and ``tests/official/<name>.py`` for the newer networks, see
+:func:`build_reference`), never from ``promptir_basicsr.archs``. To regenerate them
 deliberately (after a fix of the reference, a new case, or a change of torch's arithmetic that you
 have understood), run from the repository root:
 
     python tests/archs/golden_cases.py            # rewrites tests/archs/golden/*.npz
-    python tests/archs/golden_cases.py adair moce_ir_eval      # only the named cases
+    python tests/archs/golden_cases.py adair moce_ir_eval bioir   # only the named cases
 
 then check ``git diff --stat`` and say in the commit why they changed. The output, the input's
 gradient, AirNet's logits and tensors of up to :data:`FULL_LIMIT` values are stored whole (float32);
@@ -90,6 +90,20 @@ CASES = {
         options=dict(dim=8, heads=[2, 2, 4, 4], num_blocks=[1, 1, 2, 1], num_dec_blocks=[2, 1, 1],
                      num_refinement_blocks=1, LayerNorm_type='BiasFree', num_experts=4, rank_type='spread', topk=1,
                      with_complexity=True)),
+    # BioIR's mixers multiply features (P2F's pixel-to-region affinity is quadratic in them, and the mixer
+    # multiplies its two branches), so at seeded_state's N(0, 1/fan_in) weights each block amplifies its
+    # input 10-100x and float32 keeps only ~1e-4 of the output (float64 ~1e-13). ``weight_scale`` halves
+    # every convolution weight: outputs and gradients stay O(1), as in a trained network. Level 3 of a
+    # 20 x 27 input (padded to 20 x 28) is 5 x 7: smaller than the 16 x 16 pooled regions, so P2F's
+    # overlapping bins are exercised.
+    'bioir': dict(
+        arch='BioIR', batch=2, seed=6, weight_scale=0.5,
+        options=dict(dim=8, num_blocks=[1, 2, 1], num_refinement_blocks=1, ffn_expansion_factor=2.5, bias=True,
+                     LayerNorm_type='WithBias')),
+    'bioir_bias_free': dict(
+        arch='BioIR', batch=1, seed=7, weight_scale=0.5,
+        options=dict(dim=12, num_blocks=[1, 1, 2], num_refinement_blocks=2, ffn_expansion_factor=3, bias=False,
+                     LayerNorm_type='BiasFree')),
 }
 
 
@@ -139,9 +153,26 @@ def make_inputs(name):
 
 
 def load_case_weights(net, name):
-    """Put the case's seeded weights into ``net`` (strict: every key, every shape)."""
-    net.load_state_dict(seeded_state(net.state_dict(), CASES[name]['seed']), strict=True)
+    """Put the case's seeded weights into ``net`` (strict: every key, every shape), the weights of more than one
+    dimension times the case's ``weight_scale`` (default 1)."""
+    case = CASES[name]
+    state = seeded_state(net.state_dict(), case['seed'])
+    scale = case.get('weight_scale', 1)
+    if scale != 1:
+        state = {k: v * scale if v.dim() > 1 and v.is_floating_point() else v for k, v in state.items()}
+    net.load_state_dict(state, strict=True)
     return net
+
+
+def build_reference(arch, **options):
+    """The independent reference network of ``arch`` with our option names
+    (``tests/official_formulation.py``'s ``build_reference``: that file's networks, or a re-statement in
+    ``tests/official/``)."""
+    tests_dir = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    if tests_dir not in sys.path:
+        sys.path.insert(0, tests_dir)
+    from official_formulation import build_reference as build
+    return build(arch, **options)
 
 
 def observe(net, name, inputs, dtype=torch.float64):
@@ -248,10 +279,7 @@ def fixture_path(name):
 
 
 def main(names=None):
-    """Regenerate the fixtures of ``names`` (default: every case) from the reference formulation
-    (tests/official_formulation.py, tests/official/)."""
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-    from official_formulation import build_reference
+    """Regenerate the fixtures of ``names`` (default: every case) from the references (:func:`build_reference`)."""
     torch.set_num_threads(1)
     os.makedirs(GOLDEN_DIR, exist_ok=True)
     unknown = sorted(set(names or ()) - set(CASES))
