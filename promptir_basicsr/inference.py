@@ -7,6 +7,8 @@ runs it on (N, C, H, W) images: padded to the network's size multiple (its ``siz
 (:func:`promptir_basicsr.utils.tiling.tiled_forward`), under autocast for mixed precision, with the restored
 image taken from networks that return more (AirNet's training tuple).
 """
+import contextlib
+
 import torch
 
 from .archs.arch_api import size_multiple
@@ -43,17 +45,21 @@ class Restorer:
     ``torch.compile`` when asked (``compile_options``: the keyword arguments of ``torch.compile``); a network
     already prepared (a model's, on its device) is left as it is. ``multiple``: pad inputs to this multiple
     instead of the network's ``size_multiple`` (option ``val: pad_to_multiple``); ``scale``: output/input size.
-    Running (:meth:`__call__`): padding, tiles when ``tile_size`` is set, autocast for ``amp``.
+    Running (:meth:`__call__`): padding, tiles when ``tile_size`` is set, autocast for ``amp``. Each call runs with
+    torch's random generator seeded to ``seed`` (and put back afterwards), so a network that draws random numbers
+    at inference (MoCE-IR's routing noise) restores an image the same way every time; ``seed=None`` leaves the
+    generator alone.
     """
 
     def __init__(self, net, device='auto', amp=None, tile_size=None, tile_overlap=32, channels_last=False,
-                 compile_options=None, multiple=None, scale=1):
+                 compile_options=None, multiple=None, scale=1, seed=0):
         self.device = resolve_device(device)
         if amp == 'fp16' and self.device.type != 'cuda':  # asked for by name (a command line): CPU fp16 is slow
             raise ValueError('--amp fp16 needs CUDA; on the CPU use --amp bf16')
         self.amp_dtype = _amp_dtype(amp)
         self.multiple = int(multiple or size_multiple(net))
         self.scale = scale
+        self.seed = seed
         self.tile_size, self.tile_overlap = tile_size, tile_overlap
         self.net = net.eval().to(self.device)
         # The speed options of training and test (utils/acceleration.py), on the network as it will run.
@@ -71,7 +77,7 @@ class Restorer:
         """(N, C, H, W) float in [0, 1] (any device) -> restored (N, C, H*scale, W*scale) float32 on the CPU."""
         x = x.to(self.device)
         try:
-            with acceleration.autocast(self.device, self.amp_dtype):
+            with self._seeded(), acceleration.autocast(self.device, self.amp_dtype):
                 out = tiled_forward(self._forward, x, self.tile_size, self.tile_overlap, self.multiple, self.scale,
                                     on_tile=on_tile)
         except RuntimeError as err:
@@ -81,6 +87,15 @@ class Restorer:
                                 f'on {self.device.type} ({reason}); run without --amp') from None
             raise
         return out.cpu()
+
+    @contextlib.contextmanager
+    def _seeded(self):
+        if self.seed is None:
+            yield
+            return
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == 'cuda' else []):
+            torch.manual_seed(self.seed)
+            yield
 
     def tile_count(self, height, width):
         """How many tiles an image of this size is cut into (1 without tiling)."""

@@ -116,7 +116,6 @@ from promptir_basicsr.models.airnet_model import AirNetModel
 from promptir_basicsr.models.all_in_one_model import AllInOneModel
 from promptir_basicsr.models.contrastive_model import ContrastiveModel
 from promptir_basicsr.models.moce_ir_model import MoCEIRModel
-from promptir_basicsr.models.bioir_model import BioIRModel
 
 
 class _SavesRankWeights:
@@ -143,6 +142,5 @@ class RankWeightsContrastiveModel(_SavesRankWeights, ContrastiveModel):
 
 @MODEL_REGISTRY.register()
 class RankWeightsMoCEIRModel(_SavesRankWeights, MoCEIRModel):
-class RankWeightsBioIRModel(_SavesRankWeights, BioIRModel):
     pass
 '''

@@ -52,8 +52,9 @@ def test_training_recipe_numbers(task, samples, per_epoch):
     assert (scheduler['warmup_start_lr'], scheduler['eta_min']) == (0, 0)
     assert train['optim_g'] == {'type': 'AdamW', 'lr': 2e-4, 'weight_decay': 0.01, 'betas': [0.9, 0.999]}
     assert train['pixel_opt']['type'] == 'L1Loss' and train['pixel_opt']['loss_weight'] == 1.0
-    assert train['fft_opt']['type'] == 'FFT2Loss' and train['fft_opt']['loss_weight'] == 0.1
-    assert opt['model_type'] == 'BioIRModel' and opt['find_unused_parameters'] is False
+    assert train['fft_opt']['type'] == 'FFTLoss' and train['fft_opt']['loss_weight'] == 0.1
+    assert train['fft_opt']['onesided'] is False
+    assert opt['model_type'] == 'AllInOneModel' and opt['find_unused_parameters'] is False
     assert opt['val']['val_freq'] == 10 * per_epoch and opt['logger']['save_checkpoint_freq'] == per_epoch
     data = opt['datasets']['train']
     assert (data['gt_size'], data['batch_size_per_gpu'], data['augment']) == (128, 16, 'official7')
@@ -79,11 +80,11 @@ def test_test_files_are_the_trainings_validation(task, sets):
 
 def test_demo_test_file_matches_its_training():
     train, test = _load('demo', 'bioir_demo.yml'), _load('demo', 'bioir_demo_test.yml')
-    assert test['network_g'] == train['network_g'] and test['model_type'] == train['model_type'] == 'BioIRModel'
+    assert test['network_g'] == train['network_g'] and test['model_type'] == train['model_type'] == 'AllInOneModel'
     assert test['path']['pretrain_network_g'] == 'experiments/bioir_demo/models/net_g_latest.pth'
     assert [d['name'] for d in test['datasets'].values()] == [d['name'] for k, d in train['datasets'].items()
                                                               if k.startswith('val')]
-    assert train['train']['fft_opt'] == {'type': 'FFT2Loss', 'loss_weight': 0.1}
+    assert train['train']['fft_opt'] == {'type': 'FFTLoss', 'loss_weight': 0.1, 'onesided': False}
 
 
 @pytest.mark.slow

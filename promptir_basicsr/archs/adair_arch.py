@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..utils import fourier
 from ..utils.tiling import pad_to_multiple
-from . import fourier
 from .arch_api import RestorationArch
 from .restormer_blocks import (RestormerEncoder, Upsample, as_map, as_tokens, channels_last, restormer_body_options,
                                transformer_stage)

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError
+from ..utils import fourier
 from ..utils.tiling import pad_to_multiple
-from . import fourier
 from .arch_api import RestorationArch, count_children, expansion_factor
 from .grad_checkpoint import StageCheckpointing
 from .restormer_blocks import (LAYER_NORM_TYPES, Attention, Downsample, FeedForward, LayerNorm, OverlapPatchEmbed,

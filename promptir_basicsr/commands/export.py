@@ -54,6 +54,23 @@ def choose_format(args):
                     f'ending in {", ".join(ext for ext, _ in FORMATS.values())}')
 
 
+def _for_export(net, network_opt, user_keys):
+    """The network rebuilt with its architecture's ``export_options`` (e.g. MoCE-IR's deterministic routing), the
+    same weights; options the user gave (``--opt``, ``--arch-opt``) win."""
+    from ..archs.arch_api import declaration
+    from ..weights.network import build_from_options
+    extra = {k: v for k, v in declaration(network_opt['type'], 'export_options').items()
+             if k not in user_keys and network_opt.get(k) != v}
+    if not extra:
+        return net, network_opt
+    network_opt = {**network_opt, **extra}
+    rebuilt = build_from_options(network_opt)
+    rebuilt.load_state_dict(net.state_dict(), strict=True)
+    print(f'export: {network_opt["type"]} exported with {", ".join(f"{k}={v}" for k, v in extra.items())} (declared '
+          'by the architecture for export; --arch-opt overrides it)')
+    return rebuilt.eval(), network_opt
+
+
 def run(args):
     fmt = choose_format(args)
     for flag, given in (('--opset', args.opset is not None), ('--dynamic', args.dynamic)):
@@ -63,6 +80,7 @@ def run(args):
     from ..utils.files import atomic_write_bytes
 
     net, network_opt = arguments.load_network(args, print)
+    net, network_opt = _for_export(net, network_opt, user_keys=set(arguments.network_overrides(args)[1]))
     writer = getattr(export, FORMATS[fmt][1])
     kwargs = dict(opset=args.opset, dynamic_batch=args.dynamic) if fmt == 'onnx' else {}
     try:

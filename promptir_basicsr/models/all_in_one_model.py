@@ -7,6 +7,8 @@ Only what differs from ``SRModel`` is overridden. Option keys (besides basicsr's
     scheduler: {type: LinearWarmupCosineLR, ...}   see ``models/schedulers.py`` for the names;
                                                    omit for a constant lr
     pixel_opt: {type: L1Loss}       default when neither pixel_opt nor perceptual_opt is given
+    fft_opt: {type: FFTLoss, ...}    optional frequency loss on (restored, gt), logged as l_fft
+                                     (``losses/fft_loss.py``: MoCE-IR's one-sided, BioIR's full spectrum)
     ema_decay: 0.999                 optional EMA copy (``net_g_ema``), used for validation and saved
                                      as ``params_ema`` (basicsr's mechanism)
     grad_clip: 0.01                  clip the gradient norm to this value; or ``use_grad_clip: true``
@@ -62,6 +64,7 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
+from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img
@@ -130,6 +133,7 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
         '': {'cpu_threads': Key(int, None), 'channels_last': Key(bool), 'compile': Key(bool, dict, None),
              'amp': Key(bool, str, None, choices=(False, None, *acceleration.AMP_DTYPES))},
         'train': {**{key: Key(list, None) for key in _PROGRESSIVE_KEYS}, 'grad_checkpoint': Key(bool),
+                  'fft_opt': Key(dict, None),
                   'grad_clip': Key(float, None), 'use_grad_clip': Key(bool)},
         'datasets:train': {key: Key(list, None) for key in _PROGRESSIVE_KEYS},  # where Restormer's files keep them
         'val': {'tile_size': Key(int, None), 'tile_overlap': Key(int), 'pad_to_multiple': Key(int),
@@ -193,6 +197,7 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
         train_opt = self.opt['train']
         if not train_opt.get('pixel_opt') and not train_opt.get('perceptual_opt'):
             train_opt['pixel_opt'] = {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}
+        self.cri_fft = build_loss(train_opt['fft_opt']).to(self.device) if train_opt.get('fft_opt') else None
         self.grad_clip = train_opt.get('grad_clip')
         if self.grad_clip is None and train_opt.get('use_grad_clip'):
             self.grad_clip = 0.01  # Restormer's clip_grad_norm_(..., 0.01)
@@ -309,7 +314,8 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
         return acceleration.autocast(self.device, self.amp_dtype)
 
     def compute_losses(self, output, target):
-        """SRModel's pixel + perceptual losses: (total, OrderedDict of logged terms)."""
+        """SRModel's pixel + perceptual losses, and the frequency loss of ``fft_opt``: (total, OrderedDict of logged
+        terms)."""
         l_total = 0
         loss_dict = OrderedDict()
         if self.cri_pix:
@@ -324,6 +330,10 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
             if l_style is not None:
                 l_total = l_total + l_style
                 loss_dict['l_style'] = l_style
+        if getattr(self, 'cri_fft', None) is not None:
+            l_fft = self.cri_fft(output, target)
+            l_total = l_total + l_fft
+            loss_dict['l_fft'] = l_fft
         return l_total, loss_dict
 
     def forward_and_loss(self, current_iter):

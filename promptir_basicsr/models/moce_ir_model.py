@@ -9,16 +9,16 @@ the decoder blocks of each router's 0.5 * cv^2(importance) + 0.5 * cv^2(load); t
 trained with this model. Option keys (``train:``), besides those of ``AllInOneModel``:
 
     balance_loss_weight: 0.01        weight of the balance loss (src/options.py:35; every README command)
-    fft_opt: {type: FFTLoss, loss_weight: 0.1}   optional frequency loss (losses/fft_loss.py); the official
-                                     code adds FFTLoss(loss_weight=fft_loss_weight) when --loss_type is "fft"
+    fft_opt: {type: FFTLoss, loss_weight: 0.1}   optional frequency loss (AllInOneModel's, losses/fft_loss.py); the
+                                     official code adds FFTLoss(loss_weight=fft_loss_weight) when --loss_type is "fft"
 
 Logged: ``l_pix`` (and ``l_percep``... as AllInOneModel), ``l_fft`` when fft_opt is given, ``l_balance`` (the
 balance loss itself, unweighted, as the official log's "Balance").
 """
-from basicsr.losses import build_loss
-from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
+from basicsr.utils.registry import MODEL_REGISTRY
 
-from ..option_schema import Key, _registry_lookup
+from ..archs.arch_api import arch_class
+from ..utils.option_keys import Key
 from .all_in_one_model import AllInOneModel
 
 
@@ -26,7 +26,7 @@ from .all_in_one_model import AllInOneModel
 class MoCEIRModel(AllInOneModel):
     """Restoration loss + frequency loss (optional) + weighted routing balance loss of the network."""
 
-    OPTIONS = {'train': {'balance_loss_weight': Key(float), 'fft_opt': Key(dict, None)}}
+    OPTIONS = {'train': {'balance_loss_weight': Key(float)}}
 
     @classmethod
     def option_problems(cls, opt, is_train):
@@ -34,7 +34,7 @@ class MoCEIRModel(AllInOneModel):
         if not is_train:
             return problems
         network = opt.get('network_g') or {}
-        arch = _registry_lookup(ARCH_REGISTRY, network.get('type'))
+        arch = arch_class(network.get('type'))
         if arch is not None and not hasattr(arch, 'balance_loss'):
             problems.append(f'model_type {opt["model_type"]} adds the routing balance loss of its network, but '
                             f'network_g {network.get("type")} has none (MoCEIR has; use AllInOneModel otherwise)')
@@ -43,17 +43,10 @@ class MoCEIRModel(AllInOneModel):
     def init_training_settings(self):
         train_opt = self.opt['train']
         self.balance_loss_weight = float(train_opt.get('balance_loss_weight', 0.01))
-        self.cri_fft = build_loss(train_opt['fft_opt']).to(self.device) if train_opt.get('fft_opt') else None
         super().init_training_settings()
 
     def forward_and_loss(self, current_iter):
-        self.output = self.net_g(self.lq)
-        output = self.output.float()
-        l_total, loss_dict = self.compute_losses(output, self.gt)
-        if self.cri_fft is not None:
-            l_fft = self.cri_fft(output, self.gt)
-            l_total = l_total + l_fft
-            loss_dict['l_fft'] = l_fft
+        l_total, loss_dict = super().forward_and_loss(current_iter)  # restoration (+ fft_opt) losses
         balance = self.get_bare_model(self.net_g).balance_loss
         loss_dict['l_balance'] = balance
         return l_total + self.balance_loss_weight * balance, loss_dict

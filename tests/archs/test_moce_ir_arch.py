@@ -20,7 +20,8 @@ from arch_test_helpers import assert_matches_official
 from golden_cases import seeded_state
 from official.moce_ir import MoCEIR as Reference
 from official_keys import lightning_checkpoint, official_key_shapes
-from promptir_basicsr.archs import fourier, moce_ir_arch
+from promptir_basicsr.archs import moce_ir_arch
+from promptir_basicsr.utils import fourier
 from promptir_basicsr.archs.arch_api import declaration, detect_arch, options_from_weights
 from promptir_basicsr.archs.moce_ir_arch import FFTAttention, MoCEIR, RoutingFunction
 from promptir_basicsr.utils.acceleration import to_channels_last
@@ -553,10 +554,10 @@ def test_official_ckpt_exports_to_onnx_deterministically(official_ckpt, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason='needs basicsr export to build the network with its export_options (routing_noise: false); '
-                          'commands/export.py does not apply them yet', strict=False)
 def test_official_ckpt_exports_with_nothing_but_weights(official_ckpt, tmp_path):
+    """The export rebuilds MoCE-IR with its declared export_options (routing_noise: false) and says so."""
     from cli_helpers import run_cli
     ckpt, _ = official_ckpt
     proc = run_cli(['export', '--weights', str(ckpt), '--format', 'onnx', '--output', 'moce.onnx'], cwd=tmp_path)
+    assert 'exported with routing_noise=False' in proc.stdout
     assert all(d <= 1e-4 for _, _, d in _onnx_differences(proc.stdout))

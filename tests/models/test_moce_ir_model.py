@@ -9,7 +9,7 @@ from basicsr.losses import build_loss
 
 from model_test_helpers import build
 from promptir_basicsr.losses.fft_loss import FFTLoss
-from promptir_basicsr.option_schema import collect_problems
+from promptir_basicsr.options.schema import collect_problems
 
 TINY_MOCE = {'type': 'MoCEIR', 'dim': 8, 'num_blocks': [1, 1, 1, 1], 'num_dec_blocks': [1, 1, 1],
              'heads': [1, 1, 2, 2], 'num_refinement_blocks': 1}

@@ -1,9 +1,9 @@
-"""BioIR's training loss: ``FFT2Loss`` (the official ``FFTLoss`` of ``All_in_One/train_eval.py:24-37``) and
-``BioIRModel`` (L1 + fft_opt, ``train_eval.py:53-62``)."""
+"""BioIR's training loss: ``FFTLoss(onesided=False)`` (the official ``FFTLoss`` of ``All_in_One/train_eval.py:24-37``)
+added by ``AllInOneModel``'s ``train: fft_opt`` to L1 (``train_eval.py:53-62``)."""
 import pytest
 import torch
 
-from promptir_basicsr.losses.bioir_loss import FFT2Loss
+from promptir_basicsr.losses.fft_loss import FFTLoss
 
 from model_test_helpers import build
 
@@ -17,11 +17,11 @@ def official_fft_loss(pred, target, loss_weight=0.1):
     return loss_weight * torch.nn.L1Loss()(pred_fft, target_fft)
 
 
-def test_fft2_loss_is_the_official_full_spectrum_loss():
+def test_full_spectrum_fft_loss_is_bioirs_official_loss():
     gen = torch.Generator().manual_seed(0)
     pred, target = torch.rand(2, 3, 12, 15, generator=gen), torch.rand(2, 3, 12, 15, generator=gen)
     pred.requires_grad_()
-    loss = FFT2Loss(loss_weight=0.1)(pred, target)
+    loss = FFTLoss(loss_weight=0.1, onesided=False)(pred, target)
     expected = official_fft_loss(pred, target)
     torch.testing.assert_close(loss, expected)
     grad, = torch.autograd.grad(loss, pred)
@@ -31,9 +31,9 @@ def test_fft2_loss_is_the_official_full_spectrum_loss():
     half = torch.fft.rfft2(pred.detach()) - torch.fft.rfft2(target)
     one_sided = 0.1 * torch.stack([half.real, half.imag], -1).abs().mean()
     assert abs(loss.item() - one_sided.item()) > 1e-4
-    assert FFT2Loss(reduction='none')(pred, target).shape == (2, 3, 12, 15, 2)
+    assert FFTLoss(reduction='none', onesided=False)(pred, target).shape == (2, 3, 12, 15, 2)
     with pytest.raises(ValueError):
-        FFT2Loss(reduction='max')
+        FFTLoss(reduction='max', onesided=False)
 
 
 def _step(model, seed=0):
@@ -45,9 +45,10 @@ def _step(model, seed=0):
     return model.get_current_log()
 
 
-def test_bioir_model_adds_the_frequency_loss(tiny_opt):
-    train = {'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}, 'fft_opt': {'type': 'FFT2Loss', 'loss_weight': 0.1}}
-    model = build(tiny_opt(model_type='BioIRModel', train=train))
+def test_all_in_one_model_adds_the_frequency_loss(tiny_opt):
+    train = {'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}, 'fft_opt': {'type': 'FFTLoss', 'loss_weight': 0.1,
+                                                                              'onesided': False}}
+    model = build(tiny_opt(model_type='AllInOneModel', train=train))
     torch.manual_seed(0)
     output = torch.rand(2, 3, 16, 16)
     target = torch.rand(2, 3, 16, 16)
@@ -59,8 +60,8 @@ def test_bioir_model_adds_the_frequency_loss(tiny_opt):
     assert 'l_pix' in log and 'l_fft' in log
 
 
-def test_bioir_model_without_fft_opt_trains_as_all_in_one(tiny_opt):
-    model = build(tiny_opt(model_type='BioIRModel'))
+def test_without_fft_opt_no_frequency_loss(tiny_opt):
+    model = build(tiny_opt(model_type='AllInOneModel'))
     assert model.cri_fft is None
     log = _step(model)
     assert 'l_pix' in log and 'l_fft' not in log

@@ -1,4 +1,4 @@
-"""archs/fourier.py: the DFT-matrix formulation equals torch.fft, and exports to ONNX with dynamic sizes."""
+"""utils/fourier.py: the DFT-matrix formulation equals torch.fft, and exports to ONNX with dynamic sizes."""
 import io
 import warnings
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from promptir_basicsr.archs import fourier
+from promptir_basicsr.utils import fourier
 
 SIZES = ((8, 8), (7, 10), (5, 9))  # even and odd sides: the Nyquist column of rfft exists only for even W
 
