@@ -16,8 +16,8 @@ reference (or another training file) plus a few overrides::
         set: {network_g: {prompt_learnable: false}, val: {table_name: 'PromptIR, fixed prompts'}}
       demo_restormer: {train: ../../demo/restormer_demo.yml}
 
-``set`` merges into the options key by key (mappings merge, any other value, lists included, replaces); the
-variant's key becomes its ``name``. The composed option files are written to ``<output>/options/``.
+``set`` merges into the options key by key (mappings merge, any other value, lists included, replaces; a mapping
+with another ``type``, e.g. another network, replaces the base's); the variant's key becomes its ``name``. The composed option files are written to ``<output>/options/``.
 
 For each variant and seed S (``--first-seed`` .. ``--first-seed + --seeds - 1``, the same for every
 file), the run ``<name>_seed<S>`` is trained by ``basicsr train`` (option ``name`` and ``manual_seed``
@@ -252,6 +252,7 @@ def test_options(test_opt, run):
     opt['path'] = dict(opt.get('path') or {}, pretrain_network_g=run.weights, strict_load_g=True,
                        param_key_g='params_ema' if ema else 'params')
     opt['val'] = dict(opt.get('val') or {}, table_name=variant.label)
+    opt['val'].pop('pad_to_multiple', None)  # each network pads to its own size multiple (AirNet: none)
     return opt
 
 
@@ -303,13 +304,16 @@ def _collect(run, metrics):
 
 
 def merge_options(base, overrides, where):
-    """``base`` with ``overrides`` merged in: mappings key by key, any other value (a list too) replaced."""
+    """``base`` with ``overrides`` merged in: mappings key by key, any other value (a list too) replaced. A mapping
+    whose ``type`` differs from the base's (another network, optimizer, scheduler) replaces it whole: another class
+    reads other keys."""
     if not isinstance(overrides, dict):
         raise UserError(f'{where}: expected a mapping of option overrides, got {overrides!r}')
     merged = dict(base)
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge_options(merged[key], value, f'{where}:{key}')
+        old = merged.get(key)
+        if isinstance(value, dict) and isinstance(old, dict) and value.get('type', old.get('type')) == old.get('type'):
+            merged[key] = merge_options(old, value, f'{where}:{key}')
         else:
             merged[key] = value
     return merged

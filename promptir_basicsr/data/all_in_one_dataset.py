@@ -96,6 +96,8 @@ class AllInOneDataset(data.Dataset):
           error by default, warning with the count if true), ``recursive`` (scan sub-folders, default true);
         - its share: ``repeat: N`` (the source's images N times per epoch; default 1) or ``weight: w``.
           All sources use ``repeat`` or all use ``weight``.
+    - ``use_sources`` (list of names): train on these sources only (the others are defined but unused): a
+      variant of a comparison trained on part of the mix names the parts.
     - ``samples_per_epoch`` (weight mode; default the total number of images): the epoch length. Source
       ``i`` gets exactly ``round(w_i / sum(w) * samples_per_epoch)`` indices (largest remainder), so an
       epoch holds the weighted proportions exactly; the image within the source is drawn uniformly.
@@ -127,7 +129,7 @@ class AllInOneDataset(data.Dataset):
         'sources': Key(list, required=True, items=SOURCE_ENTRY_OPTIONS), 'gt_size': Key(int, required=True),
         'augment': Key(str, choices=AUGMENT_MODES), 'use_hflip': Key(bool), 'use_rot': Key(bool),
         'num_crops': Key(int, choices=(1, 2)), 'one_per_source': Key(bool), 'samples_per_epoch': Key(int, None),
-        'allow_missing': Key(bool),
+        'allow_missing': Key(bool), 'use_sources': Key(list, None),
     }
 
     def __init__(self, opt):
@@ -142,6 +144,7 @@ class AllInOneDataset(data.Dataset):
         sources = opt.get('sources')
         if not isinstance(sources, (list, tuple)) or not sources:
             raise DatasetError(f'{where}.sources: a non-empty list of sources is required')
+        sources = self._used_sources(sources, opt.get('use_sources'), where)
         self.gt_size = opt.get('gt_size')
         if not isinstance(self.gt_size, int) or self.gt_size <= 0:
             raise DatasetError(f'{where}.gt_size: a positive integer patch size is required, got {self.gt_size!r}')
@@ -170,6 +173,19 @@ class AllInOneDataset(data.Dataset):
         self._build_index(where)
         self._rng_cache = {}
         self._log_table()
+
+    @staticmethod
+    def _used_sources(sources, use, where):
+        """The entries of ``sources`` named in ``use_sources`` (in the order of ``sources``; all when it is not
+        set): a variant trained on part of a mix names the parts instead of repeating their definitions."""
+        if use is None:
+            return sources
+        named = [s.get('name') for s in sources if isinstance(s, dict)]
+        unknown = [name for name in use if name not in named]
+        if unknown or not use:
+            raise DatasetError(f'{where}.use_sources: {unknown or use!r} not among the sources; they are: '
+                               f'{", ".join(map(str, named))}')
+        return [s for s in sources if isinstance(s, dict) and s.get('name') in use]
 
     # --- epoch layout ----------------------------------------------------------------------------
     def _build_index(self, where):

@@ -1,11 +1,15 @@
-"""The checks of an option file that need nothing but the file: basicsr's own keys and sections, and the data and
-checkpoint paths. They run before torch is even imported, so the commonest mistakes (a misspelt basicsr key, a
-missing required one, a wrong type, a path that does not exist) are answered in a fraction of a second; the
-checks that need the networks, models and datasets (``options/schema.py``) run once these pass.
+"""The checks of an option file that need nothing but the file: basicsr's own keys and sections, the options of our
+architectures (read from their source files, not imported), and the data and checkpoint paths. They run before
+torch is even imported, so the commonest mistakes (a misspelt basicsr key or architecture option, a missing
+required key, a wrong type, a path that does not exist) are answered in a fraction of a second; the checks that
+need the networks, models and datasets loaded (``options/schema.py``) run once these pass.
 
 :class:`Checker` is the walker both use: it compares a mapping with a schema of :class:`Key` declarations and
 collects every problem.
 """
+import ast
+import functools
+import glob
 import os
 import os.path as osp
 from collections.abc import Mapping
@@ -162,7 +166,31 @@ def static_problems(opt, is_train=True, check_paths=True):
         for key, spec in schema.items():
             if key not in node and spec.is_required(is_train):
                 checker.add(f'missing required key `{_join(name, key)}`')
+    network = opt.get('network_g')
+    known = our_architectures().get(network.get('type')) if isinstance(network, Mapping) else None
+    if known is not None and not known[1]:  # our architecture, no **kwargs: its argument names are its options
+        checker.mapping(network, {'type': Key(), **{name: Key() for name in known[0]}}, 'network_g',
+                        owner=network['type'])
     return checker.problems + (path_problems(opt) if check_paths else [])
+
+
+@functools.lru_cache(maxsize=1)
+def our_architectures():
+    """``{name: (argument names, takes **kwargs)}`` of the classes registered in ``promptir_basicsr/archs/*_arch.py``,
+    read from the source files (``ast``), so the check needs neither torch nor basicsr. A class decorated with
+    ``ARCH_REGISTRY.register()`` counts; its ``__init__``'s arguments are its options."""
+    found = {}
+    folder = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'archs')
+    for path in sorted(glob.glob(osp.join(folder, '*_arch.py'))):
+        with open(path, encoding='utf-8') as f:
+            tree = ast.parse(f.read(), path)
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef) and any('register' in ast.unparse(d) for d in node.decorator_list):
+                init = next((n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == '__init__'), None)
+                if init is not None:
+                    names = [a.arg for a in init.args.args[1:] + init.args.kwonlyargs]
+                    found[node.name] = (tuple(names), init.args.kwarg is not None)
+    return found
 
 
 def _walk_data_paths(node, where):

@@ -324,3 +324,15 @@ def test_the_source_table_logged_at_start(mix_tree, basicsr_log):
     assert stacked[0].startswith('AllInOneDataset mix: 4 samples per epoch (one_per_source: each item stacks 3 '
                                  'samples)')
     assert [c.strip() for c in stacked[3].split('|')][3:] == ['4', '-', '4']
+
+
+def test_use_sources_trains_on_the_named_sources_only(mix_tree):
+    """Guards the comparisons that train on part of a mix (options/ablation/*/d_*): only the named sources, each with
+    its own repeat, renumbered in the mix's order; an unknown name is an error naming the known ones."""
+    ds = build(mix_options(mix_tree, use_sources=['haze', 'noise25']))
+    counts = collections.Counter((ds[i]['deg_name'], int(ds[i]['deg_index'])) for i in range(len(ds)))
+    assert counts == {('noise25', 0): 12, ('haze', 1): 4}
+    from promptir_basicsr.data.sources import DatasetError
+    with pytest.raises(DatasetError, match=r"use_sources: \['snow'\] not among the sources; they are: noise25, rain, "
+                                           r'haze$'):
+        build(mix_options(mix_tree, use_sources=['rain', 'snow']))
