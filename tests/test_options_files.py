@@ -230,4 +230,5 @@ def test_moce_ir_recipes(variant, dim, task, per_epoch, samples):
                 if k.startswith('val')]
     assert list(test['datasets'].values()) == val_sets
     assert test['val']['metrics'] == train['val']['metrics']
-    assert train['val']['metrics']['ssim']['gaussian_weights'] is True  # src/test.py:48-49
+    # one protocol for the whole line: the uniform window (MoCE-IR's own test, src/test.py:48-49, uses a Gaussian one)
+    assert train['val']['metrics']['ssim']['gaussian_weights'] is False

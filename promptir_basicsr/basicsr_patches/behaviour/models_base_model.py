@@ -1,13 +1,17 @@
-"""``basicsr.models.base_model``: checkpoints written atomically and read without running pickled code, a clear
-error for weights that do not fit, and the final validation reported at ``total_iter``."""
+"""``basicsr.models.base_model``: checkpoints written atomically and read without running pickled code, any weights
+file (official releases too) loaded as ``path: pretrain_network_g`` with a clear error when it does not fit, and
+the final validation reported at ``total_iter``."""
 import types
 
 import torch
 
+from basicsr.utils import get_root_logger
+
+from ...archs.arch_api import declaration
 from ...errors import CheckpointError
 from ...utils.files import atomic_save
-from ...weights.files import load_checkpoint
-from ...weights.state_dict import compare_state_dicts, format_differences
+from ...weights.files import load_checkpoint, read_weights
+from ...weights.state_dict import compare_state_dicts, extract_state_dict, format_differences
 from ..marks import is_ours, ours
 
 
@@ -36,31 +40,43 @@ def fix_checkpoint_io():
     routed_torch.load = load
     ours(routed_torch)
     base_model.torch = routed_torch
-    base_model.BaseModel.load_network = _load_network_with_clear_mismatch(base_model.BaseModel.load_network)
+    base_model.BaseModel.load_network = ours(load_any_weights_file)
 
 
-def _load_network_with_clear_mismatch(load_network):
-    """A strict load of a non-matching file fails with torch's RuntimeError, after basicsr has only
-    logged the key differences as warnings. Raise a :class:`CheckpointError` that names the file, lists
-    missing/unexpected/mis-shaped keys and says how to fix it."""
-    def wrapper(self, net, load_path, strict=True, param_key='params'):
-        try:
-            return load_network(self, net, load_path, strict, param_key)
-        except RuntimeError as err:
-            if isinstance(err, CheckpointError) or 'state_dict' not in str(err):
-                raise
-            bare = self.get_bare_model(net)
-            ckpt = load_checkpoint(load_path)
-            state = ckpt.get(param_key, ckpt.get('params', ckpt)) if param_key else ckpt
-            state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-            differences = format_differences(compare_state_dicts(state, bare.state_dict()))
-            raise CheckpointError(
-                f'{load_path} does not match {type(bare).__name__} as configured in network_g:\n  '
-                + '\n  '.join(differences) + '\nAn official release (PromptIR .ckpt, AirNet .pth) must be converted '
-                'first: `basicsr convert --arch <Arch> <file> <out.pth>`. Otherwise check network_g\'s options, or set '
-                'path:strict_load_g: false to load only the matching tensors.') from err
+def load_any_weights_file(self, net, load_path, strict=True, param_key='params'):
+    """``BaseModel.load_network`` (what ``path: pretrain_network_g`` and resume use), re-stated.
 
-    return ours(wrapper)
+    Differs from basicsr's: the file may be any weights file this package reads (a BasicSR ``.pth``, an official
+    Lightning ``.ckpt`` with keys ``net.*``, AirNet's plain state dict, a ``.safetensors`` file), read without running
+    pickled code; the weights are found as ``basicsr convert`` finds them (``param_key``, else basicsr's fallback to
+    ``params``, else the file's own layout) and fitted by the architecture's ``adapt_weights`` (AirNet's queue size);
+    a strict load of weights that do not fit is a :class:`CheckpointError` that names the file and lists the
+    missing, unexpected and mis-shaped keys, where basicsr logged warnings and then failed with torch's message.
+    """
+    logger = get_root_logger()
+    bare = self.get_bare_model(net)
+    ckpt, _ = read_weights(load_path)
+    if param_key is not None and param_key not in ckpt and 'params' in ckpt:
+        logger.info(f'Loading: {param_key} does not exist, use params.')
+        param_key = 'params'
+    key = param_key if param_key in ckpt else None  # an official layout: found as `basicsr convert` finds it
+    state_dict, source, notes = extract_state_dict(ckpt, key)
+    target = bare.state_dict()
+    state_dict = declaration(bare, 'adapt_weights')(state_dict, target, notes)
+    logger.info(f'Loading {type(bare).__name__} model from {load_path}: {source}'
+                + ''.join(f'; {note}' for note in notes))
+    differences = format_differences(compare_state_dicts(state_dict, target))
+    if differences and strict:
+        raise CheckpointError(
+            f'{load_path} does not match {type(bare).__name__} as configured in network_g:\n  '
+            + '\n  '.join(differences) + '\nCheck network_g\'s options (`basicsr convert <file> <out.pth>` prints the '
+            'network read from the weights), or set path:strict_load_g: false to load only the matching tensors.')
+    if differences:
+        logger.warning(f'{load_path}: loaded the matching tensors only (strict_load_g: false): '
+                       + '; '.join(differences))
+        shapes = {k for k, _, _ in compare_state_dicts(state_dict, target)['mismatched']}
+        state_dict = {k: v for k, v in state_dict.items() if k in target and k not in shapes}
+    bare.load_state_dict(state_dict, strict=strict)
 
 
 def report_final_validation_at_total_iter():
