@@ -1,16 +1,17 @@
 #!/usr/bin/env python
-"""Speed and memory of our PromptIR, Restormer and AirNet against the official formulation.
+"""Speed and memory of our networks (PromptIR, Restormer, AirNet, AdaIR, MoCE-IR, BioIR) against their official
+formulations.
 
 One table per architecture and image size: parameters, GMACs, forward latency (batch 1, inference),
 training-step time (forward + backward + AdamW, batch ``--batch``), peak memory of a training step,
 and each variant's speed-up over the reference: the official formulation
-(``tests/official_formulation.py``, an independent re-implementation) carrying the same weights.
+(``tests/official_formulation.py`` and ``tests/official/``, independent re-statements) carrying the same weights.
 Variants alternate within every round and the best of ``--repeats`` rounds counts, so a change of
 machine load during the run hits all of them alike. Training memory (``--memory``) is the peak RSS
 of a child process that builds one variant and runs two training steps, minus the child's RSS before
 building it (on CUDA: the peak of allocated device memory).
 
-    python scripts/benchmark.py                          # CPU, 2 threads: the three archs at 128 and 256
+    python scripts/benchmark.py                          # CPU, 2 threads: every arch at 128 and 256
     python scripts/benchmark.py --archs PromptIR --sizes 128 256 512 --memory
     python scripts/benchmark.py --archs PromptIR --sizes 128 --compile   # + torch.compile (minutes on a CPU)
     python scripts/benchmark.py --checkpoint             # grad_checkpoint: PromptIR step and memory, batch 8
@@ -38,12 +39,16 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(REPO, 'tests'))
 sys.path.insert(0, REPO)
 
-ARCHS = ('PromptIR', 'Restormer', 'AirNet')
+ARCHS = ('PromptIR', 'Restormer', 'AirNet', 'AdaIR', 'MoCEIR', 'BioIR')
 TINY = {
     'PromptIR': dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2, 4, 8], prompt_len=3,
                      prompt_dims=[8, 16, 24], prompt_sizes=[8, 4, 2]),
     'Restormer': dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2, 4, 8]),
     'AirNet': dict(n_feats=8, n_groups=2, n_blocks=1, encoder_widths=[8, 8], moco_dim=8, queue_size=8),
+    'AdaIR': dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2, 4, 8]),
+    'MoCEIR': dict(dim=8, num_blocks=[1, 1, 1, 1], num_dec_blocks=[1, 1, 1], num_refinement_blocks=1,
+                   heads=[1, 2, 4, 8]),
+    'BioIR': dict(dim=8, num_blocks=[1, 1, 1], num_refinement_blocks=1),
 }
 CUDA_VARIANTS = ('ours fp32', 'ours bf16', 'ours bf16 + channels_last + compile')
 

@@ -7,6 +7,7 @@ crops, no loader workers), given with --force_yml. The recipe files read a minia
 data layout, the demo files the generated demo data (option `demo_data: true`), all in one folder.
 """
 import glob
+import tempfile
 import os.path as osp
 import subprocess
 
@@ -14,6 +15,7 @@ import pytest
 import torch
 from cli_helpers import RANK_WEIGHTS_PLUGIN, make_official_layout, torchrun_train
 
+from promptir_basicsr.commands.ablate import read_comparison
 from promptir_basicsr.options.files import read_option_file
 
 pytestmark = pytest.mark.slow
@@ -23,7 +25,7 @@ FILES = sorted(glob.glob(osp.join(REPO, 'options', 'train', '*.yml'))) + sorted(
     p for p in glob.glob(osp.join(REPO, 'options', 'demo', '*.yml')) if not p.endswith('_test.yml')) + [
     # the one ablation variant with new DDP traffic: PromptIR's CBDE (MoCo keys all-gathered, its projection head
     # reached only through the contrastive loss); the others change which modules exist, not how they train
-    osp.join(REPO, 'options', 'ablation', 'demo', 'promptir_cbde.yml')]
+    read_comparison(osp.join(REPO, 'options', 'ablation', 'demo', 'e_prompt_source.yml'), tempfile.mkdtemp())[0][1]]
 
 TINY_NETWORKS = {
     'PromptIR': ['dim=8', 'num_blocks=[1,1,1,1]', 'num_refinement_blocks=1', 'heads=[1,1,1,1]',

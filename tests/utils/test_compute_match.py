@@ -6,16 +6,15 @@ import pytest
 import torch
 from basicsr.archs import build_network
 
+from promptir_basicsr.commands.ablate import read_comparison
 from promptir_basicsr.options.files import read_option_file
 from promptir_basicsr.archs.complexity import count_macs, count_parameters
-from promptir_basicsr.archs.compute_match import DEFAULT_MAC_TOL, DEFAULT_PARAM_TOL, RestormerCostModel, format_report, network_cost, restormer_backbone, search
+from promptir_basicsr.archs.compute_match import (DEFAULT_MAC_TOL, DEFAULT_PARAM_TOL, RestormerCostModel, format_report,
+                                                  network_cost, restormer_backbone, search)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-# (PromptIR, its compute-matched Restormer, the Restormer with its backbone); the official Restormer's published
-# figures are counted by tests/utils/test_complexity.py
-PAIRS = [('options/train/promptir_allinone.yml', 'options/ablation/full/restormer_matched.yml', (26_126_644, 154.88e9)),
-         ('options/demo/promptir_demo.yml', 'options/ablation/demo/restormer_matched.yml',
-          'options/ablation/demo/restormer.yml')]
+# comparison (a) of options/ablation/: PromptIR, the Restormer with its backbone, the compute-matched Restormer
+COMPARISONS = ['options/ablation/full/a_prompts_or_compute.yml', 'options/ablation/demo/a_prompts_or_compute.yml']
 
 
 def _count(path):
@@ -25,18 +24,20 @@ def _count(path):
     return count_parameters(net), count_macs(net, (1, 3, 256, 256))
 
 
-@pytest.mark.parametrize('promptir, matched, plain', PAIRS, ids=['full', 'demo'])
-def test_compute_matched_restormer_meets_the_tolerances(promptir, matched, plain):
+@pytest.mark.parametrize('comparison', COMPARISONS, ids=['full', 'demo'])
+def test_compute_matched_restormer_meets_the_tolerances(comparison, tmp_path):
     """Parameters within 3 % and GMACs at 256x256 within 5 % of the PromptIR of the same comparison; the plain
     Restormer of that comparison is not (so the check can fail)."""
+    promptir, plain, matched = read_comparison(osp.join(REPO, comparison), str(tmp_path))[0]
     target_params, target_macs = _count(promptir)
     params, macs = _count(matched)
     assert abs(params / target_params - 1) <= DEFAULT_PARAM_TOL, (params, target_params)
     assert abs(macs / target_macs - 1) <= DEFAULT_MAC_TOL, (macs, target_macs)
-    plain_params, plain_macs = plain if isinstance(plain, tuple) else _count(plain)
+    plain_params, plain_macs = _count(plain)
     assert plain_params / target_params - 1 < -DEFAULT_PARAM_TOL and plain_macs / target_macs - 1 < -DEFAULT_MAC_TOL
-    if promptir.startswith('options/train'):  # the published figures of the official PromptIR
+    if '/full/' in comparison:  # the published figures of the official PromptIR and Restormer
         assert (target_params, round(target_macs / 1e9, 2)) == (35_592_263, 172.71)
+        assert (plain_params, round(plain_macs / 1e9, 2)) == (26_126_644, 154.88)
 
 
 def test_sum_of_parts_equals_the_whole_network():
