@@ -1,5 +1,7 @@
 """The `basicsr` command end to end: train, auto-resume, test, plugins, usage errors."""
 import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -104,3 +106,15 @@ def test_missing_plugin_is_a_clear_error(tmp_path):
     proc = run_cli(['train', '-opt', opt_file], tmp_path, check=False)
     assert proc.returncode == 2
     assert 'bad.yml' in proc.stderr and "no_such_plugin_module" in proc.stderr
+
+
+def test_every_command_parses_without_torch():
+    """Guards the fast --help (docs/performance.md): importing every subcommand module and building its parser
+    loads neither torch nor basicsr (a heavy import at a command module's top would)."""
+    code = ('import sys\nfrom promptir_basicsr.cli import subcommands\n'
+            'for name, module in subcommands().items():\n    module.build_parser(name)\n'
+            'print(len(subcommands()), "torch" in sys.modules, "basicsr" in sys.modules, "cv2" in sys.modules)')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    count, *loaded = proc.stdout.split()
+    assert int(count) >= 9 and loaded == ['False', 'False', 'False']

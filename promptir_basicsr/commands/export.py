@@ -12,8 +12,10 @@ import argparse
 import os.path as osp
 import sys
 
+from ..archs.arch_api import declaration
 from ..errors import UserError
 from ..interop import INTEROP_INSTALL
+from ..utils.files import atomic_write_bytes
 from . import arguments
 
 HELP = 'export weights to ONNX (checked with onnxruntime), TorchScript or safetensors'
@@ -57,8 +59,7 @@ def choose_format(args):
 def _for_export(net, network_opt, user_keys):
     """The network rebuilt with its architecture's ``export_options`` (e.g. MoCE-IR's deterministic routing), the
     same weights; options the user gave (``--opt``, ``--arch-opt``) win."""
-    from ..archs.arch_api import declaration
-    from ..weights.network import build_from_options
+    from ..weights.network import build_from_options  # loads torch and basicsr: when the command runs
     extra = {k: v for k, v in declaration(network_opt['type'], 'export_options').items()
              if k not in user_keys and network_opt.get(k) != v}
     if not extra:
@@ -77,7 +78,6 @@ def run(args):
         if given and fmt != 'onnx':
             raise UserError(f'{flag} applies to --format onnx only (this export is {fmt})')
     from ..interop import export  # the writers: torch, and the optional interop packages (imported by each writer)
-    from ..utils.files import atomic_write_bytes
 
     net, network_opt = arguments.load_network(args, print)
     net, network_opt = _for_export(net, network_opt, user_keys=set(arguments.network_overrides(args)[1]))

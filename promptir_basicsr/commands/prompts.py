@@ -81,7 +81,7 @@ def build_labelled_sets(opt):
 
 
 def run(args):
-    # The network, the data sets and matplotlib load torch and basicsr: imported after parsing (fast --help).
+    # The network, the data sets and matplotlib load torch and basicsr: imported when the command runs.
     import torch
     from tqdm import tqdm
 

@@ -84,7 +84,7 @@ def plan_outputs(images, output_dir, suffix, ext, compare):
 
 
 def run(args):
-    # The network and the image codecs load torch, OpenCV and basicsr: imported after parsing (fast --help).
+    # The network and the image codecs load torch, OpenCV and basicsr: imported when the command runs.
     import cv2
     import torch
     from tqdm import tqdm

@@ -2,6 +2,7 @@
 layout: one row per model, one column per test set and metric, and the average)."""
 import argparse
 
+from ..utils.results_table import merge_tables, read_table, to_markdown, write_table
 from . import arguments
 
 HELP = "merge the results tables of several `basicsr test` runs (the paper's Table 1 layout)"
@@ -16,7 +17,6 @@ def build_parser(prog='basicsr table'):
 
 
 def run(args):
-    from ..utils.results_table import merge_tables, read_table, to_markdown, write_table
     table = merge_tables([read_table(p) for p in args.folders])
     text = write_table(table, args.output) if args.output else to_markdown(table)
     print(text)
