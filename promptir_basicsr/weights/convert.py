@@ -3,8 +3,8 @@ strictly into the network read from it."""
 from ..archs.arch_api import detect_arch
 from ..utils.files import atomic_save
 from .files import load_checkpoint, load_checkpoint_for_conversion
-from .network import build_from_options, describe_network, resolve_network_opt
-from .state_dict import convert_state_dict, extract_state_dict, format_differences
+from .network import build_and_fit, describe_network, resolve_network_opt
+from .state_dict import extract_state_dict, format_differences
 
 
 def convert_checkpoint(in_path, out_path, arch=None, arch_opt=None, param_key=None, allow_mismatch=False, log=print):
@@ -25,8 +25,8 @@ def convert_checkpoint(in_path, out_path, arch=None, arch_opt=None, param_key=No
     if detected == arch:
         log(f'architecture (detected from the keys): {arch}')
     log(f'network: {describe_network(dict(type=arch, **network_opt))}')
-    net = build_from_options({'type': arch, **network_opt})
-    state_dict, report = convert_state_dict(ckpt, net, param_key=param_key, allow_mismatch=allow_mismatch)
+    net, state_dict, report = build_and_fit(ckpt, weights, None, {'type': arch, **network_opt}, param_key,
+                                            allow_mismatch)
     log(f'read {in_path}: {report["source"]}')
     for note in report['notes']:
         log(f'note: {note}')

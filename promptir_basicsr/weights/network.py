@@ -33,6 +33,41 @@ def resolve_network_opt(state_dict, file_opt=None, arch=None, overrides=None):
     return base
 
 
+def misfit(state_dict, file_opt, network_opt):
+    """One line saying why weights do not fit the network asked for, when what is read from them tells (None
+    otherwise): they are another architecture's, or options read from them differ from those given."""
+    try:
+        read = dict(file_opt) if file_opt else options_from_weights(state_dict)
+    except CheckpointError:
+        return None
+    asked = network_opt['type']
+    if read['type'] != asked:
+        return (f'these are {read["type"]} weights (told from their keys), not {asked}: leave out --arch (or the '
+                f'option file\'s network_g type {asked}) to use them as {read["type"]}')
+    differing = [k for k in network_opt if k != 'type' and k in read and read[k] != network_opt[k]]
+    if not differing:
+        return None
+    weights = ', '.join(f'{k}={read[k]}' for k in differing)
+    given = ', '.join(f'{k}={network_opt[k]}' for k in differing)
+    return (f'these {asked} weights have {weights} (read from their shapes), but the options given ask {given} '
+            '(--arch-opt or an option file\'s network_g): leave those options out to use the weights\' own')
+
+
+def build_and_fit(ckpt, state_dict, file_opt, network_opt, param_key=None, allow_mismatch=False):
+    """``(net, converted state dict, report)``: the network of ``network_opt`` and the file's weights fitted to it
+    (:func:`convert_state_dict`); weights that do not fit raise :class:`CheckpointError`, in one line when
+    :func:`misfit` can say why, else listing the keys."""
+    try:
+        net = build_from_options(network_opt)
+        converted, report = convert_state_dict(ckpt, net, param_key=param_key, allow_mismatch=allow_mismatch)
+    except CheckpointError:
+        why = misfit(state_dict, file_opt, network_opt)
+        if why is None:
+            raise
+        raise CheckpointError(why) from None
+    return net, converted, report
+
+
 def build_from_options(network_opt):
     """basicsr's ``build_network`` of ``{'type': arch, **options}``; an unknown architecture or options its
     constructor refuses are a :class:`CheckpointError` (they came with, or were read from, a weights file)."""
@@ -56,8 +91,7 @@ def load_network(path, arch=None, overrides=None, param_key=None):
     param_key = param_key or default_param_key(ckpt)
     state_dict = extract_state_dict(ckpt, param_key)[0]
     network_opt = resolve_network_opt(state_dict, file_opt, arch, overrides)
-    net = build_from_options(network_opt)
-    converted, report = convert_state_dict(ckpt, net, param_key=param_key)
+    net, converted, report = build_and_fit(ckpt, state_dict, file_opt, network_opt, param_key)
     net.load_state_dict(converted, strict=True)
     report['read_from'] = 'the file metadata' if file_opt else 'the weights'
     if overrides:
