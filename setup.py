@@ -1,14 +1,14 @@
-"""promptir-basicsr: PromptIR, Restormer and AirNet as a BasicSR 1.4.2 plugin."""
+"""promptir-basicsr: PromptIR, its successors AdaIR, MoCE-IR and BioIR, and its baselines as a BasicSR 1.4.2 plugin."""
 from setuptools import find_packages, setup
 
 setup(
     name='promptir-basicsr',
     version='0.1.0',
-    description='PromptIR, Restormer and AirNet for all-in-one image restoration, as a BasicSR plugin',
+    description='All-in-one image restoration (PromptIR, AdaIR, MoCE-IR, BioIR, Restormer, AirNet) as a BasicSR plugin',
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     license='MIT',
-    python_requires='>=3.9',
+    python_requires='>=3.11',  # the pinned numpy, scipy, scikit-image, matplotlib and onnxruntime need it
     packages=find_packages(include=['promptir_basicsr', 'promptir_basicsr.*']),
     install_requires=[
         'torch>=2.1',

@@ -12,6 +12,8 @@ import os.path as osp
 from ..errors import UserError
 from . import arguments
 
+HELP = 'plot loss, learning rate and per-set metrics of training runs (several runs overlay)'
+
 
 def build_parser(prog='basicsr plot'):
     parser = argparse.ArgumentParser(
@@ -24,9 +26,6 @@ def build_parser(prog='basicsr plot'):
     parser.add_argument('--smooth', type=float, default=0.0,
                         help='exponential smoothing of the losses in [0, 1), as tensorboard (default 0: raw)')
     return parser
-
-
-HELP = 'plot loss, learning rate and per-set metrics of training runs (several runs overlay)'
 
 
 def run(args):
