@@ -50,8 +50,8 @@ images with their PSNR, cells of at most ``val:grid_size`` (256) pixels:
 ``visualization/<set>/grid_<iter>.png`` and tensorboard ``grids/<set>`` (``visual/grids.py``;
 in ``basicsr test``: ``results/<name>/visualization/<set>/grid_<name>.png``). The validation that
 ``train_pipeline`` runs after its loop is logged at ``total_iter`` (basicsr passes total_iter + 1 or
-more; ``basicsr_patches/behaviour/models_base_model.py`` passes total_iter on), and is skipped, not recomputed nor logged again, when the weights have not changed since the
-validation at ``total_iter``. ``val.pbar`` (basicsr's key) shows a tqdm bar over each set's images; by
+more; ``basicsr_patches/behaviour/models_base_model.py`` passes total_iter on), and is skipped, not
+recomputed nor logged again, when the weights have not changed since the validation at ``total_iter``. ``val.pbar`` (basicsr's key) shows a tqdm bar over each set's images; by
 default it is on when stdout and stderr are a terminal.
 In ``basicsr test`` each set's metrics and the degraded input's metrics are collected, and after
 every set the results table is written to ``results/<name>/results_table.{md,json}``
