@@ -1,5 +1,5 @@
 """The speed options (``amp``, ``channels_last``, ``compile``, ``train: grad_checkpoint``) on the CPU
-with the three real architectures at tiny sizes: a training step and a validation each.
+with every architecture of the package at tiny sizes: a training step and a validation each.
 
 Every combination of amp (off / bf16 / fp16), channels_last and grad_checkpoint runs with each
 architecture, and ``compile`` runs with each architecture together with all the others (dynamo's
@@ -28,6 +28,13 @@ ARCHS = {
                                     'num_refinement_blocks': 1, 'heads': [1, 2, 4, 8]}),
     'AirNet': ('AirNetModel', {'type': 'AirNet', 'n_feats': 8, 'n_groups': 2, 'n_blocks': 1, 'encoder_widths': [8, 8],
                                'moco_dim': 8, 'queue_size': 8}),
+    # the all-in-one line: FFTs in AdaIR's frequency modules and MoCE-IR's experts (float16/bfloat16 inputs
+    # upcast there), MoCE-IR's routing, BioIR's own stages
+    'AdaIR': ('AllInOneModel', {'type': 'AdaIR', 'dim': 8, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1,
+                                'heads': [1, 2, 4, 8]}),
+    'MoCEIR': ('MoCEIRModel', {'type': 'MoCEIR', 'dim': 8, 'num_blocks': [1, 1, 1, 1], 'num_dec_blocks': [1, 1, 1],
+                               'num_refinement_blocks': 1, 'heads': [1, 2, 4, 8]}),
+    'BioIR': ('AllInOneModel', {'type': 'BioIR', 'dim': 8, 'num_blocks': [1, 1, 1], 'num_refinement_blocks': 1}),
 }
 # bf16 keeps 8 bits of mantissa: a tiny net's loss and PSNR move by well under these.
 LOSS_TOLERANCE = {None: 1e-5, 'bf16': 2e-2, 'fp16': 5e-3}
@@ -50,6 +57,10 @@ def _run(tiny_opt, arch, amp=None, channels_last=False, grad_checkpoint=False, c
     opt.update(amp=amp, channels_last=channels_last, compile=compile_)
     torch.manual_seed(0)
     model = build(opt)
+    if model.grad_scaler is not None:
+        # GradScaler's default first scale, 2**16, overflows MoCE-IR's float16 backward, and the step is skipped
+        # (test_fp16_overflow_skips_the_step): compare trained networks, from a scale that fits
+        model.grad_scaler = torch.amp.GradScaler('cpu', init_scale=2.0 ** 10)
     model.update_learning_rate(1)
     model.feed_data(_batch())
     model.optimize_parameters(1)
@@ -108,6 +119,28 @@ def test_compile_with_all_other_options(tiny_opt, baselines, arch):
     assert psnr == pytest.approx(eager_psnr, abs=1e-4)
     # the EMA-less model validates with net_g itself: compiled too
     assert model.inference_net() is net
+
+
+def test_fp16_overflow_skips_the_step(tiny_opt):
+    """MoCE-IR at GradScaler's default first scale: the float16 gradients overflow, so the step leaves the
+    weights as they were and halves the scale; the next step, at the lower scale, trains."""
+    model_type, network = ARCHS['MoCEIR']
+    opt = tiny_opt(model_type=model_type, network=dict(network),
+                   train={'encoder_iters': 0, 'optim_g': {'type': 'AdamW', 'lr': 1e-3}})
+    opt['amp'] = 'fp16'
+    torch.manual_seed(0)
+    model = build(opt)
+    net = model.get_bare_model(model.net_g)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    model.update_learning_rate(1)
+    model.feed_data(_batch())
+    model.optimize_parameters(1)
+    assert model.grad_scaler.get_scale() == 2.0 ** 15
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    model.feed_data(_batch())
+    model.optimize_parameters(2)
+    assert model.grad_scaler.get_scale() == 2.0 ** 15
+    assert not torch.equal(before['output.weight'], net.output.weight)
 
 
 def test_test_runs_take_the_options(tiny_opt):
