@@ -3,8 +3,9 @@
 
 Each command runs as a fresh process (``python -m promptir_basicsr ...``, what the console script runs) ``--repeats``
 times; the table gives the wall time's best, median and worst, and the exit status. The option mistakes are made in
-a temporary copy of ``options/demo/promptir_demo.yml``: a misspelt basicsr key (found by the check that needs no
-torch) and a misspelt architecture option (found by the full check, which loads the networks).
+a temporary copy of ``options/demo/promptir_demo.yml``: a misspelt basicsr key and a misspelt architecture option
+(found by the check that needs no torch), and a misspelt dataset key (found by the full check, which loads torch,
+basicsr and the datasets).
 
     python scripts/benchmark_cli.py                  # 5 repeats
     python scripts/benchmark_cli.py --repeats 3
@@ -44,12 +45,13 @@ def load_average():
 
 
 def typo_files(folder):
-    """Two copies of the demo option file, each with one misspelt key: (basicsr's, the architecture's)."""
+    """Copies of the demo option file, each with one misspelt key: basicsr's, the architecture's, the dataset's."""
     with open(osp.join(REPO, 'options', 'demo', 'promptir_demo.yml'), encoding='utf-8') as f:
         text = f.read()
     files = {}
     for name, old, new in (('basicsr_key.yml', '  print_freq:', '  print_frq:'),
-                           ('network_key.yml', '  prompt_len:', '  prompt_lenght:')):
+                           ('network_key.yml', '  prompt_len:', '  prompt_lenght:'),
+                           ('dataset_key.yml', '    gt_size:', '    gt_sise:')):
         assert old in text, old
         path = osp.join(folder, name)
         with open(path, 'w', encoding='utf-8') as f:
@@ -64,7 +66,9 @@ def commands(files):
     rows += [(f'basicsr {name} --help', [name, '--help']) for name in subcommands()]
     rows += [('train, typo in a basicsr key (logger:print_frq)', ['train', '-opt', files['basicsr_key.yml']]),
              ('train, typo in an architecture option (network_g:prompt_lenght)',
-              ['train', '-opt', files['network_key.yml']])]
+              ['train', '-opt', files['network_key.yml']]),
+             ('train, typo in a dataset key (datasets:train:gt_sise; the full check)',
+              ['train', '-opt', files['dataset_key.yml']])]
     return rows
 
 
