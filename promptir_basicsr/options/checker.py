@@ -1,7 +1,7 @@
 """The checks of an option file that need nothing but the file: basicsr's own keys and sections, the options of our
-architectures (read from their source files, not imported), and the data and checkpoint paths. They run before
-torch is even imported, so the commonest mistakes (a misspelt basicsr key or architecture option, a missing
-required key, a wrong type, a path that does not exist) are answered in a fraction of a second; the checks that
+architectures and the keys of our datasets (read from their source files, not imported), and the data and
+checkpoint paths. They run before torch is even imported, so the commonest mistakes (a misspelt basicsr key,
+architecture option or dataset key, a missing required key, a wrong type, a path that does not exist) are answered in a fraction of a second; the checks that
 need the networks, models and datasets loaded (``options/schema.py``) run once these pass.
 
 :class:`Checker` is the walker both use: it compares a mapping with a schema of :class:`Key` declarations and
@@ -15,7 +15,7 @@ import os.path as osp
 from collections.abc import Mapping
 
 from ..errors import OptionError
-from ..utils.option_keys import Key, closest_hint
+from ..utils.option_keys import Key, closest_hint, loader_keys
 from .files import apply_force_yml, import_plugins, read_option_file
 
 
@@ -171,7 +171,43 @@ def static_problems(opt, is_train=True, check_paths=True):
     if known is not None and not known[1]:  # our architecture, no **kwargs: its argument names are its options
         checker.mapping(network, {'type': Key(), **{name: Key() for name in known[0]}}, 'network_g',
                         owner=network['type'])
+    _misspelt_dataset_keys(checker, opt.get('datasets'))
     return checker.problems + (path_problems(opt) if check_paths else [])
+
+
+def _misspelt_dataset_keys(checker, datasets):
+    """A key of one of our datasets' sections (or of an entry of its ``sources``) that is not declared and is close
+    to a declared key the section lacks: ``gt_sise`` where ``gt_size`` is missing. Other unknown keys wait for the
+    full check (a model may declare keys of the train set), as top-level keys do."""
+    if not isinstance(datasets, Mapping):
+        return
+    for phase, dataset_opt in datasets.items():
+        if not isinstance(dataset_opt, Mapping) or not isinstance(dataset_opt.get('type'), str):
+            continue
+        declared = our_datasets().get(dataset_opt['type'])
+        if declared is None:
+            continue
+        keys, nested = declared
+        here = f'datasets:{phase}'
+        _misspelt_keys(checker, dataset_opt, set(keys) | set(LOADER_KEYS), here)
+        for key, entry_keys in nested.items():
+            entries = dataset_opt.get(key)
+            for i, entry in enumerate(entries if isinstance(entries, list) else ()):
+                if isinstance(entry, Mapping):
+                    _misspelt_keys(checker, entry, entry_keys, f'{here}:{key}[{i}]')
+
+
+def _misspelt_keys(checker, node, known, where):
+    missing = [k for k in known if k not in node]
+    for key in node:
+        if key not in known:
+            hint = closest_hint(key, missing)
+            if hint:
+                checker.add(f'unknown key `{_join(where, key)}`{hint}')
+
+
+#: basicsr's loader keys of every dataset section (the same names as ``utils.option_keys.loader_keys``)
+LOADER_KEYS = tuple(loader_keys('train'))
 
 
 @functools.lru_cache(maxsize=1)
@@ -191,6 +227,73 @@ def our_architectures():
                     names = [a.arg for a in init.args.args[1:] + init.args.kwonlyargs]
                     found[node.name] = (tuple(names), init.args.kwarg is not None)
     return found
+
+
+@functools.lru_cache(maxsize=1)
+def our_datasets():
+    """``{name: (keys, {key: keys of each entry})}`` of the datasets registered in
+    ``promptir_basicsr/data/*_dataset.py``: the keys of the class's ``OPTIONS``, read from the source files
+    (``ast``; ``**NAME`` spreads are followed to module-level dicts, imported ones included), and for a key
+    declared with ``items=NAME`` the keys of its entries."""
+    folder = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'data')
+    found = {}
+    for path in sorted(glob.glob(osp.join(folder, '*_dataset.py'))):
+        module = _SourceModule.read(path)
+        for node in module.tree.body:
+            if isinstance(node, ast.ClassDef) and any('register' in ast.unparse(d) for d in node.decorator_list):
+                options = next((n.value for n in node.body if isinstance(n, ast.Assign)
+                                and any(isinstance(t, ast.Name) and t.id == 'OPTIONS' for t in n.targets)), None)
+                if isinstance(options, ast.Dict):
+                    found[node.name] = module.dict_keys(options)
+    return found
+
+
+class _SourceModule:
+    """A module's source read with ``ast``: the key names of its module-level dict literals."""
+
+    _cache = {}
+
+    def __init__(self, path):
+        with open(path, encoding='utf-8') as f:
+            self.tree = ast.parse(f.read(), path)
+        self.path = path
+
+    @classmethod
+    def read(cls, path):
+        if path not in cls._cache:
+            cls._cache[path] = cls(path)
+        return cls._cache[path]
+
+    def resolve(self, name):
+        """The dict literal bound to ``name`` here, or in the module it is imported from (relative imports)."""
+        for node in self.tree.body:
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+                return self, node.value
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module \
+                    and any((a.asname or a.name) == name for a in node.names):
+                other = osp.join(osp.dirname(self.path), *node.module.split('.')) + '.py'
+                original = next(a.name for a in node.names if (a.asname or a.name) == name)
+                return _SourceModule.read(other).resolve(original) if osp.isfile(other) else (None, None)
+        return None, None
+
+    def dict_keys(self, node):
+        """(keys, {key: entry keys}) of a dict literal, ``**NAME`` spreads and ``Key(..., items=NAME)`` followed."""
+        keys, nested = [], {}
+        for key, value in zip(node.keys, node.values):
+            if key is None and isinstance(value, ast.Name):  # **NAME
+                module, target = self.resolve(value.id)
+                if isinstance(target, ast.Dict):
+                    more, more_nested = module.dict_keys(target)
+                    keys += more
+                    nested.update(more_nested)
+            elif isinstance(key, ast.Constant) and isinstance(key.value, str):
+                keys.append(key.value)
+                items = next((k.value for k in getattr(value, 'keywords', ()) if k.arg == 'items'), None)
+                if isinstance(items, ast.Name):
+                    module, target = self.resolve(items.id)
+                    if isinstance(target, ast.Dict):
+                        nested[key.value] = tuple(module.dict_keys(target)[0])
+        return tuple(keys), nested
 
 
 def _walk_data_paths(node, where):

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from promptir_basicsr.errors import OptionError
-from promptir_basicsr.options.checker import check_file, our_architectures, static_problems
+from promptir_basicsr.options.checker import check_file, our_architectures, our_datasets, static_problems
 from promptir_basicsr.options.files import read_option_file
 from promptir_basicsr.options.schema import collect_problems
 
@@ -32,7 +32,21 @@ def test_architecture_options_read_from_the_source_files_equal_the_classes_signa
         assert takes_kwargs == any(p.kind is p.VAR_KEYWORD for p in parameters), name
 
 
+def test_dataset_keys_read_from_the_source_files_equal_the_classes_options():
+    """Guards the reading of our datasets' OPTIONS from their files (spreads of imported dicts, entry schemas)."""
+    import promptir_basicsr.data  # noqa: F401 (registers the datasets)
+    from basicsr.utils.registry import DATASET_REGISTRY
+    found = our_datasets()
+    assert {'AllInOneDataset', 'DegradedImageDataset'} <= set(found)
+    for name, (keys, nested) in found.items():
+        options = DATASET_REGISTRY.get(name).OPTIONS
+        assert keys == tuple(options), name
+        assert nested == {k: tuple(spec.items) for k, spec in options.items() if spec.items is not None}, name
+    assert 'dataroot_gt' in found['AllInOneDataset'][1]['sources'] and 'weight' in found['AllInOneDataset'][1]['sources']
+
+
 @pytest.mark.parametrize('old, new, expected', [
+    ('    gt_size:', '    gt_sise:', "unknown key `datasets:train:gt_sise` (did you mean 'gt_size'?)"),
     ('  prompt_len:', '  prompt_lenght:', "unknown key `network_g:prompt_lenght` (did you mean 'prompt_len'?)"),
     ('  print_freq:', '  print_frq:', "unknown key `logger:print_frq` (did you mean 'print_freq'?)"),
     ('  total_iter: 500', "  total_iter: '500'",
@@ -55,6 +69,20 @@ def test_a_misspelt_missing_required_key_is_named_and_paths_are_checked(tmp_path
     assert "unknown key `netwrok_g` (did you mean 'network_g'?)" in problems
     assert 'missing required key `network_g`' in problems
     assert f'path:pretrain_network_g: {tmp_path / "missing.pth"} does not exist' in problems
+
+
+def test_a_misspelt_source_key_is_found_in_each_entry(tmp_path):
+    path = _with(DEMO, tmp_path, '{name: noise25, dataroot_gt:', '{name: noise25, dataroot_gtt:')
+    assert static_problems(read_option_file(path), check_paths=False) == [
+        "unknown key `datasets:train:sources[1]:dataroot_gtt` (did you mean 'dataroot_gt'?)"]
+
+
+def test_an_unknown_dataset_key_close_to_no_missing_key_waits_for_the_full_check(tmp_path):
+    """Only a near-miss of a key the section lacks is told from the file alone (a model may declare keys of the
+    train set): `patch_size` (no missing key is near it) is left to the full check, which names it."""
+    path = _with(DEMO, tmp_path, '    gt_size:', '    patch_size: 64\n    gt_size:')
+    assert static_problems(read_option_file(path), check_paths=False) == []
+    assert any('datasets:train:patch_size' in p for p in collect_problems(read_option_file(path)))
 
 
 def test_models_own_keys_wait_for_the_full_check():
