@@ -26,7 +26,7 @@ setup(
         'safetensors',  # `basicsr restore --weights *.safetensors`
     ],
     extras_require={
-        'test': ['pytest'],
+        'test': ['pytest', 'import-linter>=2.17', 'pytest-xdist>=3.8'],  # tests/test_layers.py runs lint-imports
         # spandrel support, `basicsr export`, `basicsr restore --weights model.onnx` (promptir_basicsr/interop/)
         'interop': ['spandrel>=0.4.2', 'spandrel-extra-arches>=0.2.0', 'onnx>=1.16', 'onnxruntime>=1.17', 'onnxscript',
                     'safetensors>=0.4'],
