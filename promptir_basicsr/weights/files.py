@@ -7,24 +7,75 @@ import json
 import os
 import os.path as osp
 import pickle
+import zipfile
 
 import torch
+import yaml
 
 from ..errors import CheckpointError, CheckpointNotFoundError
+
+
+OPTION_FILE_EXTENSIONS = ('.yml', '.yaml')
+
+
+class NotWeightsError(CheckpointError):
+    """A file of another kind (an option file, a TorchScript module) given where weights were expected."""
+
+
+def is_torchscript_archive(path):
+    """True for a TorchScript archive (``torch.jit.save``: a zip with ``constants.pkl`` and ``code/``), which
+    ``torch.load`` cannot read with ``weights_only=True``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.split('/', 1)[-1] == 'constants.pkl' for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _is_option_file(path):
+    """True for a YAML mapping (an option file given where weights were expected, e.g. ``--weights x.yml``)."""
+    if path.lower().endswith(OPTION_FILE_EXTENSIONS):
+        return True
+    with open(path, 'rb') as f:
+        head = f.read(1 << 16)
+    try:
+        return b'\0' not in head and isinstance(yaml.safe_load(head.decode('utf-8')), dict)
+    except (UnicodeDecodeError, yaml.YAMLError):
+        return False
+
+
+def what_else_the_file_is(path):
+    """Why a file that ``torch.load`` refused is not weights at all, in words for the user; None when it may be.
+
+    An option file and a TorchScript module are easy to pass where weights go; saying what they are helps more
+    than torch's advice (which for a TorchScript archive suggests an unsafe load)."""
+    if is_torchscript_archive(path):
+        return (f'{path} is a TorchScript module (as `basicsr export --format torchscript` writes), not a weights '
+                'file: `basicsr restore` runs it; other commands need the weights it was exported from (.pth, .ckpt '
+                'or .safetensors)')
+    if _is_option_file(path):
+        return (f'{path} is an option file (YAML), not weights: use -opt for option files, and --weights for a .pth, '
+                '.ckpt or .safetensors file')
+    return None
 
 
 def load_checkpoint(path, map_location='cpu'):
     """Load a checkpoint with ``weights_only=True``: tensors and plain containers only.
 
     A file that would need arbitrary pickled objects (code) is refused with a clear message,
-    never executed.
+    never executed; an option file or a TorchScript module is named as what it is.
     """
     path = os.fspath(path)
     if not osp.isfile(path):
         raise CheckpointNotFoundError(f'Checkpoint not found: {path}')
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
+    except (pickle.UnpicklingError, RuntimeError) as err:
+        other = what_else_the_file_is(path)
+        if other:
+            raise NotWeightsError(other) from None
+        if not isinstance(err, pickle.UnpicklingError):
+            raise
         raise CheckpointError(
             f'Refusing to load {path}: it contains pickled objects other than tensors and plain containers, '
             f'which could run code when loaded (weights_only=True rejected it: {str(err).splitlines()[0]}). '
@@ -40,7 +91,7 @@ def load_checkpoint_for_conversion(path):
     """
     try:
         return load_checkpoint(path)
-    except CheckpointNotFoundError:
+    except (CheckpointNotFoundError, NotWeightsError):
         raise
     except CheckpointError as err:
         try:
