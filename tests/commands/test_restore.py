@@ -327,3 +327,61 @@ def test_restorer_applies_channels_last_and_compile(tiny_net, monkeypatch):
     assert calls == [1]  # the compiled forward ran
     plain = Restorer(copy.deepcopy(tiny_net), 'cpu')
     assert not plain.net.output.weight.is_contiguous(memory_format=torch.channels_last) and seen == [{'backend': 'eager'}]
+
+
+def test_an_ext_that_cannot_store_an_input_is_refused_before_anything_runs(photos, weights, tmp_path, capsys,
+                                                                           monkeypatch):
+    """--ext jpg with 16-bit and alpha inputs: one line naming the first such input and how many more, exit 2,
+    before the weights are read or any image restored (both replaced here by failures); --ext tif stores them all."""
+    import promptir_basicsr.image_restoration as image_restoration
+
+    def never(*args, **kwargs):
+        raise AssertionError('the planning check must refuse before this')
+
+    with monkeypatch.context() as patches:
+        patches.setattr(image_restoration, 'restore_file', never)
+        patches.setattr(image_restoration, 'open_network', never)
+        for ext, more in (('jpg', 4), ('bmp', 2), ('webp', 2)):  # jpg: 16-bit and alpha; bmp, webp: 16-bit
+            out = tmp_path / f'refused_{ext}'
+            status = cli.main(['restore', '-i', str(photos), '-o', str(out), '--weights', str(weights), '--ext', ext])
+            err = capsys.readouterr().err
+            assert status == 2 and err.count('\n') == 1, err
+            assert (f'--ext {ext}: {photos / "gray16.png"} (and {more} more input(s)): .{ext} cannot store gray uint16 '
+                    'samples without loss; use --ext png (or .tif); nothing was restored') in err
+            assert not out.exists()
+    assert cli.main(['restore', '-i', str(photos), '-o', str(tmp_path / 'tif'), '--weights', str(weights),
+                     '--ext', 'tif']) == 1  # only broken.png fails
+    assert _read(tmp_path / 'tif' / 'rgb16.tif').dtype == np.uint16
+    assert _read(tmp_path / 'tif' / 'gray_alpha.tif').shape == (23, 17, 4)
+
+
+def test_a_mismatch_hint_names_only_what_the_command_accepts(photos, weights, tmp_path, capsys):
+    """Weights that do not fit the network: restore points to its network options (it has no --allow-mismatch);
+    convert also offers its --allow-mismatch."""
+    status = cli.main(['restore', '-i', str(photos / 'odd.png'), '-o', str(tmp_path / 'x'), '--weights', str(weights),
+                       '--arch-opt', 'dim=16'])
+    err = capsys.readouterr().err
+    assert status == 2 and 'does not match PromptIR' in err and 'patch_embed.proj.weight' in err
+    assert 'Check the network options (-opt, --arch, --arch-opt)' in err and '--allow-mismatch' not in err
+    status = cli.main(['convert', str(weights), str(tmp_path / 'c.pth'), '--arch-opt', 'dim=16'])
+    err = capsys.readouterr().err
+    assert status == 2 and 'or pass --allow-mismatch' in err and not (tmp_path / 'c.pth').exists()
+
+
+def test_an_option_file_given_as_weights_is_named(photos, tmp_path, capsys):
+    """An option file passed to --weights (or to convert) is called what it is, with the flag it belongs to, in one
+    line; not a pickle that 'could run code'. A YAML mapping is recognised by its content too."""
+    (tmp_path / 'train.yml').write_text(yaml.safe_dump({'network_g': TINY, 'name': 'x'}))
+    (tmp_path / 'settings.cfg').write_text(yaml.safe_dump({'network_g': TINY}))
+    for path in (tmp_path / 'train.yml', tmp_path / 'settings.cfg'):
+        status = cli.main(['restore', '-i', str(photos / 'odd.png'), '-o', str(tmp_path / 'x'), '--weights', str(path)])
+        err = capsys.readouterr().err
+        assert status == 2 and err.count('\n') == 1, err
+        assert f'{path} is an option file (YAML), not weights: use -opt for option files' in err
+        assert 'could run code' not in err and 'weights_only' not in err
+    assert cli.main(['convert', str(tmp_path / 'train.yml'), str(tmp_path / 'c.pth')]) == 2
+    assert 'is an option file (YAML), not weights' in capsys.readouterr().err
+    (tmp_path / 'notes.pth').write_text('just some text\n')  # text that is no mapping: torch's own refusal stays
+    assert cli.main(['restore', '-i', str(photos / 'odd.png'), '-o', str(tmp_path / 'x'), '--weights',
+                     str(tmp_path / 'notes.pth')]) == 2
+    assert 'option file' not in capsys.readouterr().err
