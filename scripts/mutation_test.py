@@ -56,14 +56,18 @@ AREAS = {
                   ['tests/test_inference.py', 'tests/commands/test_restore.py', 'tests/utils/test_images.py']),
     'tiling': (['promptir_basicsr/utils/tiling.py'], [], ['tests/utils/test_tiling.py', 'tests/test_inference.py']),
     'interop': (['promptir_basicsr/interop/*'], [], ['tests/interop']),
-    'models': (['promptir_basicsr/models/*'], ['promptir_basicsr/models/schedulers.py'], ['tests/models']),
+    # the models and the losses only they use (the contrastive and frequency losses)
+    'models': (['promptir_basicsr/models/*', 'promptir_basicsr/losses/*'], ['promptir_basicsr/models/schedulers.py'],
+               ['tests/models']),
     'schedulers': (['promptir_basicsr/models/schedulers.py'], [], ['tests/models/test_schedulers.py']),
     'options': (['promptir_basicsr/options/*'], [],
                 ['tests/test_option_schema.py', 'tests/test_options.py', 'tests/test_options_files.py',
                  'tests/basicsr_patches/test_utils_options.py']),
     # every subcommand but restore (in the inference area)
     'commands': (['promptir_basicsr/commands/*'], ['promptir_basicsr/commands/restore.py'],
-                 ['tests/commands', 'tests/test_cli.py', 'tests/interop/test_export_command.py']),
+                 ['tests/commands', 'tests/test_cli.py', 'tests/interop/test_export_command.py',
+                  'tests/utils/test_checkpoints.py', 'tests/utils/test_results_table.py', 'tests/visual/test_pictures.py',
+                  'tests/test_option_schema.py']),
 }
 
 
