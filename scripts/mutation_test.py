@@ -53,7 +53,8 @@ AREAS = {
     # basicsr restore: the Restorer, image files, restoring a file, the command's planning.
     'inference': (['promptir_basicsr/inference.py', 'promptir_basicsr/image_restoration.py',
                    'promptir_basicsr/utils/images.py', 'promptir_basicsr/commands/restore.py'], [],
-                  ['tests/test_inference.py', 'tests/commands/test_restore.py', 'tests/utils/test_images.py']),
+                  ['tests/test_inference.py', 'tests/commands/test_restore.py', 'tests/utils/test_images.py',
+                   'tests/interop/test_export_command.py']),
     'tiling': (['promptir_basicsr/utils/tiling.py'], [], ['tests/utils/test_tiling.py', 'tests/test_inference.py']),
     'interop': (['promptir_basicsr/interop/*'], [], ['tests/interop']),
     # the models and the losses only they use (the contrastive and frequency losses)

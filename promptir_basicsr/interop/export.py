@@ -24,6 +24,7 @@ graph runs any batch.
 import copy
 import io
 import json
+import math
 import warnings
 
 import torch
@@ -74,8 +75,10 @@ def max_differences(net, candidate, channels, sizes=VERIFY_SIZES):
 
 def check_differences(differences, precision, what):
     """Raise :class:`ExportCheckError` when a difference exceeds :data:`TOLERANCE`; else return them."""
-    worst = max(diff for _, diff in differences)
-    if not worst <= TOLERANCE[precision]:  # also catches NaN
+    failing = [diff for _, diff in differences if not diff <= TOLERANCE[precision]]  # NaN compares False: fails
+    if failing:
+        # not max(): a NaN after a finite difference would lose to it (max keeps its first argument on NaN)
+        worst = float('nan') if any(math.isnan(diff) for diff in failing) else max(failing)
         shown = ', '.join(f'{h}x{w}: {diff:.2e}' for (h, w), diff in differences)
         raise ExportCheckError(f'the {what} differs from the PyTorch network by up to {worst:.2e} ({shown}), more '
                                f'than the {TOLERANCE[precision]:.0e} allowed for {precision}; nothing was written')

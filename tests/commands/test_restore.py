@@ -385,3 +385,48 @@ def test_an_option_file_given_as_weights_is_named(photos, tmp_path, capsys):
     assert cli.main(['restore', '-i', str(photos / 'odd.png'), '-o', str(tmp_path / 'x'), '--weights',
                      str(tmp_path / 'notes.pth')]) == 2
     assert 'option file' not in capsys.readouterr().err
+
+
+def test_what_restore_says_along_the_way(photos, weights, tmp_path, capsys, monkeypatch):
+    """The log: other files listed (ten, then '...'); the network and the device line; a tip once for a large
+    untiled image (the threshold lowered here), none with tiles; a file that runs out of memory is listed with the
+    fix, the others written; the closing line counts images and megapixels."""
+    import promptir_basicsr.image_restoration as image_restoration
+    for i in range(11):
+        (photos / f'note{i:02d}.txt').write_text('x')
+    monkeypatch.setattr('promptir_basicsr.commands.restore.LARGE_UNTILED_MP', 0.0005)  # 29 x 37 = 0.0011 MP
+    real = image_restoration.restore_file
+
+    def restore_file(restorer, path, *args):
+        if path.endswith('gray8.png'):
+            raise torch.OutOfMemoryError('CUDA out of memory (simulated)')
+        return real(restorer, path, *args)
+
+    monkeypatch.setattr(image_restoration, 'restore_file', restore_file)
+    out = tmp_path / 'o'
+    assert cli.main(['restore', '-i', str(photos), '-o', str(out), '--weights', str(weights)]) == 1
+    log = capsys.readouterr().out
+    skipped = log.split('not images (skipped): 12 file(s): ')[1].split('\n')[0]
+    assert skipped.count('.txt') == 10 and skipped.endswith(', ... (readable: .png, .jpg, .jpeg, .bmp, .tif, .tiff, '
+                                                            '.webp)')
+    assert 'device: cpu; whole images' in log
+    assert log.count('tip: ') == 1 and 'megapixels; --tile-size 512 restores large images in bounded memory' in log
+    assert 'gray8.png: out of memory; restore it with --tile-size 512 (or smaller)' in log
+    assert 'failed 2 file(s):' in log and 'restored 9 image(s), 0.0' in log
+    assert not (out / 'gray8.png').exists() and (out / 'odd.png').is_file()
+    assert cli.main(['restore', '-i', str(photos / 'odd.png'), '-o', str(tmp_path / 't'), '--weights', str(weights),
+                     '--tile-size', '16', '--tile-overlap', '8']) == 0
+    assert 'tip: ' not in capsys.readouterr().out
+
+
+def test_speed_flags_that_cannot_run_here_are_one_line_errors(photos, weights, tmp_path, capsys):
+    """--amp fp16 on the CPU (and --device cuda without CUDA) are refused in one line before any image is read."""
+    status = cli.main(['restore', '-i', str(photos), '-o', str(tmp_path / 'x'), '--weights', str(weights),
+                       '--device', 'cpu', '--amp', 'fp16'])
+    err = capsys.readouterr().err
+    assert status == 2 and '--amp fp16 needs CUDA; on the CPU use --amp bf16' in err and err.count('\n') == 1
+    if not torch.cuda.is_available():
+        assert cli.main(['restore', '-i', str(photos), '-o', str(tmp_path / 'x'), '--weights', str(weights),
+                         '--device', 'cuda']) == 2
+        assert 'no CUDA device is available here' in capsys.readouterr().err
+    assert not (tmp_path / 'x').exists()

@@ -191,6 +191,8 @@ def test_build_optimizer_applies_every_key():
     ({'type': 'CosineAnnealingLR', 'T_max': 80}, 100,
      ['train:scheduler:T_max end at iteration 80, before train:total_iter 100: the last 20 iterations run at the '
       'final lr']),
+    ({'type': 'CosineAnnealingLR', 'T_max': 1}, 5,
+     ['train:scheduler:T_max end at iteration 1, before train:total_iter 5: the last 4 iterations run at the final lr']),
     ({'type': 'CosineAnnealingLR', 'T_max': True}, 100, []),
     ({'type': 'CosineAnnealingLR', 'T_max': 0}, 100, []),
     ({'type': 'MultiStepRestartLR', 'milestones': [50, 100, 150, 200]}, 100,

@@ -205,3 +205,21 @@ def test_pad_equal_to_the_side_replicates():
     assert padded.shape[-2:] == (8, 8) and torch.equal(padded[0, 0, 7, :4], x[0, 0, 3])
     five, _ = pad_to_multiple(torch.arange(40.).view(1, 1, 5, 8), 8)
     assert torch.equal(five[0, 0, 5], torch.arange(24., 32.))  # row 5 reflects row 3
+
+
+def test_tiles_rounded_to_the_multiple_and_the_weights_on_the_image_device():
+    """A 20 px tile with multiple 8 is cut as 16 px tiles; an image on another device (torch's 'meta' device here,
+    which mixes with no other) is tiled with weights and normalisers on that device."""
+    seen = []
+    tiled_forward(lambda t: seen.append(tuple(t.shape[-2:])) or t, torch.rand(1, 1, 40, 40), 20, 4, multiple=8)
+    assert set(seen) == {(16, 16)}
+    out = tiled_forward(lambda t: t * 2, torch.empty(1, 3, 37, 45, device='meta'), 16, 4)
+    assert out.device.type == 'meta' and out.shape == (1, 3, 37, 45)
+
+
+def test_reflect_needs_a_pad_shorter_than_the_side_in_each_direction():
+    """H = 4 padded by 4 replicates even though the width (13, padded by 3) could reflect."""
+    x = torch.arange(52.).view(1, 1, 4, 13)
+    padded, _ = pad_to_multiple(x, 8)
+    assert torch.equal(padded[0, 0, 4:, :13], x[0, 0, 3].expand(4, 13))  # the last row repeated
+    assert torch.equal(padded[0, 0, :4, 13:], x[0, 0, :, 12:13].expand(4, 3))  # replicate on both sides alike
