@@ -102,8 +102,10 @@ def make_opt(root, model_type='AllInOneModel', network=None, train=None, val=Non
     return opt
 
 
-def build(opt):
+def build(opt, seed=0):
+    """The model of ``opt``, its networks initialised from ``seed`` (the same weights whatever ran before)."""
     from basicsr.models import build_model
+    torch.manual_seed(seed)
     return build_model(opt)
 
 
