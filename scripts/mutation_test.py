@@ -62,8 +62,8 @@ AREAS = {
                ['tests/models']),
     'schedulers': (['promptir_basicsr/models/schedulers.py'], [], ['tests/models/test_schedulers.py']),
     'options': (['promptir_basicsr/options/*'], [],
-                ['tests/test_option_schema.py', 'tests/test_options.py', 'tests/test_options_files.py',
-                 'tests/basicsr_patches/test_utils_options.py']),
+                ['tests/test_option_checks.py', 'tests/test_option_schema.py', 'tests/test_options.py',
+                 'tests/test_options_files.py', 'tests/basicsr_patches/test_utils_options.py']),
     # every subcommand but restore (in the inference area)
     'commands': (['promptir_basicsr/commands/*'], ['promptir_basicsr/commands/restore.py'],
                  ['tests/commands', 'tests/test_cli.py', 'tests/interop/test_export_command.py',
