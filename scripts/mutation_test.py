@@ -28,8 +28,14 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# Tests that export full-size networks (tens of seconds each); areas whose tiny-network tests cover the same code
+# leave them out, so a surviving mutant costs seconds, not minutes.
+FULL_NETWORK_EXPORTS = ['-k', 'not (onnx_float16 or onnx_export_has_dynamic_sizes or loads_the_official_release or '
+                        'torchscript_export_restores or onnx_export_and_restore)']
+
 # area -> (files to mutate, as mutmut's only_mutate globs; files left alone, do_not_mutate globs; the tests that
-# may cover them). mutmut runs, for each mutant, only the tests that called the mutated function.
+# may cover them[; more pytest arguments]). mutmut runs, for each mutant, only the tests that called the mutated
+# function.
 AREAS = {
     'archs': (['promptir_basicsr/archs/*'],
               ['promptir_basicsr/archs/adair_arch.py', 'promptir_basicsr/archs/moce_ir_arch.py',
@@ -54,9 +60,11 @@ AREAS = {
     'inference': (['promptir_basicsr/inference.py', 'promptir_basicsr/image_restoration.py',
                    'promptir_basicsr/utils/images.py', 'promptir_basicsr/commands/restore.py'], [],
                   ['tests/test_inference.py', 'tests/commands/test_restore.py', 'tests/utils/test_images.py',
-                   'tests/interop/test_export_command.py']),
+                   'tests/interop/test_export_command.py'], FULL_NETWORK_EXPORTS),
     'tiling': (['promptir_basicsr/utils/tiling.py'], [], ['tests/utils/test_tiling.py', 'tests/test_inference.py']),
-    'interop': (['promptir_basicsr/interop/*'], [], ['tests/interop']),
+    # the slowest tests export full networks (a minute a mutant): their tiny-network counterparts
+    # (tests/interop/test_export_internals.py) check the same code
+    'interop': (['promptir_basicsr/interop/*'], [], ['tests/interop'], FULL_NETWORK_EXPORTS),
     # the models and the losses only they use (the contrastive and frequency losses)
     'models': (['promptir_basicsr/models/*', 'promptir_basicsr/losses/*'], ['promptir_basicsr/models/schedulers.py'],
                ['tests/models']),
@@ -68,7 +76,7 @@ AREAS = {
     'commands': (['promptir_basicsr/commands/*'], ['promptir_basicsr/commands/restore.py'],
                  ['tests/commands', 'tests/test_cli.py', 'tests/interop/test_export_command.py',
                   'tests/utils/test_checkpoints.py', 'tests/utils/test_results_table.py', 'tests/visual/test_pictures.py',
-                  'tests/test_option_schema.py']),
+                  'tests/test_option_schema.py', 'tests/commands/test_commands_in_process.py'], FULL_NETWORK_EXPORTS),
 }
 
 
@@ -84,7 +92,7 @@ def _lines(key, values):
 def prepare(area, fresh=True):
     """A copy of the repository's files (tracked and new, not ignored) with the area's setup.cfg; ``fresh``: in an
     empty folder (else over the last run's, keeping mutmut's records so that named mutants can run again)."""
-    mutate, keep, tests = AREAS[area]
+    mutate, keep, tests, *pytest_args = AREAS[area]
     work = os.path.join(REPO, 'build', 'mutation', area)
     if fresh and os.path.exists(work):
         shutil.rmtree(work)
@@ -98,7 +106,8 @@ def prepare(area, fresh=True):
               + (_lines('do_not_mutate', keep) if keep else '')
               + _lines('also_copy', sorted({rel.split('/')[0] for rel in files} - {'promptir_basicsr', 'tests'}))
               + _lines('pytest_add_cli_args_test_selection', tests)
-              + _lines('pytest_add_cli_args', ['-m', 'not slow', '-p', 'no:cacheprovider']))
+              + _lines('pytest_add_cli_args', ['-m', 'not slow', '-p', 'no:cacheprovider',
+                                               *(pytest_args[0] if pytest_args else [])]))
     with open(os.path.join(work, 'setup.cfg'), 'w', encoding='utf-8') as f:
         f.write(config)
     return work

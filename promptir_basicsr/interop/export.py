@@ -189,7 +189,7 @@ def onnx_bytes(net, network_opt, opset=None, dynamic_batch=False, fp16=False, lo
     _register_deform_conv2d()
     channels = network_opt.get('inp_channels', 3)
     needed, reason = minimum_opset(net, channels)  # in float32: quicker on the CPU, the same operators
-    if opset is not None and opset < needed:
+    if opset is not None and reason and opset < needed:  # no reason: DEFAULT_OPSET is a default, not a need
         raise UserError(f'--opset {opset}: {reason}, which needs --opset {needed} or newer')
     opset = opset or needed
     model_bytes = _trace_to_onnx(_traceable(net, fp16), _example(channels, fp16), opset, dynamic_batch)

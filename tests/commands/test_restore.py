@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 from basicsr.archs import build_network
+from basicsr.utils.registry import ARCH_REGISTRY
 
 from image_helpers import quantise, read_with_pillow, write_png, write_tiff, write_with_pillow
 
@@ -430,3 +431,56 @@ def test_speed_flags_that_cannot_run_here_are_one_line_errors(photos, weights, t
                          '--device', 'cuda']) == 2
         assert 'no CUDA device is available here' in capsys.readouterr().err
     assert not (tmp_path / 'x').exists()
+
+
+class _PadNet(torch.nn.Module):
+    """A tiny network that pads to 8 as ours do (exports in a second); registered, as an architecture is, so a
+    TorchScript export of it finds its size multiple."""
+    size_multiple = 8
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        from promptir_basicsr.utils.tiling import pad_to_multiple
+        padded, (h, w) = pad_to_multiple(x, 8)
+        return (x + 0.5 * self.conv(padded)[..., :h, :w]).clamp(0, 1)
+
+
+if '_PadNet' not in ARCH_REGISTRY:
+    ARCH_REGISTRY.register(_PadNet)
+
+
+def test_exports_restore_like_the_network_they_came_from(photos, tmp_path, capsys):
+    """An .onnx (onnxruntime, on the CPU) and a TorchScript .pt of a tiny network restore each mode and depth to
+    what the network gives, tiled too; the log names the runner and the recorded network; the options an
+    export cannot take are refused in one line before any image is read."""
+    from promptir_basicsr.interop import export
+    net = _PadNet().eval()
+    quiet = (lambda *args: None)
+    (tmp_path / 'pad.onnx').write_bytes(export.onnx_bytes(net, {'type': '_PadNet', 'k': 1}, log=quiet)[0])
+    (tmp_path / 'pad.pt').write_bytes(export.torchscript_bytes(net, {'type': '_PadNet', 'k': 1}, log=quiet)[0])
+    (photos / 'broken.png').unlink()
+    for model, runner, where in (('pad.onnx', 'ONNX', 'onnxruntime CPUExecutionProvider'), ('pad.pt', 'TorchScript',
+                                                                                          'cpu')):
+        for tiles in ([], ['--tile-size', '16', '--tile-overlap', '8']):
+            out = tmp_path / f'{model}{len(tiles)}'
+            assert cli.main(['restore', '-i', str(photos), '-o', str(out), '--weights', str(tmp_path / model),
+                             '--device', 'cpu', '--threads', '1', *tiles]) == 0
+            log = capsys.readouterr().out
+            assert f'weights: {tmp_path / model} ({runner}); network: _PadNet k=1' in log
+            assert f'device: {where}; {"tiles of 16 px overlapping 8 px" if tiles else "whole images"}' in log
+            for name in ('odd.png', 'gray16.png', 'rgba.png'):
+                source = _source(photos / name)
+                kwargs = dict(tile_size=16, tile_overlap=8) if tiles else {}
+                _check(out / name, source, _expected(net, source, **kwargs), atol_levels=1.01)
+        for flag in (['--arch', 'PromptIR'], ['--param-key', 'params'], ['--channels-last'], ['--amp', 'bf16']):
+            assert cli.main(['restore', '-i', str(photos), '-o', str(tmp_path / 'x'), '--weights',
+                             str(tmp_path / model), *flag]) == 2
+            err = capsys.readouterr().err
+            assert f'{flag[0]} does not apply to ' in err and err.count('\n') == 1
+    assert cli.main(['restore', '-i', str(photos), '-o', str(tmp_path / 'x'), '--weights',
+                     str(tmp_path / 'missing.pt')]) == 2
+    assert 'missing.pt' in capsys.readouterr().err and not (tmp_path / 'x').exists()
