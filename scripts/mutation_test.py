@@ -82,7 +82,22 @@ AREAS = {
 
 # Surviving behaviour mutants that cannot change what the code does, per area: {mutant name: why}. The names are
 # mutmut's for the source at the commit that lists them (editing a function renumbers its mutants).
-EQUIVALENT = {}
+EQUIVALENT = {
+    'tiling': {
+        'promptir_basicsr.utils.tiling.x__blend_profile__mutmut_15':
+            'arange without float32 is int64, and the division that follows gives the same float32 ramp',
+        'promptir_basicsr.utils.tiling.x__blend_profile__mutmut_17':
+            'arange without float32 is int64, and the division that follows gives the same float32 ramp',
+        'promptir_basicsr.utils.tiling.x_pad_to_multiple__mutmut_4':
+            'shape[+2:] is shape[-2:] for the 4-D (N, C, H, W) tensors the helper takes',
+        'promptir_basicsr.utils.tiling.x_pad_to_multiple__mutmut_8':
+            'multiple < 1 instead of <= 1: a multiple of 1 pads by (1 - h % 1) % 1 = 0 and returns x all the same',
+        'promptir_basicsr.utils.tiling.x_tiled_forward__mutmut_40':
+            'shape[+2:] is shape[-2:] for the 4-D padded image',
+        'promptir_basicsr.utils.tiling.xǁTileGridǁ_starts__mutmut_1':
+            'length < tile instead of <=: at length == tile, range(0, 0) is empty and the last start appended is 0',
+    },
+}
 
 
 def _lines(key, values):
