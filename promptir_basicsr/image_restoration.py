@@ -19,32 +19,43 @@ from .visual.grids import save_png, side_by_side
 from .weights.network import describe_network
 
 
-def _onnx_network(weights, device, threads, refused_flags):
-    """An ``.onnx`` export run by onnxruntime (:class:`~promptir_basicsr.interop.onnx_runtime.OnnxNetwork`); its
-    network and precision were fixed at export, so the network options and the speed flags do not apply."""
+def _exported_network(weights, device, threads, refused_flags):
+    """An export run as it is: an ``.onnx`` file by onnxruntime (:class:`~promptir_basicsr.interop.onnx_runtime.
+    OnnxNetwork`), else a TorchScript ``.pt`` by torch (:class:`~promptir_basicsr.interop.torchscript_runtime.
+    TorchScriptNetwork`). Its network and precision were fixed at export, so the network options and the speed
+    flags do not apply."""
+    model = 'an .onnx model' if _is_onnx(weights) else 'a TorchScript .pt module'
     for flag, given in refused_flags.items():
         if given:
-            raise UserError(f'{flag} does not apply to an .onnx model (its network and precision were fixed by '
+            raise UserError(f'{flag} does not apply to {model} (its network and precision were fixed by '
                             '`basicsr export`; export with --fp16 for float16)')
     if not osp.isfile(weights):
         raise UserError(f'--weights {weights}: no such file')
-    # onnxruntime is an optional extra: imported only for an .onnx file
-    from .interop.onnx_runtime import OnnxNetwork
     try:
+        if not _is_onnx(weights):
+            from .interop.torchscript_runtime import TorchScriptNetwork
+            return TorchScriptNetwork(weights)
+        # onnxruntime is an optional extra: imported only for an .onnx file
+        from .interop.onnx_runtime import OnnxNetwork
         return OnnxNetwork(weights, device, threads)
     except UserError as err:
         raise UserError(f'--weights {weights}: {err}') from None
 
 
+def _is_onnx(path):
+    return path.lower().endswith('.onnx')
+
+
 def open_network(net_or_onnx, device='auto', threads=None, amp=None, tile_size=0, tile_overlap=32,
                  channels_last=False, compile_backend=None, log=print, refused_flags=None):
-    """A :class:`Restorer` for ``net_or_onnx``: a built network, or the path of an ``.onnx`` export (then
-    ``refused_flags``, ``{flag: given}``, names the options that cannot apply to it)."""
-    onnx = isinstance(net_or_onnx, str)
-    net = _onnx_network(net_or_onnx, device, threads, refused_flags or {}) if onnx else net_or_onnx
-    if onnx:
+    """A :class:`Restorer` for ``net_or_onnx``: a built network, or the path of an ``.onnx`` or TorchScript export
+    (then ``refused_flags``, ``{flag: given}``, names the options that cannot apply to it)."""
+    exported = isinstance(net_or_onnx, str)
+    onnx = exported and _is_onnx(net_or_onnx)
+    net = _exported_network(net_or_onnx, device, threads, refused_flags or {}) if exported else net_or_onnx
+    if exported:
         network = describe_network(net.network_opt) if net.network_opt else 'not recorded in the file'
-        log(f'weights: {net_or_onnx} (ONNX); network: {network}')
+        log(f'weights: {net_or_onnx} ({"ONNX" if onnx else "TorchScript"}); network: {network}')
     if threads:
         torch.set_num_threads(threads)
     device = 'cpu' if onnx else device  # an ONNX model takes its input from host memory, wherever it runs
@@ -73,7 +84,7 @@ def restore_image(restorer, image, on_tile=None, keep_input=False):
         image.rgb = None  # the tensor holds the pixels now
     restored = restorer(x, on_tile=on_tile)[0].permute(1, 2, 0).numpy()
     del x
-    picture = side_by_side([image.rgb, restored], ['input', 'restored']) if keep_input else None
+    picture = side_by_side([image.rgb, restored], ['input', 'restored'], alpha=image.alpha) if keep_input else None
     return to_samples(restored, image), picture
 
 

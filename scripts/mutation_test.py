@@ -28,16 +28,75 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# area -> (files to mutate, as mutmut's only_mutate globs; the tests that may cover them)
+# Tests that export full-size networks (tens of seconds each); areas whose tiny-network tests cover the same code
+# leave them out, so a surviving mutant costs seconds, not minutes.
+FULL_NETWORK_EXPORTS = ['-k', 'not (onnx_float16 or onnx_export_has_dynamic_sizes or loads_the_official_release or '
+                        'torchscript_export_restores or onnx_export_and_restore)']
+
+# area -> (files to mutate, as mutmut's only_mutate globs; files left alone, do_not_mutate globs; the tests that
+# may cover them[; more pytest arguments]). mutmut runs, for each mutant, only the tests that called the mutated
+# function.
 AREAS = {
-    'archs': (['promptir_basicsr/archs/*'], ['tests/archs']),
-    'degradations': (['promptir_basicsr/data/degradations/*'], ['tests/data/test_degradations.py',
-                                                                'tests/data/test_all_in_one_dataset.py']),
-    'dataset': (['promptir_basicsr/data/all_in_one_dataset.py'], ['tests/data/test_all_in_one_dataset.py',
-                                                                  'tests/data/test_errors.py']),
-    'checkpoints': (['promptir_basicsr/utils/checkpoints.py'], ['tests/utils/test_checkpoints.py',
-                                                               'tests/utils/test_checkpoint_safety.py']),
-    'metrics': (['promptir_basicsr/metrics/*'], ['tests/metrics']),
+    'archs': (['promptir_basicsr/archs/*'],
+              ['promptir_basicsr/archs/adair_arch.py', 'promptir_basicsr/archs/moce_ir_arch.py',
+               'promptir_basicsr/archs/bioir_arch.py'],
+              ['tests/archs/test_airnet_arch.py', 'tests/archs/test_fast_paths.py', 'tests/archs/test_golden_outputs.py',
+               'tests/archs/test_promptir_ablation_options.py', 'tests/archs/test_promptir_arch.py',
+               'tests/archs/test_restormer_arch.py', 'tests/archs/test_restormer_blocks.py']),
+    # The all-in-one line (AdaIR, MoCE-IR, BioIR): their golden outputs and arch tests.
+    'new_archs': (['promptir_basicsr/archs/adair_arch.py', 'promptir_basicsr/archs/moce_ir_arch.py',
+                   'promptir_basicsr/archs/bioir_arch.py'], [],
+                  ['tests/archs/test_golden_outputs.py', 'tests/archs/test_adair_arch.py',
+                   'tests/archs/test_moce_ir_arch.py', 'tests/archs/test_bioir_arch.py']),
+    'degradations': (['promptir_basicsr/data/degradations/*'], [],
+                     ['tests/data/test_degradations.py', 'tests/data/test_all_in_one_dataset.py']),
+    'dataset': (['promptir_basicsr/data/all_in_one_dataset.py'], [],
+                ['tests/data/test_all_in_one_dataset.py', 'tests/data/test_errors.py']),
+    'weights': (['promptir_basicsr/weights/*'], [],
+                ['tests/utils/test_checkpoints.py', 'tests/utils/test_checkpoint_safety.py', 'tests/test_inference.py',
+                 'tests/commands/test_restore.py']),
+    'metrics': (['promptir_basicsr/metrics/*'], [], ['tests/metrics']),
+    # basicsr restore: the Restorer, image files, restoring a file, the command's planning.
+    'inference': (['promptir_basicsr/inference.py', 'promptir_basicsr/image_restoration.py',
+                   'promptir_basicsr/utils/images.py', 'promptir_basicsr/commands/restore.py'], [],
+                  ['tests/test_inference.py', 'tests/commands/test_restore.py', 'tests/utils/test_images.py',
+                   'tests/interop/test_export_command.py'], FULL_NETWORK_EXPORTS),
+    'tiling': (['promptir_basicsr/utils/tiling.py'], [], ['tests/utils/test_tiling.py', 'tests/test_inference.py']),
+    # the slowest tests export full networks (a minute a mutant): their tiny-network counterparts
+    # (tests/interop/test_export_internals.py) check the same code
+    'interop': (['promptir_basicsr/interop/*'], [], ['tests/interop'], FULL_NETWORK_EXPORTS),
+    # the models and the losses only they use (the contrastive and frequency losses)
+    'models': (['promptir_basicsr/models/*', 'promptir_basicsr/losses/*'], ['promptir_basicsr/models/schedulers.py'],
+               ['tests/models']),
+    'schedulers': (['promptir_basicsr/models/schedulers.py'], [], ['tests/models/test_schedulers.py']),
+    'options': (['promptir_basicsr/options/*'], [],
+                ['tests/test_option_checks.py', 'tests/test_option_schema.py', 'tests/test_options.py',
+                 'tests/test_options_files.py', 'tests/basicsr_patches/test_utils_options.py']),
+    # every subcommand but restore (in the inference area)
+    'commands': (['promptir_basicsr/commands/*'], ['promptir_basicsr/commands/restore.py'],
+                 ['tests/commands', 'tests/test_cli.py', 'tests/interop/test_export_command.py',
+                  'tests/utils/test_checkpoints.py', 'tests/utils/test_results_table.py', 'tests/visual/test_pictures.py',
+                  'tests/test_option_schema.py', 'tests/commands/test_commands_in_process.py'], FULL_NETWORK_EXPORTS),
+}
+
+
+# Surviving behaviour mutants that cannot change what the code does, per area: {mutant name: why}. The names are
+# mutmut's for the source at the commit that lists them (editing a function renumbers its mutants).
+EQUIVALENT = {
+    'tiling': {
+        'promptir_basicsr.utils.tiling.x__blend_profile__mutmut_15':
+            'arange without float32 is int64, and the division that follows gives the same float32 ramp',
+        'promptir_basicsr.utils.tiling.x__blend_profile__mutmut_17':
+            'arange without float32 is int64, and the division that follows gives the same float32 ramp',
+        'promptir_basicsr.utils.tiling.x_pad_to_multiple__mutmut_4':
+            'shape[+2:] is shape[-2:] for the 4-D (N, C, H, W) tensors the helper takes',
+        'promptir_basicsr.utils.tiling.x_pad_to_multiple__mutmut_8':
+            'multiple < 1 instead of <= 1: a multiple of 1 pads by (1 - h % 1) % 1 = 0 and returns x all the same',
+        'promptir_basicsr.utils.tiling.x_tiled_forward__mutmut_40':
+            'shape[+2:] is shape[-2:] for the 4-D padded image',
+        'promptir_basicsr.utils.tiling.xǁTileGridǁ_starts__mutmut_1':
+            'length < tile instead of <=: at length == tile, range(0, 0) is empty and the last start appended is 0',
+    },
 }
 
 
@@ -45,11 +104,12 @@ def _lines(key, values):
     return f'{key} =\n' + ''.join(f'    {v}\n' for v in values)
 
 
-def prepare(area):
-    """A fresh copy of the repository's files (tracked and new, not ignored) with the area's setup.cfg."""
-    mutate, tests = AREAS[area]
+def prepare(area, fresh=True):
+    """A copy of the repository's files (tracked and new, not ignored) with the area's setup.cfg; ``fresh``: in an
+    empty folder (else over the last run's, keeping mutmut's records so that named mutants can run again)."""
+    mutate, keep, tests, *pytest_args = AREAS[area]
     work = os.path.join(REPO, 'build', 'mutation', area)
-    if os.path.exists(work):
+    if fresh and os.path.exists(work):
         shutil.rmtree(work)
     files = subprocess.run(['git', 'ls-files', '--cached', '--others', '--exclude-standard'], cwd=REPO, check=True,
                            capture_output=True, text=True).stdout.split()
@@ -58,9 +118,11 @@ def prepare(area):
             os.makedirs(os.path.dirname(os.path.join(work, rel)) or work, exist_ok=True)
             shutil.copy2(os.path.join(REPO, rel), os.path.join(work, rel))
     config = ('[mutmut]\nsource_paths = promptir_basicsr\n' + _lines('only_mutate', mutate)
-              + _lines('also_copy', ['pytest.ini', 'options', 'scripts'])
+              + (_lines('do_not_mutate', keep) if keep else '')
+              + _lines('also_copy', sorted({rel.split('/')[0] for rel in files} - {'promptir_basicsr', 'tests'}))
               + _lines('pytest_add_cli_args_test_selection', tests)
-              + _lines('pytest_add_cli_args', ['-m', 'not slow', '-p', 'no:cacheprovider']))
+              + _lines('pytest_add_cli_args', ['-m', 'not slow', '-p', 'no:cacheprovider',
+                                               *(pytest_args[0] if pytest_args else [])]))
     with open(os.path.join(work, 'setup.cfg'), 'w', encoding='utf-8') as f:
         f.write(config)
     return work
@@ -107,61 +169,107 @@ def is_text_mutant(diff):
     return without_help(old) == without_help(new)
 
 
-def run_area(area, max_children):
-    work = prepare(area)
+def _mutmut_env():
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}  # mutmut puts mutants/ on sys.path itself
     env.setdefault('OMP_NUM_THREADS', '1')
+    return env
+
+
+def run_area(area, max_children, again=False):
+    """Run mutmut on ``area``: every mutant in a fresh copy, or (``again``) only the last run's survivors, with the
+    repository's current tests copied over the last run's folder."""
+    names = []
+    if again:
+        work = os.path.join(REPO, 'build', 'mutation', area)
+        names = sorted(n for n, (status, _) in load_results(work).items() if status not in KILLED)
+        if not names:
+            return work, load_results(work)
+    work = prepare(area, fresh=not again)
     cmd = [sys.executable, '-m', 'mutmut', 'run'] + (['--max-children', str(max_children)] if max_children else [])
-    subprocess.run(cmd, cwd=work, env=env, check=False)
-    return work, load_results(work, env)
+    subprocess.run(cmd + names, cwd=work, env=_mutmut_env(), check=False)
+    return work, load_results(work)
 
 
 def load_results(work, env=None):
     """{mutant name: (status, diff)} of a finished run in ``work``."""
-    env = env or {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    env = env or _mutmut_env()
     listing = subprocess.run([sys.executable, '-c', _LIST_MUTANTS], cwd=work, env=env, capture_output=True,
                              text=True, check=True).stdout
     return {name: tuple(value) for name, value in json.loads(listing).items()}
 
 
-def _rate(counts):
-    judged = counts['killed'] + counts['survived']
-    return f'{100 * counts["killed"] / judged:.1f}%' if judged else 'n/a'
+KILLED = ('killed', 'timeout', 'segfault')  # the tests noticed the mutant: a failure, a hang, a crash
+NOT_KILLED = ('survived', 'no tests')  # 'no tests': no selected test calls the mutated function
+
+
+def _rate(killed, judged):
+    return f'{100 * killed / judged:.1f}%' if judged else 'n/a'
 
 
 def report(area, work, results):
-    counts = collections.Counter(status for status, _ in results.values())
-    behaviour = collections.Counter(status for status, diff in results.values() if not is_text_mutant(diff))
-    other = {k: v for k, v in counts.items() if k not in ('killed', 'survived')}
-    print(f'\n== {area}: {len(results)} mutants, killed {counts["killed"]}, survived {counts["survived"]}'
-          f'{f", other {other}" if other else ""}; kill rate {_rate(counts)}')
-    print(f'   behaviour mutants (not message/help wording): {sum(behaviour.values())}, killed {behaviour["killed"]}, '
-          f'survived {behaviour["survived"]}; kill rate {_rate(behaviour)}')
-    text = sorted(n for n, (s, d) in results.items() if s == 'survived' and is_text_mutant(d))
+    """Print the area's counts, rates and survivors; returns its row of the summary table."""
+    def tally(names):
+        statuses = collections.Counter(results[n][0] for n in names)
+        killed = sum(statuses[s] for s in KILLED)
+        return killed, killed + sum(statuses[s] for s in NOT_KILLED), statuses
+
+    wording = {n for n, (_, diff) in results.items() if is_text_mutant(diff)}
+    behaviour = sorted(set(results) - wording)
+    equivalent = EQUIVALENT.get(area, {})
+    survivors = [n for n in behaviour if results[n][0] in NOT_KILLED]
+    listed = [n for n in survivors if n in equivalent]
+    killed_all, judged_all, statuses = tally(results)
+    killed, judged, _ = tally(behaviour)
+    other = {k: v for k, v in statuses.items() if k not in KILLED + NOT_KILLED}
+    print(f'\n== {area}: {len(results)} mutants, killed {killed_all} of {judged_all}'
+          f'{f", other {dict(other)}" if other else ""}; kill rate {_rate(killed_all, judged_all)}')
+    print(f'   behaviour mutants (not message/help wording): {len(behaviour)}, killed {killed}, not killed '
+          f'{judged - killed} ({len(listed)} equivalent); kill rate {_rate(killed, judged)} '
+          f'({_rate(killed, judged - len(listed))} of those that can change behaviour)')
+    text = sorted(n for n in wording if results[n][0] in NOT_KILLED)
     print(f'   surviving wording mutants ({len(text)}): {", ".join(n.rsplit(".", 1)[-1] for n in text)}')
-    for name, (status, diff) in sorted(results.items()):
-        if status != 'killed' and name not in text:
+    for name in listed:
+        print(f'   -- equivalent: {name}: {equivalent[name]}')
+    for name in survivors:
+        if name not in equivalent:
+            status, diff = results[name]
             print(f'   -- {status}: {name}')
             print('\n'.join('      ' + line for line in diff.splitlines() if line[:1] in '+-' and line[:3] not in
                             ('---', '+++')))
     print(f'   inspect: cd {os.path.relpath(work, os.getcwd())} && mutmut show <name>')
-    return counts
+    return dict(area=area, mutants=len(results), behaviour=len(behaviour), killed=killed, judged=judged,
+                equivalent=len(listed))
+
+
+def summary_table(rows):
+    """The per-area table of docs/testing.md, in Markdown."""
+    lines = ['| area | mutants | behaviour mutants | killed | not killed (equivalent) | behaviour kill rate |',
+             '|---|---:|---:|---:|---:|---:|']
+    for r in rows:
+        lines.append(f'| {r["area"]} | {r["mutants"]} | {r["behaviour"]} | {r["killed"]} | '
+                     f'{r["judged"] - r["killed"]} ({r["equivalent"]}) | {_rate(r["killed"], r["judged"])} |')
+    return '\n'.join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('area', choices=sorted(AREAS) + ['all'])
+    parser.add_argument('areas', nargs='+', choices=sorted(AREAS) + ['all'], metavar='area',
+                        help=f'one or more of {", ".join(sorted(AREAS))}, or all')
     parser.add_argument('--max-children', type=int, default=None,
                         help='parallel mutant runs (default: mutmut\'s, the number of CPUs)')
     parser.add_argument('--report-only', action='store_true',
                         help='print the report of the last run in build/mutation/<area>/ without running again')
+    parser.add_argument('--again', action='store_true',
+                        help="run only the last run's survivors again, against the repository's current tests")
     args = parser.parse_args(argv)
-    for area in sorted(AREAS) if args.area == 'all' else [args.area]:
+    rows = []
+    for area in sorted(AREAS) if 'all' in args.areas else args.areas:
         if args.report_only:
             work = os.path.join(REPO, 'build', 'mutation', area)
-            report(area, work, load_results(work))
+            rows.append(report(area, work, load_results(work)))
         else:
-            report(area, *run_area(area, args.max_children))
+            rows.append(report(area, *run_area(area, args.max_children, args.again)))
+    print('\n' + summary_table(rows))
     return 0
 
 

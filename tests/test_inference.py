@@ -1,8 +1,7 @@
-"""inference.py: network options read from weights, every weights format, image files in and out."""
+"""inference.py (Restorer) and the network read from weights of every format (image files: tests/utils/test_images.py)."""
 import json
 import random
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -11,10 +10,10 @@ from official_keys import lightning_checkpoint, official_key_shapes
 from safetensors.torch import save_file
 
 from promptir_basicsr.archs.arch_api import options_from_weights as infer_network_options
-from promptir_basicsr.utils.images import ImageError, encode_image, read_image, to_samples
 from promptir_basicsr.weights.files import network_metadata
 from promptir_basicsr.weights.network import load_network
 from promptir_basicsr.errors import CheckpointError
+from promptir_basicsr.inference import Restorer
 from promptir_basicsr.weights.convert import convert_checkpoint
 
 
@@ -174,56 +173,6 @@ def test_convert_reads_the_network_from_the_weights(tmp_path):
     assert all(torch.equal(converted[k], v) for k, v in state.items())
 
 
-# ---- image files -------------------------------------------------------------------------------
-def test_image_round_trip_keeps_mode_depth_and_alpha(tmp_path):
-    """read_image -> to_samples -> encode_image with the identity 'network' gives the file back: gray
-    8/16-bit, RGB (channel order), RGBA (alpha untouched) and float32 TIFF."""
-    rng = np.random.default_rng(0)
-    cases = {
-        'gray8.png': rng.integers(0, 256, (5, 7), dtype=np.uint8),
-        'gray16.png': rng.integers(0, 65536, (5, 7), dtype=np.uint16),
-        'bgr16.tif': rng.integers(0, 65536, (5, 7, 3), dtype=np.uint16),
-        'bgra8.png': rng.integers(0, 256, (5, 7, 4), dtype=np.uint8),
-        'float.tiff': rng.random((5, 7, 3), dtype=np.float32),
-        'bgr8.bmp': rng.integers(0, 256, (5, 7, 3), dtype=np.uint8),
-    }
-    for name, samples in cases.items():
-        cv2.imwrite(str(tmp_path / name), samples)
-        image = read_image(tmp_path / name)
-        assert image.dtype is samples.dtype.type
-        encoded = encode_image(to_samples(image.rgb, image), '.' + name.rsplit('.', 1)[1])
-        back = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED)
-        assert back.dtype == samples.dtype and back.shape == samples.shape, name
-        np.testing.assert_array_equal(back, samples)
-    rgb = read_image(tmp_path / 'bgra8.png').rgb
-    np.testing.assert_allclose(rgb[..., 0], cases['bgra8.png'][..., 2] / 255.)  # RGB for the network
-    cv2.imwrite(str(tmp_path / 'lossy.webp'), cases['bgra8.png'])  # WebP (lossy at quality 95): RGBA kept
-    image = read_image(tmp_path / 'lossy.webp')
-    assert image.alpha is not None and image.rgb.shape == (5, 7, 3) and not image.gray
-    assert encode_image(to_samples(image.rgb, image), '.webp')[:4] == b'RIFF'
-
-
-def test_formats_that_cannot_store_a_result_are_refused():
-    """OpenCV would silently write 8 bits, or drop alpha: refused with the fix instead."""
-    with pytest.raises(ImageError, match='--ext png'):
-        encode_image(np.zeros((4, 4, 3), np.uint16), '.jpg')
-    with pytest.raises(ImageError, match='--ext png'):
-        encode_image(np.zeros((4, 4, 4), np.uint8), '.jpg')
-
-
-def test_jpeg_orientation_is_applied(tmp_path):
-    """A phone photo stored sideways with EXIF orientation 6 is restored upright, as viewers show it."""
-    from PIL import Image
-    pixels = np.zeros((8, 16, 3), np.uint8)
-    pixels[:, :8] = 255  # left half white
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    Image.fromarray(pixels).save(tmp_path / 'phone.jpg', exif=exif, quality=100)
-    image = read_image(tmp_path / 'phone.jpg')
-    assert image.rgb.shape == (16, 8, 3)
-    assert image.rgb[:4].mean() > 0.9 and image.rgb[-4:].mean() < 0.1  # the white half is on top now
-
-
 class _NoBFloat16Op(torch.nn.Module):
     """Stands for an operation without a bfloat16 kernel: fails as torch does when autocast is on."""
 
@@ -249,3 +198,105 @@ def test_restorer_bf16_autocast_and_unsupported_ops():
     net = _tiny('PromptIR')
     with pytest.raises(ValueError, match='fp16 needs CUDA'):
         Restorer(net, 'cpu', amp='fp16')
+
+
+class _MeanShift(torch.nn.Module):
+    """A network that needs multiples of 8 and sees the whole (padded) input: out = x + 2 * mean(x) - 0.5, and the
+    second element of a training-style tuple. The padding shows in the mean."""
+    size_multiple = 8
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(tuple(x.shape[-2:]))
+        return x + 2 * x.mean() - 0.5, 'extra output'
+
+
+def _reflect_mean(x, multiple):
+    """The mean of ``x`` (N, C, H, W numpy) reflect-padded at the bottom/right to ``multiple`` (numpy's reflect is
+    torch's: the border pixel is not repeated)."""
+    h, w = x.shape[-2:]
+    pads = ((0, 0), (0, 0), (0, -h % multiple), (0, -w % multiple))
+    return np.pad(x, pads, mode='reflect').mean()
+
+
+def test_restorer_pads_to_the_network_multiple_crops_and_takes_the_image():
+    """A 13 x 21 input runs reflect-padded to the network's multiple (8: 16 x 24) or the one given (4: 16 x 24,
+    3: 15 x 21, 1: unpadded); the output is cropped back, float32 on the CPU, the image taken from a tuple output.
+    The mean of the padded input is computed here with numpy."""
+    x = torch.rand(1, 3, 13, 21, generator=torch.Generator().manual_seed(0))
+    for multiple, padded in ((None, (16, 24)), (4, (16, 24)), (1, (13, 21)), (3, (15, 21))):
+        net = _MeanShift()
+        out = Restorer(net, 'cpu', multiple=multiple)(x)
+        assert net.seen == [padded] and out.shape == x.shape and out.dtype == torch.float32
+        expected = x.numpy() + 2 * _reflect_mean(x.numpy(), multiple or 8) - 0.5
+        np.testing.assert_allclose(out.numpy(), expected, atol=1e-6)
+
+
+def test_restorer_tiles_and_counts_them():
+    """Tiles of 16 with overlap 4 over a 40 x 24 image (padded from 37 x 20): rows start at 0, 12, 24 and columns at
+    0, 8, so 6 tiles of 16 x 16 reach the network; tile_count says 6 before the run (1 untiled)."""
+    net = _MeanShift()
+    restorer = Restorer(net, 'cpu', tile_size=16, tile_overlap=4)
+    assert restorer.tile_count(37, 20) == 6 and Restorer(_MeanShift(), 'cpu').tile_count(37, 20) == 1
+    calls = []
+    out = restorer(torch.rand(1, 3, 37, 20), on_tile=lambda done, total: calls.append((done, total)))
+    assert net.seen == [(16, 16)] * 6 and calls == [(i, 6) for i in range(1, 7)] and out.shape == (1, 3, 37, 20)
+
+
+class _Upscale(torch.nn.Module):
+    def forward(self, x):
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode='nearest')
+
+
+def test_restorer_scale_and_eval_mode():
+    """scale=2: the output is cropped to twice the input (padded 10 -> 16, cropped to 20); the network runs in eval
+    mode (dropout off: two calls agree, and equal the input's upscaling)."""
+    x = torch.rand(1, 3, 10, 9)
+    out = Restorer(_Upscale(), 'cpu', scale=2, multiple=8)(x)
+    torch.testing.assert_close(out, x.repeat_interleave(2, -1).repeat_interleave(2, -2), rtol=0, atol=0)
+    dropout = torch.nn.Sequential(torch.nn.Dropout(0.5)).train()
+    restorer = Restorer(dropout, 'cpu')
+    assert not dropout.training
+    torch.testing.assert_close(restorer(x), x)
+
+
+class _Noisy(torch.nn.Module):
+    """Draws random numbers at inference, as MoCE-IR's routing noise does."""
+
+    def forward(self, x):
+        return x + torch.rand_like(x)
+
+
+def test_restorer_seeds_each_call_and_leaves_the_generator_alone():
+    """seed 0: every call restores alike (the draws of torch.manual_seed(0)), and the caller's random stream goes on
+    as if nothing had drawn; seed None: the draws come from the caller's stream."""
+    x = torch.zeros(1, 3, 4, 4)
+    torch.manual_seed(123)
+    first, second = Restorer(_Noisy(), 'cpu')(x), Restorer(_Noisy(), 'cpu', seed=0)(x)
+    after = torch.rand(1)
+    torch.manual_seed(0)
+    torch.testing.assert_close(first, torch.rand(1, 3, 4, 4), rtol=0, atol=0)
+    torch.testing.assert_close(second, first, rtol=0, atol=0)
+    torch.manual_seed(123)
+    torch.testing.assert_close(after, torch.rand(1))  # the caller's stream was not advanced
+    torch.manual_seed(5)
+    unseeded = Restorer(_Noisy(), 'cpu', seed=None)(x)
+    torch.manual_seed(5)
+    torch.testing.assert_close(unseeded, torch.rand(1, 3, 4, 4), rtol=0, atol=0)
+    assert Restorer(_Noisy(), 'cpu', seed=7)(x).ne(first).any()
+
+
+def test_device_and_amp_names():
+    from promptir_basicsr.inference import _amp_dtype, resolve_device
+    assert resolve_device('auto') == resolve_device(None) == torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    assert resolve_device('cpu') == torch.device('cpu')
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match='no CUDA device is available here; use --device cpu'):
+            resolve_device('cuda')
+    assert _amp_dtype('bf16') is torch.bfloat16 and _amp_dtype('fp16') is torch.float16
+    assert _amp_dtype(None) is None and _amp_dtype(torch.bfloat16) is torch.bfloat16
+    with pytest.raises(ValueError, match=r"amp must be one of \['bf16', 'fp16'\], got 'fp32'"):
+        _amp_dtype('fp32')

@@ -25,7 +25,8 @@ repairs.utils_file_client              py-lmdb 3: one environment per (process, 
 behaviour.models_base_model            atomic checkpoint writes, ``weights_only`` reads, a clear error for weights
                                        that do not fit, the final validation reported at ``total_iter``
 behaviour.utils_options                the options echoed as YAML, after the notes of the option check
-behaviour.utils_logger                 "Running on: CPU/CUDA" in the log; a false warning dropped
+behaviour.utils_logger                 "Running on: CPU/CUDA" in the log; a false warning dropped; an eta that
+                                       counts the iterations left (never negative at the last one)
 behaviour.data_data_sampler            the current epoch recorded (saves on pre-emption name it)
 behaviour.utils_registry               our modules registered on the first registry lookup
 behaviour.pipelines                    train/test pipelines run with an argument list; ranks leave together

@@ -33,7 +33,8 @@ def build_parser(prog='basicsr restore'):
     arguments.add_output_argument(parser, 'output folder (sub-folders of the input are mirrored)', required=True)
     arguments.add_network_arguments(parser, weights_help='a basicsr .pth (params_ema, else params), an official '
                                     'Lightning .ckpt (PromptIR, AdaIR, MoCE-IR, BioIR), an official AirNet/Restormer '
-                                    '.pth, a .safetensors file, or an .onnx export (run by onnxruntime)')
+                                    '.pth, a .safetensors file, or an export of `basicsr export`: .onnx (run by '
+                                    'onnxruntime) or TorchScript .pt')
     arguments.add_tile_arguments(parser)
     arguments.add_device_arguments(parser)
     parser.add_argument('--suffix', default='', help='added to each output name before the extension, e.g. _restored')
@@ -83,6 +84,18 @@ def plan_outputs(images, output_dir, suffix, ext, compare):
     return plans
 
 
+def check_output_format(plans, ext):
+    """Refuses (UserError) an ``--ext`` that cannot store an input's bit depth or alpha, before any image is
+    restored (reading headers; a few formats are decoded). Without ``--ext`` each output keeps its input's
+    format, which stores what was read from it."""
+    from ..utils.images import output_problem  # OpenCV: after parsing
+    problems = [(path, problem) for path, _, _ in plans for problem in [output_problem(path, '.' + ext)] if problem]
+    if problems:
+        path, problem = problems[0]
+        others = f' (and {len(problems) - 1} more input(s))' if len(problems) > 1 else ''
+        raise UserError(f'--ext {ext}: {path}{others}: {problem}; nothing was restored')
+
+
 def run(args):
     # The network and the image codecs load torch, OpenCV and basicsr: imported when the command runs.
     import cv2
@@ -103,7 +116,10 @@ def run(args):
     if not images:
         raise UserError(f'--input {args.input}: no images found (looked for {", ".join(IMAGE_EXTENSIONS)})')
     plans = plan_outputs(images, args.output, args.suffix, args.ext, args.compare)
-    if args.weights.lower().endswith('.onnx'):
+    if args.ext:
+        check_output_format(plans, args.ext)
+    from ..weights.files import is_torchscript_archive
+    if args.weights.lower().endswith('.onnx') or is_torchscript_archive(args.weights):  # exports run as they are
         refused = {'--opt': args.opt, '--arch': args.arch, '--arch-opt': args.arch_opt, '--param-key': args.param_key,
                    '--amp': args.amp, '--channels-last': args.channels_last, '--compile': args.compile}
         net = args.weights
@@ -111,7 +127,7 @@ def run(args):
         refused, net = None, arguments.load_network(args, log)[0]
     restorer = open_network(net, args.device, args.threads, args.amp, args.tile_size, args.tile_overlap,
                             args.channels_last, args.compile, log, refused)
-    network_opt = getattr(restorer.net, 'network_opt', None)  # an ONNX export records its network
+    network_opt = getattr(restorer.net, 'network_opt', None)  # an ONNX or TorchScript export records its network
     note = declaration(network_opt['type'] if network_opt else restorer.net, 'tiling_note')
     if args.tile_size and note:
         log(f'warning: {note}')

@@ -24,6 +24,7 @@ graph runs any batch.
 import copy
 import io
 import json
+import math
 import warnings
 
 import torch
@@ -74,8 +75,10 @@ def max_differences(net, candidate, channels, sizes=VERIFY_SIZES):
 
 def check_differences(differences, precision, what):
     """Raise :class:`ExportCheckError` when a difference exceeds :data:`TOLERANCE`; else return them."""
-    worst = max(diff for _, diff in differences)
-    if not worst <= TOLERANCE[precision]:  # also catches NaN
+    failing = [diff for _, diff in differences if not diff <= TOLERANCE[precision]]  # NaN compares False: fails
+    if failing:
+        # not max(): a NaN after a finite difference would lose to it (max keeps its first argument on NaN)
+        worst = float('nan') if any(math.isnan(diff) for diff in failing) else max(failing)
         shown = ', '.join(f'{h}x{w}: {diff:.2e}' for (h, w), diff in differences)
         raise ExportCheckError(f'the {what} differs from the PyTorch network by up to {worst:.2e} ({shown}), more '
                                f'than the {TOLERANCE[precision]:.0e} allowed for {precision}; nothing was written')
@@ -186,7 +189,7 @@ def onnx_bytes(net, network_opt, opset=None, dynamic_batch=False, fp16=False, lo
     _register_deform_conv2d()
     channels = network_opt.get('inp_channels', 3)
     needed, reason = minimum_opset(net, channels)  # in float32: quicker on the CPU, the same operators
-    if opset is not None and opset < needed:
+    if opset is not None and reason and opset < needed:  # no reason: DEFAULT_OPSET is a default, not a need
         raise UserError(f'--opset {opset}: {reason}, which needs --opset {needed} or newer')
     opset = opset or needed
     model_bytes = _trace_to_onnx(_traceable(net, fp16), _example(channels, fp16), opset, dynamic_batch)

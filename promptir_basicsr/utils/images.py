@@ -116,18 +116,61 @@ def to_samples(restored, like):
     return np.ascontiguousarray(samples[..., 0] if samples.shape[2] == 1 else samples)
 
 
+def storage_problem(ext, channels, dtype):
+    """Why ``ext`` (e.g. '.jpg') cannot store ``channels`` samples of ``dtype`` without loss, or None when it can."""
+    if ext not in _FORMAT_CAN_STORE:
+        return f'cannot write {ext} files (supported: {", ".join(IMAGE_EXTENSIONS)})'
+    can_channels, can_dtypes = _FORMAT_CAN_STORE[ext]
+    if channels in can_channels and dtype in can_dtypes:
+        return None
+    kind = {1: 'gray', 3: 'RGB', 4: 'RGBA'}.get(channels, f'{channels}-channel')
+    return f'{ext} cannot store {kind} {np.dtype(dtype).name} samples without loss; use --ext png (or .tif)'
+
+
+def _png_layout(path):
+    """``(channels, dtype)`` of what :func:`read_image` + :func:`to_samples` make of a PNG, from its header alone,
+    or None when the header cannot tell (a palette or a transparency chunk: OpenCV may add an alpha plane)."""
+    with open(path, 'rb') as f:
+        head = f.read(33)  # signature, IHDR (length, type, 13 bytes of data, CRC)
+        if len(head) < 33 or head[:8] != b'\x89PNG\r\n\x1a\n' or head[12:16] != b'IHDR':
+            return None
+        depth, colour_type = head[24], head[25]
+        while True:  # the chunks before the image data: a tRNS chunk gives alpha to gray or RGB
+            chunk = f.read(8)
+            if len(chunk) < 8 or chunk[4:] == b'IDAT':
+                break
+            if chunk[4:] == b'tRNS':
+                return None
+            f.seek(int.from_bytes(chunk[:4], 'big') + 4, 1)
+    channels = {0: 1, 2: 3, _PNG_GRAY_ALPHA: 4, 6: 4}.get(colour_type)  # gray + alpha is written as BGRA
+    return (channels, np.uint16 if depth == 16 else np.uint8) if channels else None
+
+
+def output_problem(path, ext):
+    """Why the restored ``path`` cannot be written as ``ext`` (:func:`storage_problem`), found cheaply before
+    anything is restored: a PNG's header, a JPEG's kind (8-bit gray or RGB, which every format stores); other
+    formats are decoded. None when it can be written, or when ``path`` cannot be read (restoring it reports why)."""
+    path = str(path)
+    if path.lower().endswith(('.jpg', '.jpeg')):
+        return None
+    try:
+        layout = _png_layout(path) if path.lower().endswith('.png') else None
+        if layout is None:
+            image = read_image(path)
+            layout = (4 if image.alpha is not None else 1 if image.gray else 3), image.dtype
+    except (ImageError, OSError):
+        return None
+    return storage_problem(ext.lower(), *layout)
+
+
 def encode_image(samples, ext):
     """Encode the array of :func:`to_samples` as ``ext`` (e.g. '.png'); raises :class:`ImageError` when
     the format cannot store its channels or bit depth (instead of OpenCV's silent conversion)."""
     ext = ext.lower()
-    if ext not in _FORMAT_CAN_STORE:
-        raise ImageError(f'cannot write {ext} files (supported: {", ".join(IMAGE_EXTENSIONS)})')
-    channels, dtypes = _FORMAT_CAN_STORE[ext]
     n = 1 if samples.ndim == 2 else samples.shape[2]
-    if n not in channels or samples.dtype.type not in dtypes:
-        kind = {1: 'gray', 3: 'RGB', 4: 'RGBA'}.get(n, f'{n}-channel')
-        raise ImageError(f'{ext} cannot store {kind} {samples.dtype.name} samples without loss; use --ext png '
-                         '(or .tif)')
+    problem = storage_problem(ext, n, samples.dtype.type)
+    if problem:
+        raise ImageError(problem)
     if ext == '.webp' and n == 1:
         samples = cv2.cvtColor(samples, cv2.COLOR_GRAY2BGR)
     ok, buffer = cv2.imencode(ext, samples, _ENCODE_PARAMS.get(ext, []))

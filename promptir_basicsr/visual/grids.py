@@ -54,8 +54,9 @@ def _font_scale(width):
     return float(np.clip(width / 350., 0.4, 4.0))
 
 
-def text_bar(text, width, scale=None):
-    """A white bar ``width`` pixels wide with ``text`` centred in black, shrunk until it fits."""
+def text_bar(text, width, scale=None, height=None):
+    """A white bar ``width`` pixels wide with ``text`` centred in black, shrunk until it fits; at least ``height``
+    pixels high (bars above images side by side share one height, so the images stay level)."""
     scale = scale or _font_scale(width)
     thickness = max(1, round(scale * 1.5))
     (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
@@ -63,7 +64,7 @@ def text_bar(text, width, scale=None):
         scale *= 0.9
         thickness = max(1, round(scale * 1.5))
         (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
-    height = th + base + max(6, round(th * 0.6))
+    height = max(th + base + max(6, round(th * 0.6)), height or 0)
     bar = np.full((height, width, 3), PAPER, np.uint8)
     origin = (max(2, (width - tw) // 2), (height + th) // 2)
     cv2.putText(bar, text, origin, FONT, scale, (INK, INK, INK), thickness, cv2.LINE_AA)
@@ -88,19 +89,37 @@ def _stack(parts, axis):
     return np.concatenate(out, axis=axis)
 
 
-def labelled(img, label=None, caption=None, scale=None):
-    """``img`` with an optional label bar above and caption bar below."""
-    parts = ([text_bar(label, img.shape[1], scale)] if label else []) + [img]
+def labelled(img, label=None, caption=None, scale=None, label_height=None):
+    """``img`` with an optional label bar above (at least ``label_height`` high) and caption bar below."""
+    parts = ([text_bar(label, img.shape[1], scale, label_height)] if label else []) + [img]
     parts += [text_bar(caption, img.shape[1], scale)] if caption else []
     return np.concatenate(parts, axis=0)
 
 
-def side_by_side(images, labels, captions=None, title=None):
-    """Images (any of :func:`to_uint8_rgb`'s inputs) in one row, each labelled; one picture."""
+CHECKER_CELL, CHECKER_LIGHT, CHECKER_DARK = 8, 204, 153  # how image editors show transparent pixels
+
+
+def over_checkerboard(img, alpha):
+    """``img`` (H, W, 3) uint8 composited over a grey checkerboard of :data:`CHECKER_CELL` pixels by ``alpha``
+    (H, W): uint8, uint16, or float in [0, 1]."""
+    alpha = np.asarray(alpha)
+    scale = {np.uint8: 255., np.uint16: 65535.}.get(alpha.dtype.type, 1.)
+    weight = np.clip(alpha.astype(np.float32) / scale, 0, 1)[..., None]
+    rows, cols = np.indices(img.shape[:2]) // CHECKER_CELL
+    board = np.where((rows + cols) % 2 == 0, CHECKER_LIGHT, CHECKER_DARK).astype(np.float32)[..., None]
+    return (img * weight + board * (1 - weight)).round().astype(np.uint8)
+
+
+def side_by_side(images, labels, captions=None, title=None, alpha=None):
+    """Images (any of :func:`to_uint8_rgb`'s inputs) in one row, each labelled; one picture. ``alpha``: the
+    transparency the images share (an RGBA input's, kept in its restored image), shown over a checkerboard."""
     images = [to_uint8_rgb(img) for img in images]
+    if alpha is not None:
+        images = [over_checkerboard(img, alpha) for img in images]
     scale = _font_scale(min(img.shape[1] for img in images))
     captions = captions or [None] * len(images)
-    row = _stack([labelled(img, lab, cap, scale) for img, lab, cap in zip(images, labels, captions)], axis=1)
+    tallest = max(text_bar(lab, img.shape[1], scale).shape[0] for img, lab in zip(images, labels))
+    row = _stack([labelled(img, lab, cap, scale, tallest) for img, lab, cap in zip(images, labels, captions)], axis=1)
     return _stack([text_bar(title, row.shape[1], scale * 1.2), row], axis=0) if title else row
 
 

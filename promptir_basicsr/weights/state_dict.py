@@ -91,13 +91,15 @@ def format_differences(diff):
     return lines
 
 
-def convert_state_dict(ckpt, net, param_key=None, allow_mismatch=False):
+def convert_state_dict(ckpt, net, param_key=None, allow_mismatch=None):
     """A loaded official checkpoint -> a state dict that ``net.load_state_dict(strict=True)`` accepts.
 
     Returns ``(state_dict, report)``; report has 'source', 'notes' and the differences
     (:func:`compare_state_dicts`). Any difference raises :class:`CheckpointError` listing the keys,
     unless ``allow_mismatch``: then matching tensors are taken from the file and everything else keeps
-    the network's own initial values (and the report says which).
+    the network's own initial values (and the report says which). ``allow_mismatch`` None (restore, export,
+    prompts, serve: no such option) or False (``basicsr convert`` without its ``--allow-mismatch``): the error's
+    hint names only what the caller accepts, so ``--allow-mismatch`` is suggested by ``convert`` alone.
     """
     state_dict, source, notes = extract_state_dict(ckpt, param_key)
     target = net.state_dict()
@@ -106,10 +108,12 @@ def convert_state_dict(ckpt, net, param_key=None, allow_mismatch=False):
     report = dict(source=source, notes=notes, **diff)
     problems = format_differences(diff)
     if problems and not allow_mismatch:
+        hint = ('Check the architecture options (-opt, --arch, --arch-opt), or pass --allow-mismatch to keep the '
+                "network's initial values for these keys." if allow_mismatch is False else
+                'Check the network options (-opt, --arch, --arch-opt): the weights were made for another '
+                'configuration.')
         raise CheckpointError(f'The checkpoint does not match {type(net).__name__} as configured:\n  '
-                              + '\n  '.join(problems)
-                              + '\nCheck the architecture options (--arch, --arch-opt), or pass --allow-mismatch '
-                              "to keep the network's initial values for these keys.")
+                              + '\n  '.join(problems) + '\n' + hint)
     mismatched = {k for k, _, _ in diff['mismatched']}
     converted = {}
     for key, value in target.items():

@@ -1,4 +1,6 @@
 """basicsr_patches/apply.py: every patch applied once, however often apply_all runs. Each test fails without its patch."""
+import basicsr  # noqa: F401 (first, as in a run: importing apply before basicsr is a circular import)
+
 from promptir_basicsr.basicsr_patches import apply, marks
 
 
@@ -10,6 +12,7 @@ def _patched_attributes():
     from basicsr.data.data_sampler import EnlargedSampler
     from basicsr.models import base_model
     from basicsr.utils import dist_util, file_client
+    from basicsr.utils.logger import MessageLogger
     from basicsr.utils.registry import Registry
     return [(basicsr.train, 'load_resume_state'), (dist_util, '_init_dist_pytorch'), (dist_util, '_init_dist_slurm'),
             (base_model.BaseModel, 'model_to_device'), (degradations, 'add_jpg_compression'),
@@ -18,7 +21,7 @@ def _patched_attributes():
             (basicsr.test, 'parse_options'), (basicsr.train, 'create_train_val_dataloader'),
             (basicsr.train, 'dict2str'), (basicsr.test, 'dict2str'), (base_model.BaseModel, 'validation'),
             (EnlargedSampler, 'set_epoch'), (Registry, 'get'), (Registry, '__contains__'), (Registry, '__iter__'),
-            (Registry, 'keys')]
+            (Registry, 'keys'), (MessageLogger, '__call__')]
 
 
 def test_apply_all_twice_wraps_nothing_twice():

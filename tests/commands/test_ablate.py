@@ -2,6 +2,8 @@
 with one test option file, writes the table (Markdown + JSON) and the chart, and reuses finished runs."""
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 import yaml
 from cli_helpers import paired_set
 
+from promptir_basicsr import cli
 from promptir_basicsr.commands.ablate import Slots, command, main
 from promptir_basicsr.errors import UserError
 from promptir_basicsr.archs.compute_match import network_cost
@@ -126,3 +129,200 @@ def test_runs_share_out_the_devices():
     assert argv[1:] == ['-m', 'promptir_basicsr', 'test', '-opt', 't.yml']
     assert env.get('CUDA_VISIBLE_DEVICES') == os.environ.get('CUDA_VISIBLE_DEVICES')
     assert str(REPO) in env['PYTHONPATH'].split(os.pathsep)  # subprocesses run this very package
+
+
+class FakeRunner:
+    """Stands for the `basicsr train` / `basicsr test` subprocesses of ablate (their own tests run them): records
+    each call and writes what a finished run leaves, with numbers a test can compute. Run ``v`` (index of its
+    variant in NETWORKS), seed ``s``: PSNR 20 + v + 0.5 s + 0.25 k on test set k, SSIM 0.5 + 0.1 v + 0.01 s;
+    trained in 30 + s seconds; prompt specialisation scores 0.2 and 0.4 (mean 0.3)."""
+
+    def __init__(self, fail=()):
+        self.calls, self.fail = [], set(fail)
+
+    def __call__(self, args, log_path, devices=None, train=False):
+        from promptir_basicsr.utils import results_table as rt
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        Path(log_path).write_text('output of ' + ' '.join(args))
+        if args[0] == 'train':
+            forced = dict(entry.split('=', 1) for entry in args[args.index('--force_yml') + 1:])
+            name, seed = forced['name'], int(forced['manual_seed'])
+            self.calls.append(('train', name, devices, train, forced))
+            if name in self.fail:
+                return 1, 1.0
+            (Path('experiments') / name / 'models').mkdir(parents=True, exist_ok=True)
+            (Path('experiments') / name / 'models' / 'net_g_latest.pth').write_bytes(b'weights')
+            return 0, 30.0 + seed
+        opt = yaml.safe_load(Path(args[2]).read_text())
+        name = opt['name']
+        self.calls.append(('test', name, devices, train, opt))
+        variant = next((i for i, v in enumerate(NETWORKS) if name.startswith(v)), 0)
+        seed = int(name.split('_seed')[1].split('_')[0])
+        metrics = list(opt['val']['metrics'])
+        results = {s: {'psnr': 20 + variant + 0.5 * seed + 0.25 * k, 'ssim': 0.5 + 0.1 * variant + 0.01 * seed}
+                   for k, s in enumerate(('valA', 'valB'))}
+        inputs = {s: {'psnr': 10.0, 'ssim': 0.1} for s in results}
+        folder = Path('results') / name
+        rt.write_table(rt.make_table([rt.make_row(opt['val']['table_name'], results, metrics),
+                                      rt.make_row(rt.INPUT_ROW, inputs, metrics, reference=True)], metrics), folder)
+        (folder / 'prompts').mkdir(exist_ok=True)
+        (folder / 'prompts' / 'prompts.json').write_text(json.dumps(
+            {'specialisation': {'prompt1': {'normalised': 0.2}, 'prompt2': {'normalised': 0.4}}}))
+        return 0, 2.0
+
+
+def test_ablate_plans_trains_tests_tabulates_and_reuses_in_process(tiny_data, monkeypatch, capsys):
+    """The command in this process with its subprocesses replaced (FakeRunner): seed by seed, the training
+    arguments (file, --force_yml entries given and the run's name and seed), the test options (the run's network,
+    model, weights, table name), the table's means and standard deviations over seeds (computed here), the training
+    time and prompt scores; everything reused on a second call; a changed forced option trains again; a failed
+    training gives exit status 1 and a table of the runs that finished."""
+    from promptir_basicsr.commands import ablate
+    monkeypatch.chdir(tiny_data)
+    files = [_train_file(tiny_data, name) for name in NETWORKS]
+    fake = FakeRunner()
+    monkeypatch.setattr(ablate, '_run_command', fake)
+    assert main(_arguments(tiny_data, *files)) == 0
+    printed = capsys.readouterr().out
+    assert '4 runs (2 variants x 2 seeds [0, 1]): 0 finished before, 4 to train' in printed
+    trains = [call for call in fake.calls if call[0] == 'train']
+    assert {call[1] for call in trains[:2]} == {'tiny_promptir_seed0', 'tiny_restormer_seed0'}  # seed by seed
+    assert {call[1] for call in trains[2:]} == {'tiny_promptir_seed1', 'tiny_restormer_seed1'}  # (--jobs 2)
+    trains.sort(key=lambda call: call[1])
+    assert all(call[4]['train:total_iter'] == '2' and call[3] and call[2] is None for call in trains)
+    assert [call[4]['manual_seed'] for call in trains] == ['0', '1', '0', '1']
+    tests = {call[1]: call[4] for call in fake.calls if call[0] == 'test'}
+    restormer_test = tests['tiny_restormer_seed1_test']
+    assert restormer_test['network_g'] == NETWORKS['tiny_restormer'] and restormer_test['model_type'] == 'AllInOneModel'
+    assert restormer_test['path']['pretrain_network_g'] == os.path.join('experiments', 'tiny_restormer_seed1', 'models',
+                                                                       'net_g_latest.pth')
+    assert restormer_test['path']['param_key_g'] == 'params' and restormer_test['val']['table_name'] == 'tiny restormer'
+    table = json.loads((tiny_data / 'out' / 'ablation.json').read_text())
+    assert table['sets'] == ['valA', 'valB'] and table['reference'] == 'tiny promptir'
+    for v, row in enumerate(table['rows']):
+        per_seed = {s: [20 + v + 0.5 * s + 0.25 * k for k in (0, 1)] for s in (0, 1)}
+        for k, name in enumerate(('valA', 'valB')):
+            cell = row['metrics']['psnr'][name]
+            assert cell['values'] == pytest.approx([per_seed[0][k], per_seed[1][k]])
+            assert cell['mean'] == pytest.approx(20 + v + 0.25 + 0.25 * k)
+            assert cell['std'] == pytest.approx(0.5 / 2 ** 0.5)  # two values 0.5 apart, ddof 1
+        average = row['metrics']['psnr']['Average']
+        assert average['values'] == pytest.approx([np.mean(per_seed[0]), np.mean(per_seed[1])])
+        assert row['metrics']['ssim']['valB']['mean'] == pytest.approx(0.5 + 0.1 * v + 0.005)
+        assert row['train_seconds']['mean'] == pytest.approx(30.5) and row['seeds'] == [0, 1]
+    assert table['rows'][0]['specialisation']['mean'] == pytest.approx(0.3)  # PromptIR: prompt blocks
+    assert table['rows'][1]['specialisation'] is None  # Restormer: none
+    assert table['rows'][1]['vs_reference']['psnr']['Average']['difference'] == pytest.approx(1.0)
+    assert (tiny_data / 'out' / 'ablation.png').is_file() and (tiny_data / 'out' / 'logs').is_dir()
+
+    fake.calls.clear()
+    assert main(_arguments(tiny_data, *files)) == 0  # again: every run reused, nothing called
+    assert '4 finished before, 0 to train' in capsys.readouterr().out and fake.calls == []
+    assert json.loads((tiny_data / 'out' / 'ablation.json').read_text()) == table
+
+    changed = _arguments(tiny_data, *files)
+    changed[changed.index('train:total_iter=2')] = 'train:total_iter=3'
+    fake = FakeRunner()
+    monkeypatch.setattr(ablate, '_run_command', fake)
+    assert main(changed) == 0
+    assert '0 finished before, 4 to train' in capsys.readouterr().out and len(fake.calls) == 8
+
+    for folder in ('experiments', 'results'):  # (a failed run with an earlier test's results is not covered here)
+        shutil.rmtree(tiny_data / folder)
+    fake = FakeRunner(fail={'tiny_restormer_seed1'})
+    monkeypatch.setattr(ablate, '_run_command', fake)
+    assert main(changed) == 1
+    out, err = capsys.readouterr()
+    assert '0 finished before, 4 to train' in out
+    assert 'error: training tiny_restormer_seed1 failed (exit status 1); see ' in err
+    table = json.loads((tiny_data / 'out' / 'ablation.json').read_text())
+    assert [row['seeds'] for row in table['rows']] == [[0, 1], [0]]
+    assert sorted(c[1] for c in fake.calls if c[0] == 'test') == ['tiny_promptir_seed0_test', 'tiny_promptir_seed1_test',
+                                                                  'tiny_restormer_seed0_test']
+
+
+def test_ablate_shares_devices_and_refuses_bad_arguments(tiny_data, monkeypatch, capsys):
+    """--devices 0,1: two runs at a time, each training on its own device and testing on its first; mistakes in
+    the arguments are one-line errors (exit 2) before anything runs."""
+    from promptir_basicsr.commands import ablate
+    monkeypatch.chdir(tiny_data)
+    files = [_train_file(tiny_data, name) for name in NETWORKS]
+    fake = FakeRunner()
+    monkeypatch.setattr(ablate, '_run_command', fake)
+    base = _arguments(tiny_data, *files)
+    base = base[:base.index('--jobs')] + base[base.index('--jobs') + 2:]
+    assert main(base + ['--devices', '0,1', '--seeds', '1']) == 0
+    calls = len(fake.calls)
+    devices = {call[1]: call[2] for call in fake.calls}
+    assert sorted(map(tuple, (devices['tiny_promptir_seed0'], devices['tiny_restormer_seed0']))) == [('0',), ('1',)]
+    assert devices['tiny_promptir_seed0_test'] in (['0'], ['1'])
+    capsys.readouterr()
+    for extra, message in ((['--seeds', '0'], '--seeds and --jobs must be at least 1'),
+                           (['--jobs', '0'], '--seeds and --jobs must be at least 1'),
+                           (['--devices', '0,1,2', '--gpus-per-run', '2'], 'do not split into groups')):
+        assert cli.main(['ablate', *base, *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert cli.main(['ablate', *files, '-o', 'x']) == 2
+    assert '--test-opt is needed' in capsys.readouterr().err
+    same = tiny_data / 'same.yml'
+    same.write_text((tiny_data / files[0]).read_text())
+    assert cli.main(['ablate', files[0], 'same.yml', '--test-opt', 'test.yml']) == 2
+    assert 'option files share the name tiny_promptir' in capsys.readouterr().err
+    test = yaml.safe_load((tiny_data / 'test.yml').read_text())
+    test['val']['metrics'] = {}
+    (tiny_data / 'nometrics.yml').write_text(yaml.safe_dump(test))
+    assert cli.main(['ablate', *files, '--test-opt', 'nometrics.yml']) == 2
+    assert 'val:metrics is empty' in capsys.readouterr().err
+    assert len(fake.calls) == calls  # the refused calls ran nothing
+
+
+def test_a_comparison_file_composes_its_variants(tiny_data, monkeypatch, capsys):
+    """A comparison file: each variant is the reference training file (or its own) with its `set` overrides merged
+    key by key (lists replaced), named after its key, written to <output>/options/; relative paths are from the
+    comparison file; the default output is results/ablation/<comparison>. Its mistakes are one-line errors."""
+    from promptir_basicsr.commands import ablate
+    monkeypatch.chdir(tiny_data)
+    for name in NETWORKS:
+        _train_file(tiny_data, name)
+    _test_file(tiny_data)
+    (tiny_data / 'cmp').mkdir()
+    comparison = {'train': '../tiny_promptir.yml', 'test': '../test.yml', 'variants': {
+        'base': {}, 'fixed': {'set': {'network_g': {'prompt_learnable': False, 'heads': [1, 1, 1, 2]},
+                                      'val': {'table_name': 'fixed prompts'}}},
+        'other': {'train': '../tiny_restormer.yml'}}}
+    (tiny_data / 'cmp' / 'study.yml').write_text(yaml.safe_dump(comparison))
+    fake = FakeRunner()
+    monkeypatch.setattr(ablate, '_run_command', fake)
+    variants, test_path = ablate.read_comparison(str(tiny_data / 'cmp' / 'study.yml'), 'composed')
+    assert variants == [os.path.join('composed', 'options', f'{n}.yml') for n in ('base', 'fixed', 'other')]
+    assert test_path == str(tiny_data / 'test.yml')
+    fixed = yaml.safe_load(Path(variants[1]).read_text())
+    assert fixed['name'] == 'fixed' and fixed['network_g']['prompt_learnable'] is False
+    assert fixed['network_g']['heads'] == [1, 1, 1, 2] and fixed['network_g']['dim'] == 4  # merged key by key
+    assert fixed['val'] == {'val_freq': 2, 'table_name': 'fixed prompts'}
+    assert yaml.safe_load(Path(variants[2]).read_text())['network_g'] == NETWORKS['tiny_restormer']
+    assert ablate.merge_options({'a': {'b': 1, 'c': [1]}}, {'a': {'c': [2]}, 'd': 3}, 'x') == {'a': {'b': 1, 'c': [2]},
+                                                                                             'd': 3}
+    for bad, message in (({'train': 'a.yml', 'variants': {'x': {}}}, '`test` (the test option file'),
+                         ({'test': 'a.yml', 'variants': {}}, 'a comparison file has `train`'),
+                         ({'test': 'a.yml', 'variants': {'x': {}}, 'extra': 1}, 'unknown: extra'),
+                         ({'test': 'a.yml', 'variants': {'x': {'sets': {}}}}, 'variants:x: expected `train` and/or'),
+                         ({'test': 'a.yml', 'variants': {'x': {}}}, 'variants:x: no training option file'),
+                         ({'train': '../tiny_promptir.yml', 'test': 'a.yml', 'variants': {'x': {'set': [1]}}},
+                          'expected a mapping of option overrides')):
+        (tiny_data / 'cmp' / 'bad.yml').write_text(yaml.safe_dump(bad))
+        with pytest.raises(UserError, match=re.escape(message)):
+            ablate.read_comparison(str(tiny_data / 'cmp' / 'bad.yml'), 'composed')
+    assert cli.main(['ablate', 'cmp/study.yml', '--test-opt', 'test.yml']) == 2
+    assert 'is a comparison file, which names its test option file' in capsys.readouterr().err
+    assert cli.main(['ablate', 'cmp/study.yml', '--seeds', '1']) == 0
+    assert (tiny_data / 'results' / 'ablation' / 'study' / 'ablation.json').is_file()
+    assert sorted(c[1] for c in fake.calls if c[0] == 'train') == ['base_seed0', 'fixed_seed0', 'other_seed0']
+
+
+def test_run_command_runs_this_package_and_keeps_its_output(tmp_path):
+    """The real subprocess: `basicsr --help` of this very package, its output in the log file (folders made)."""
+    from promptir_basicsr.commands.ablate import _run_command
+    status, seconds = _run_command(['--help'], str(tmp_path / 'logs' / 'help.log'))
+    assert status == 0 and seconds > 0
+    assert 'usage: basicsr' in (tmp_path / 'logs' / 'help.log').read_text()

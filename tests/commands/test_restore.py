@@ -10,6 +10,9 @@ import pytest
 import torch
 import yaml
 from basicsr.archs import build_network
+from basicsr.utils.registry import ARCH_REGISTRY
+
+from image_helpers import quantise, read_with_pillow, write_png, write_tiff, write_with_pillow
 
 from promptir_basicsr import cli
 from promptir_basicsr.visual.grids import GAP
@@ -43,96 +46,163 @@ def _photo(h, w, seed):
 
 @pytest.fixture
 def photos(tmp_path):
-    """Odd sizes, every mode and depth; a sub-folder; a corrupt file; a text file."""
+    """Odd sizes, every mode and depth (written from known samples, in RGB order, by other writers than OpenCV's);
+    a sub-folder; a corrupt file; a text file."""
     root = tmp_path / 'in'
     (root / 'sub').mkdir(parents=True)
-    cv2.imwrite(str(root / 'odd.png'), (_photo(37, 29, 1) * 255).round().astype(np.uint8))
-    cv2.imwrite(str(root / 'gray8.png'), (_photo(25, 31, 2)[..., 0] * 255).round().astype(np.uint8))
-    cv2.imwrite(str(root / 'gray16.png'), (_photo(33, 21, 3)[..., 1] * 65535).round().astype(np.uint16))
-    rgba = np.concatenate([(_photo(27, 35, 4) * 255).round(), np.arange(27 * 35).reshape(27, 35, 1) % 256], 2)
-    cv2.imwrite(str(root / 'rgba.png'), rgba.astype(np.uint8))
-    cv2.imwrite(str(root / 'photo.jpg'), (_photo(30, 26, 5) * 255).round().astype(np.uint8))
-    cv2.imwrite(str(root / 'sub' / 'deep.png'), (_photo(19, 23, 6) * 255).round().astype(np.uint8))
+    write_png(root / 'odd.png', quantise(_photo(37, 29, 1), np.uint8))
+    write_png(root / 'gray8.png', quantise(_photo(25, 31, 2)[..., 0], np.uint8))
+    write_png(root / 'gray16.png', quantise(_photo(33, 21, 3)[..., 1], np.uint16))
+    write_png(root / 'gray_alpha.png', quantise(np.dstack([_photo(23, 17, 9)[..., 0], _photo(23, 17, 10)[..., 1]]),
+                                                np.uint8))
+    write_png(root / 'rgb16.png', quantise(_photo(19, 26, 11), np.uint16))
+    rgba = np.concatenate([quantise(_photo(27, 35, 4), np.uint8), np.arange(27 * 35).reshape(27, 35, 1) % 256], 2)
+    write_png(root / 'rgba.png', rgba.astype(np.uint8))
+    write_with_pillow(root / 'photo.jpg', quantise(_photo(30, 26, 5), np.uint8), quality=95)
+    write_with_pillow(root / 'gray.jpg', quantise(_photo(22, 27, 12)[..., 2], np.uint8), quality=95)
+    write_tiff(root / 'rgba16.tif', quantise(np.dstack([_photo(21, 18, 13), _photo(21, 18, 14)[..., :1]]), np.uint16))
+    write_png(root / 'sub' / 'deep.png', quantise(_photo(19, 23, 6), np.uint8))
     (root / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\x00' * 40)
     (root / 'notes.txt').write_text('not an image')
     return root
 
 
-def _net_rgb(net, rgb):
-    """What the network makes of an (H, W, 3) RGB float image, untiled: (H, W, 3) clamped."""
-    with torch.no_grad():
-        out = net(torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))[None])
+def _net_rgb(net, rgb, **tiles):
+    """What the network makes of an (H, W, 3) RGB float image (untiled, or with ``tiles``), clamped to [0, 1]."""
+    from promptir_basicsr.inference import Restorer
+    x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))[None]
+    if tiles:
+        out = Restorer(net, 'cpu', **tiles)(x)
+    else:
+        with torch.no_grad():
+            out = net(x)
     return out[0].clamp(0, 1).permute(1, 2, 0).numpy()
 
 
 def _read(path):
-    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    """Samples in RGB[A] order (OpenCV stores BGR[A]: turned here)."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    return np.concatenate([img[..., 2::-1], img[..., 3:]], axis=2) if img.ndim == 3 else img
+
+
+def _as_float(samples):
+    return samples / (65535. if samples.dtype == np.uint16 else 255.)
+
+
+def _expected(net, source, **tiles):
+    """The samples (float, [0, 1] units) a restore of ``source`` (RGB[A] / gray[ + alpha] samples) should write:
+    gray images restored as RGB and averaged, alpha passed through (in the input's units)."""
+    gray = source.ndim == 2 or source.shape[2] == 2
+    colour = source[..., 0] if gray and source.ndim == 3 else source[..., :3] if source.ndim == 3 else source
+    rgb = np.repeat(_as_float(colour)[..., None], 3, 2) if gray else _as_float(colour)
+    out = _net_rgb(net, rgb.astype(np.float32), **tiles)
+    out = out.mean(axis=2) if gray else out
+    if source.ndim == 3 and source.shape[2] in (2, 4):
+        out = np.dstack([np.repeat(out[..., None], 3, 2) if gray else out, _as_float(source[..., -1])])
+    return out
+
+
+def _check(out_path, source, expected, atol_levels=0.51):
+    """``out_path`` holds ``expected`` in ``source``'s depth, to within ``atol_levels`` of its sample range."""
+    back = _read(out_path)
+    top = 65535. if source.dtype == np.uint16 else 255.
+    assert back.dtype == source.dtype and back.shape == expected.shape, (out_path, back.shape, expected.shape)
+    assert np.abs(back.astype(np.float64) - expected * top).max() <= atol_levels, out_path
+
+
+def _source(path):
+    """The known samples of an input (PNG/TIFF: as written; JPEG: as Pillow decodes them), RGB[A] order."""
+    if str(path).endswith('.jpg'):
+        return read_with_pillow(path)
+    img = _read(path)
+    if str(path).endswith('gray_alpha.png'):  # OpenCV reads gray + alpha as BGRA: back to (gray, alpha)
+        img = img[..., [0, 3]]
+    return img
 
 
 def test_restore_keeps_size_mode_depth_and_values(photos, weights, tiny_net, tmp_path, capsys):
-    """Untiled: every output equals the network's result on the input, stored in the input's mode and
-    depth (guards the 8/16-bit scales, RGB/BGR order, gray averaging, alpha pass-through); the corrupt
-    file is named, the others are written, the exit status is 1; sub-folders are mirrored."""
+    """Untiled: every output equals the network's result on the input, stored in the input's mode and depth:
+    8/16-bit gray, gray + alpha, 8/16-bit RGB, RGBA (alpha untouched), 16-bit RGBA TIFF, RGB and gray JPEG (after
+    JPEG's own rounding); the corrupt file is named, the others written, exit status 1; sub-folders mirrored."""
     out = tmp_path / 'out'
     status = cli.main(['restore', '-i', str(photos), '-o', str(out), '--weights', str(weights)])
     printed = capsys.readouterr().out
     assert status == 1
     assert 'failed 1 file(s)' in printed and 'broken.png' in printed.split('failed 1 file(s)')[1]
-    assert 'notes.txt' in printed and 'restored 6 image(s)' in printed
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob('*') if p.is_file()) == \
-        ['gray16.png', 'gray8.png', 'odd.png', 'photo.jpg', 'rgba.png', 'sub/deep.png']
-
-    odd = _read(out / 'odd.png')
-    assert odd.shape == (37, 29, 3) and odd.dtype == np.uint8
-    expected = _net_rgb(tiny_net, _read(photos / 'odd.png')[..., ::-1] / 255.)
-    np.testing.assert_allclose(odd[..., ::-1] / 255., expected, atol=1.01 / 255)
-
-    gray16 = _read(out / 'gray16.png')
-    assert gray16.shape == (33, 21) and gray16.dtype == np.uint16
-    source = _read(photos / 'gray16.png') / 65535.
-    expected = _net_rgb(tiny_net, np.repeat(source[..., None], 3, 2).astype(np.float32)).mean(2)
-    np.testing.assert_allclose(gray16 / 65535., expected, atol=1.01 / 65535)
-    assert np.abs(gray16 / 65535. - source).mean() > 1e-3  # restored, not copied
-
-    gray8 = _read(out / 'gray8.png')
-    assert gray8.shape == (25, 31) and gray8.dtype == np.uint8
-
-    rgba, rgba_in = _read(out / 'rgba.png'), _read(photos / 'rgba.png')
-    assert rgba.shape == (27, 35, 4) and rgba.dtype == np.uint8
-    np.testing.assert_array_equal(rgba[..., 3], rgba_in[..., 3])
-    np.testing.assert_allclose(rgba[..., 2::-1] / 255., _net_rgb(tiny_net, rgba_in[..., 2::-1] / 255.),
-                               atol=1.01 / 255)
-
-    jpg = _read(out / 'photo.jpg')
-    assert jpg.shape == (30, 26, 3) and jpg.dtype == np.uint8
-    expected = _net_rgb(tiny_net, _read(photos / 'photo.jpg')[..., ::-1] / 255.)
-    expected = (expected[..., ::-1] * 255).round().astype(np.uint8)  # BGR, then as JPEG quality 95
-    expected = cv2.imdecode(cv2.imencode('.jpg', expected, [cv2.IMWRITE_JPEG_QUALITY, 95])[1], cv2.IMREAD_COLOR)
-    assert np.abs(jpg.astype(float) - expected).mean() < 1
-    assert _read(out / 'sub' / 'deep.png').shape == (19, 23, 3)
+    assert 'notes.txt' in printed and 'restored 10 image(s)' in printed
+    names = ['gray.jpg', 'gray16.png', 'gray8.png', 'gray_alpha.png', 'odd.png', 'photo.jpg', 'rgb16.png', 'rgba.png',
+             'rgba16.tif', 'sub/deep.png']
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob('*') if p.is_file()) == names
+    for name in names:
+        source = _source(photos / name)
+        expected = _expected(tiny_net, source)
+        if name.endswith('.jpg'):  # JPEG: compare after the same quality-95 encoding (a level here and there)
+            samples = np.rint(expected * 255).astype(np.uint8)
+            encoded = cv2.imencode('.jpg', samples[..., ::-1] if samples.ndim == 3 else samples,
+                                   [cv2.IMWRITE_JPEG_QUALITY, 95])[1]
+            as_jpeg = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+            back = _read(out / name)
+            assert back.shape == samples.shape and back.dtype == np.uint8, name
+            assert np.abs(back.astype(float) - (as_jpeg[..., ::-1] if as_jpeg.ndim == 3 else as_jpeg)).mean() < 1, name
+            continue
+        _check(out / name, source, expected)
+        first = (lambda img: img[..., 0] if img.ndim == 3 else img)
+        assert np.abs(_as_float(first(_read(out / name))) - _as_float(first(source))).mean() > 1e-3, name  # restored
+    rgba = _read(out / 'rgba.png')
+    np.testing.assert_array_equal(rgba[..., 3], _read(photos / 'rgba.png')[..., 3])
 
 
-def test_tiled_restore_keeps_size_mode_and_depth(photos, weights, tmp_path, capsys):
-    """With tiles smaller than every image (several tiles each, blended): same files, sizes, modes and
-    depths; alpha untouched; --suffix and --compare (input and restored side by side, labelled)."""
+def test_tiled_restore_writes_the_tiled_network_result(photos, weights, tiny_net, tmp_path, capsys):
+    """With tiles smaller than every image (several tiles each, blended): each output holds what the Restorer's
+    tiled run gives (and differs from the untiled one: the tiles were used), in the input's mode and depth; alpha
+    untouched; --suffix; files get the usual permissions, not mkstemp's 0600."""
     (photos / 'broken.png').unlink()
     out = tmp_path / 'tiled'
     status = cli.main(['restore', '-i', str(photos), '-o', str(out), '--weights', str(weights), '--tile-size', '16',
-                       '--tile-overlap', '8', '--suffix', '_r', '--compare'])
-    assert status == 0, capsys.readouterr()
+                       '--tile-overlap', '8', '--suffix', '_r'])
+    assert status == 0
     assert 'tiles of 16 px overlapping 8 px' in capsys.readouterr().out
-    for name, shape, dtype in [('odd', (37, 29, 3), np.uint8), ('gray8', (25, 31), np.uint8),
-                               ('gray16', (33, 21), np.uint16), ('rgba', (27, 35, 4), np.uint8)]:
-        img = _read(out / f'{name}_r.png')
-        assert img.shape == shape and img.dtype == dtype, name
-    assert _read(out / 'photo_r.jpg').shape == (30, 26, 3)
-    np.testing.assert_array_equal(_read(out / 'rgba_r.png')[..., 3], _read(photos / 'rgba.png')[..., 3])
+    for name in ('odd', 'gray8', 'gray16', 'gray_alpha', 'rgb16', 'rgba', 'sub/deep'):
+        source = _source(photos / f'{name}.png')
+        tiled = _expected(tiny_net, source, tile_size=16, tile_overlap=8)
+        _check(out / f'{name}_r.png', source, tiled)
+        top = 65535. if source.dtype == np.uint16 else 255.
+        assert np.abs(_read(out / f'{name}_r.png') - _expected(tiny_net, source) * top).max() > 1, name
+    _check(out / 'rgba16_r.tif', _source(photos / 'rgba16.tif'),
+           _expected(tiny_net, _source(photos / 'rgba16.tif'), tile_size=16, tile_overlap=8))
+    assert _read(out / 'photo_r.jpg').shape == (30, 26, 3) and _read(out / 'gray_r.jpg').shape == (22, 27)
     umask = os.umask(0)
     os.umask(umask)
     assert (out / 'odd_r.png').stat().st_mode & 0o777 == 0o666 & ~umask  # as any new file, not mkstemp's 0600
-    compare = _read(out / 'odd_r_compare.png')
-    assert compare.shape[1] == 2 * 29 + GAP and compare.shape[0] > 37 and compare.shape[2] == 3
-    assert (out / 'sub' / 'deep_r_compare.png').is_file()
+
+
+def test_compare_picture_shows_input_and_restored_and_alpha(photos, weights, tiny_net, tmp_path):
+    """--compare: input | restored side by side under their labels, at the images' own pixels; an RGBA input's
+    transparency over a grey checkerboard (alpha 0: the board alone; 255: the image)."""
+    from promptir_basicsr.visual.grids import CHECKER_CELL, CHECKER_DARK, CHECKER_LIGHT
+    (photos / 'broken.png').unlink()
+    rgb = quantise(_photo(24, 40, 15), np.uint8)
+    alpha = np.zeros((24, 40), np.uint8)
+    alpha[:, 20:] = 255
+    alpha[:, 18:20] = 128
+    write_png(photos / 'half.png', np.dstack([rgb, alpha]))
+    out = tmp_path / 'cmp'
+    assert cli.main(['restore', '-i', str(photos / 'half.png'), '-o', str(out), '--weights', str(weights),
+                     '--compare']) == 0
+    picture = _read(out / "half_compare.png")
+    assert picture.shape[1] == 2 * 40 + GAP and picture.shape[2] == 3
+    top = picture.shape[0] - 24  # the label bars (one height: the images are level) are above the images
+    panels = picture[top:, :40], picture[top:, 40 + GAP:]
+    restored = np.rint(_expected(tiny_net, np.dstack([rgb, alpha]))[..., :3] * 255)
+    rows, cols = np.indices((24, 40)) // CHECKER_CELL
+    board = np.where((rows + cols) % 2, CHECKER_DARK, CHECKER_LIGHT)
+    for panel, colour in zip(panels, (rgb.astype(float), restored)):
+        np.testing.assert_array_equal(panel[:, :18], np.repeat(board[:, :18, None], 3, 2))  # transparent: the board
+        assert np.abs(panel[:, 20:].astype(float) - colour[:, 20:]).max() <= 1  # opaque: the image
+        half = (colour[:, 18:20] * 128 / 255 + np.repeat(board[:, 18:20, None], 3, 2) * 127 / 255)
+        assert np.abs(panel[:, 18:20] - half).max() <= 1  # alpha 128: half and half
+    assert (picture[:top] == 255).mean() > 0.5  # the white label bar
+    assert (out / 'half.png').is_file()
 
 
 def test_outputs_never_overwrite_inputs(photos, weights, capsys):
@@ -147,11 +217,11 @@ def test_outputs_never_overwrite_inputs(photos, weights, capsys):
     status = cli.main(['restore', '-i', str(photos), '-o', str(photos.parent / 'o'), '--weights', str(weights),
                        '--ext', 'png'])
     assert status == 2 and 'both be written' in capsys.readouterr().err
-    # an output folder inside the input folder is not walked: a second run restores the same 7 files
+    # an output folder inside the input folder is not walked: a second run restores the same 11 files
     for _ in range(2):
         assert cli.main(['restore', '-i', str(photos), '-o', str(photos / 'restored'), '--weights',
                          str(weights)]) == 1  # broken.png
-        assert 'restored 7 image(s)' in capsys.readouterr().out
+        assert 'restored 11 image(s)' in capsys.readouterr().out
 
 
 def test_bad_arguments_are_one_line_errors(photos, weights, tmp_path, capsys):
@@ -177,8 +247,8 @@ def test_safetensors_and_option_file(photos, tiny_net, tmp_path, capsys):
         out = tmp_path / f'out{len(extra)}'
         assert cli.main(['restore', '-i', str(src), '-o', str(out), '--weights', str(tmp_path / 'w.safetensors'),
                          *extra]) == 0
-        expected = _net_rgb(tiny_net, _read(src)[..., ::-1] / 255.)
-        np.testing.assert_allclose(_read(out / 'odd.png')[..., ::-1] / 255., expected, atol=1.01 / 255)
+        expected = _net_rgb(tiny_net, _read(src) / 255.)
+        np.testing.assert_allclose(_read(out / 'odd.png') / 255., expected, atol=0.51 / 255)
     assert 'network from the weights + your options' in capsys.readouterr().out
 
 
@@ -237,14 +307,180 @@ def test_channels_last_and_compile_flags_keep_the_output(photos, weights, tmp_pa
 
 
 def test_restorer_applies_channels_last_and_compile(tiny_net, monkeypatch):
-    """The flags reach the network: 4-D weights channels-last, the forward compiled with the options."""
+    """The flags reach the network: 4-D weights channels-last, the forward compiled with the options (torch.compile
+    replaced here by a wrapper that records its options and counts calls); the restored values are the plain
+    network's."""
     import copy
     from promptir_basicsr.inference import Restorer
-    seen = []
-    monkeypatch.setattr(torch, 'compile', lambda fn, **options: seen.append(options) or fn)
+    seen, calls = [], []
+
+    def fake_compile(fn, **options):
+        seen.append(options)
+        return lambda *args: calls.append(1) or fn(*args)
+
+    monkeypatch.setattr(torch, 'compile', fake_compile)
     restorer = Restorer(copy.deepcopy(tiny_net), 'cpu', channels_last=True, compile_options={'backend': 'eager'})
     assert restorer.net.output.weight.is_contiguous(memory_format=torch.channels_last)
     assert seen == [{'backend': 'eager'}] and hasattr(restorer.net.forward, 'compile_failures')
-    assert restorer(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
-    assert not Restorer(copy.deepcopy(tiny_net), 'cpu').net.output.weight.is_contiguous(
-        memory_format=torch.channels_last)
+    x = torch.rand(1, 3, 16, 24, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(restorer(x), tiny_net(x), rtol=0, atol=1e-5)
+    assert calls == [1]  # the compiled forward ran
+    plain = Restorer(copy.deepcopy(tiny_net), 'cpu')
+    assert not plain.net.output.weight.is_contiguous(memory_format=torch.channels_last) and seen == [{'backend': 'eager'}]
+
+
+def test_an_ext_that_cannot_store_an_input_is_refused_before_anything_runs(photos, weights, tmp_path, capsys,
+                                                                           monkeypatch):
+    """--ext jpg with 16-bit and alpha inputs: one line naming the first such input and how many more, exit 2,
+    before the weights are read or any image restored (both replaced here by failures); --ext tif stores them all."""
+    import promptir_basicsr.image_restoration as image_restoration
+
+    def never(*args, **kwargs):
+        raise AssertionError('the planning check must refuse before this')
+
+    with monkeypatch.context() as patches:
+        patches.setattr(image_restoration, 'restore_file', never)
+        patches.setattr(image_restoration, 'open_network', never)
+        for ext, more in (('jpg', 4), ('bmp', 2), ('webp', 2)):  # jpg: 16-bit and alpha; bmp, webp: 16-bit
+            out = tmp_path / f'refused_{ext}'
+            status = cli.main(['restore', '-i', str(photos), '-o', str(out), '--weights', str(weights), '--ext', ext])
+            err = capsys.readouterr().err
+            assert status == 2 and err.count('\n') == 1, err
+            assert (f'--ext {ext}: {photos / "gray16.png"} (and {more} more input(s)): .{ext} cannot store gray uint16 '
+                    'samples without loss; use --ext png (or .tif); nothing was restored') in err
+            assert not out.exists()
+    assert cli.main(['restore', '-i', str(photos), '-o', str(tmp_path / 'tif'), '--weights', str(weights),
+                     '--ext', 'tif']) == 1  # only broken.png fails
+    assert _read(tmp_path / 'tif' / 'rgb16.tif').dtype == np.uint16
+    assert _read(tmp_path / 'tif' / 'gray_alpha.tif').shape == (23, 17, 4)
+
+
+def test_a_mismatch_hint_names_only_what_the_command_accepts(photos, weights, tmp_path, capsys):
+    """Weights that do not fit the network: restore points to its network options (it has no --allow-mismatch);
+    convert also offers its --allow-mismatch."""
+    status = cli.main(['restore', '-i', str(photos / 'odd.png'), '-o', str(tmp_path / 'x'), '--weights', str(weights),
+                       '--arch-opt', 'dim=16'])
+    err = capsys.readouterr().err
+    assert status == 2 and 'does not match PromptIR' in err and 'patch_embed.proj.weight' in err
+    assert 'Check the network options (-opt, --arch, --arch-opt)' in err and '--allow-mismatch' not in err
+    status = cli.main(['convert', str(weights), str(tmp_path / 'c.pth'), '--arch-opt', 'dim=16'])
+    err = capsys.readouterr().err
+    assert status == 2 and 'or pass --allow-mismatch' in err and not (tmp_path / 'c.pth').exists()
+
+
+def test_an_option_file_given_as_weights_is_named(photos, tmp_path, capsys):
+    """An option file passed to --weights (or to convert) is called what it is, with the flag it belongs to, in one
+    line; not a pickle that 'could run code'. A YAML mapping is recognised by its content too."""
+    (tmp_path / 'train.yml').write_text(yaml.safe_dump({'network_g': TINY, 'name': 'x'}))
+    (tmp_path / 'settings.cfg').write_text(yaml.safe_dump({'network_g': TINY}))
+    for path in (tmp_path / 'train.yml', tmp_path / 'settings.cfg'):
+        status = cli.main(['restore', '-i', str(photos / 'odd.png'), '-o', str(tmp_path / 'x'), '--weights', str(path)])
+        err = capsys.readouterr().err
+        assert status == 2 and err.count('\n') == 1, err
+        assert f'{path} is an option file (YAML), not weights: use -opt for option files' in err
+        assert 'could run code' not in err and 'weights_only' not in err
+    assert cli.main(['convert', str(tmp_path / 'train.yml'), str(tmp_path / 'c.pth')]) == 2
+    assert 'is an option file (YAML), not weights' in capsys.readouterr().err
+    (tmp_path / 'notes.pth').write_text('just some text\n')  # text that is no mapping: torch's own refusal stays
+    assert cli.main(['restore', '-i', str(photos / 'odd.png'), '-o', str(tmp_path / 'x'), '--weights',
+                     str(tmp_path / 'notes.pth')]) == 2
+    assert 'option file' not in capsys.readouterr().err
+
+
+def test_what_restore_says_along_the_way(photos, weights, tmp_path, capsys, monkeypatch):
+    """The log: other files listed (ten, then '...'); the network and the device line; a tip once for a large
+    untiled image (the threshold lowered here), none with tiles; a file that runs out of memory is listed with the
+    fix, the others written; the closing line counts images and megapixels."""
+    import promptir_basicsr.image_restoration as image_restoration
+    for i in range(11):
+        (photos / f'note{i:02d}.txt').write_text('x')
+    monkeypatch.setattr('promptir_basicsr.commands.restore.LARGE_UNTILED_MP', 0.0005)  # 29 x 37 = 0.0011 MP
+    real = image_restoration.restore_file
+
+    def restore_file(restorer, path, *args):
+        if path.endswith('gray8.png'):
+            raise torch.OutOfMemoryError('CUDA out of memory (simulated)')
+        return real(restorer, path, *args)
+
+    monkeypatch.setattr(image_restoration, 'restore_file', restore_file)
+    out = tmp_path / 'o'
+    assert cli.main(['restore', '-i', str(photos), '-o', str(out), '--weights', str(weights)]) == 1
+    log = capsys.readouterr().out
+    skipped = log.split('not images (skipped): 12 file(s): ')[1].split('\n')[0]
+    assert skipped.count('.txt') == 10 and skipped.endswith(', ... (readable: .png, .jpg, .jpeg, .bmp, .tif, .tiff, '
+                                                            '.webp)')
+    assert 'device: cpu; whole images' in log
+    assert log.count('tip: ') == 1 and 'megapixels; --tile-size 512 restores large images in bounded memory' in log
+    assert 'gray8.png: out of memory; restore it with --tile-size 512 (or smaller)' in log
+    assert 'failed 2 file(s):' in log and 'restored 9 image(s), 0.0' in log
+    assert not (out / 'gray8.png').exists() and (out / 'odd.png').is_file()
+    assert cli.main(['restore', '-i', str(photos / 'odd.png'), '-o', str(tmp_path / 't'), '--weights', str(weights),
+                     '--tile-size', '16', '--tile-overlap', '8']) == 0
+    assert 'tip: ' not in capsys.readouterr().out
+
+
+def test_speed_flags_that_cannot_run_here_are_one_line_errors(photos, weights, tmp_path, capsys):
+    """--amp fp16 on the CPU (and --device cuda without CUDA) are refused in one line before any image is read."""
+    status = cli.main(['restore', '-i', str(photos), '-o', str(tmp_path / 'x'), '--weights', str(weights),
+                       '--device', 'cpu', '--amp', 'fp16'])
+    err = capsys.readouterr().err
+    assert status == 2 and '--amp fp16 needs CUDA; on the CPU use --amp bf16' in err and err.count('\n') == 1
+    if not torch.cuda.is_available():
+        assert cli.main(['restore', '-i', str(photos), '-o', str(tmp_path / 'x'), '--weights', str(weights),
+                         '--device', 'cuda']) == 2
+        assert 'no CUDA device is available here' in capsys.readouterr().err
+    assert not (tmp_path / 'x').exists()
+
+
+class _PadNet(torch.nn.Module):
+    """A tiny network that pads to 8 as ours do (exports in a second); registered, as an architecture is, so a
+    TorchScript export of it finds its size multiple."""
+    size_multiple = 8
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        from promptir_basicsr.utils.tiling import pad_to_multiple
+        padded, (h, w) = pad_to_multiple(x, 8)
+        return (x + 0.5 * self.conv(padded)[..., :h, :w]).clamp(0, 1)
+
+
+if '_PadNet' not in ARCH_REGISTRY:
+    ARCH_REGISTRY.register(_PadNet)
+
+
+def test_exports_restore_like_the_network_they_came_from(photos, tmp_path, capsys):
+    """An .onnx (onnxruntime, on the CPU) and a TorchScript .pt of a tiny network restore each mode and depth to
+    what the network gives, tiled too; the log names the runner and the recorded network; the options an
+    export cannot take are refused in one line before any image is read."""
+    from promptir_basicsr.interop import export
+    net = _PadNet().eval()
+    quiet = (lambda *args: None)
+    (tmp_path / 'pad.onnx').write_bytes(export.onnx_bytes(net, {'type': '_PadNet', 'k': 1}, log=quiet)[0])
+    (tmp_path / 'pad.pt').write_bytes(export.torchscript_bytes(net, {'type': '_PadNet', 'k': 1}, log=quiet)[0])
+    (photos / 'broken.png').unlink()
+    for model, runner, where in (('pad.onnx', 'ONNX', 'onnxruntime CPUExecutionProvider'), ('pad.pt', 'TorchScript',
+                                                                                          'cpu')):
+        for tiles in ([], ['--tile-size', '16', '--tile-overlap', '8']):
+            out = tmp_path / f'{model}{len(tiles)}'
+            assert cli.main(['restore', '-i', str(photos), '-o', str(out), '--weights', str(tmp_path / model),
+                             '--device', 'cpu', '--threads', '1', *tiles]) == 0
+            log = capsys.readouterr().out
+            assert f'weights: {tmp_path / model} ({runner}); network: _PadNet k=1' in log
+            assert f'device: {where}; {"tiles of 16 px overlapping 8 px" if tiles else "whole images"}' in log
+            for name in ('odd.png', 'gray16.png', 'rgba.png'):
+                source = _source(photos / name)
+                kwargs = dict(tile_size=16, tile_overlap=8) if tiles else {}
+                _check(out / name, source, _expected(net, source, **kwargs), atol_levels=1.01)
+        for flag in (['--arch', 'PromptIR'], ['--param-key', 'params'], ['--channels-last'], ['--amp', 'bf16']):
+            assert cli.main(['restore', '-i', str(photos), '-o', str(tmp_path / 'x'), '--weights',
+                             str(tmp_path / model), *flag]) == 2
+            err = capsys.readouterr().err
+            assert f'{flag[0]} does not apply to ' in err and err.count('\n') == 1
+    assert cli.main(['restore', '-i', str(photos), '-o', str(tmp_path / 'x'), '--weights',
+                     str(tmp_path / 'missing.pt')]) == 2
+    assert 'missing.pt' in capsys.readouterr().err and not (tmp_path / 'x').exists()

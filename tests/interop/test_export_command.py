@@ -78,6 +78,44 @@ def test_onnx_export_and_restore_through_onnxruntime(tmp_path, weights, photos, 
         assert from_onnx[name].shape == expected.shape and np.abs(from_onnx[name] - expected).max() <= 1, name
 
 
+def test_torchscript_export_restores_like_its_weights(tmp_path, weights, photos, capsys):
+    """The .pt that `basicsr export` writes is accepted by `basicsr restore` (torch.jit.load: nothing unpickled),
+    its network read from the archive, tiled as the .pth is (same multiple of 8): the same samples, 16-bit ones
+    within a level. Options it cannot take are refused in one line; the other commands name the files they need,
+    never torch's advice of an unsafe load."""
+    model = tmp_path / 'promptir.pt'
+    assert cli.main(['export', '--weights', str(weights), '--output', str(model)]) == 0
+    assert 'TorchScript, float32: 64x64 max abs difference' in capsys.readouterr().out
+    tiles = ('--tile-size', '24', '--tile-overlap', '8')
+    for extra in ((), tiles):
+        from_pth = restore(photos, tmp_path / f'pth{len(extra)}', weights, *extra)
+        capsys.readouterr()
+        from_pt = restore(photos, tmp_path / f'pt{len(extra)}', model, *extra)
+        log = capsys.readouterr().out
+        assert f'weights: {model} (TorchScript); network: PromptIR ' in log and ' dim=8 ' in log.split('network:')[1]
+        assert 'device: cpu' in log
+        for name, expected in from_pth.items():
+            assert from_pt[name].shape == expected.shape and np.abs(from_pt[name] - expected).max() <= 1, name
+    half = tmp_path / 'half.pt'
+    assert cli.main(['export', '--weights', str(weights), '--output', str(half), '--fp16']) == 0
+    from_half = restore(photos, tmp_path / 'half', half)
+    untiled = restore(photos, tmp_path / 'pth0', weights)
+    assert 0 < np.abs(from_half['rgb16.png'] - untiled['rgb16.png']).mean() < 65535e-3  # float16 inside: 3 digits
+    capsys.readouterr()
+    for flags, message in ((['--arch-opt', 'dim=4'], '--arch-opt does not apply to a TorchScript .pt module'),
+                           (['--compile'], '--compile does not apply to a TorchScript .pt module')):
+        assert cli.main(['restore', '-i', str(photos), '-o', str(tmp_path / 'x'), '--weights', str(model),
+                         *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count('\n') == 1, err
+    for argv in (['export', '--weights', str(model), '--output', str(tmp_path / 'again.onnx')],
+                 ['convert', str(model), str(tmp_path / 'again.pth')]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1 and f'{model} is a TorchScript module' in err, err
+        assert '(.pth, .ckpt or .safetensors)' in err and 'weights_only' not in err
+
+
 def test_flags_and_refusals(tmp_path, weights, capsys, monkeypatch):
     """Misused flags are one-line errors (exit 2); an export that fails its check exits 1 and writes nothing."""
     cases = [(['--format', 'safetensors', '--opset', '17'], '--opset applies to --format onnx only'),

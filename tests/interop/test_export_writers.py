@@ -2,6 +2,7 @@
 and safetensors, each checked here independently of the writer's own verification."""
 import io
 import json
+import math
 
 import numpy as np
 import onnx
@@ -136,3 +137,34 @@ def test_a_mismatching_export_is_refused(writer):
     """The check compares real outputs: an export that does not reproduce the network raises."""
     with pytest.raises(export.ExportCheckError, match='nothing was written'):
         getattr(export, writer)(NoisyNet().eval(), {'type': 'NoisyNet'}, log=quiet)
+
+
+@pytest.mark.parametrize('differences, worst', [
+    ([((64, 64), 0.0), ((45, 61), float('nan'))], 'nan'),  # a NaN after a finite difference (max() would keep 0)
+    ([((64, 64), float('nan')), ((45, 61), 0.0)], 'nan'),
+    ([((64, 64), 1e-6), ((45, 61), float('inf'))], 'inf'),
+    ([((64, 64), float('-inf')), ((45, 61), 0.0)], None),  # cannot come from abs(), and is within any tolerance
+    ([((64, 64), 2e-4), ((45, 61), 5e-4)], '5.00e-04'),
+    ([((64, 64), 1e-4), ((45, 61), 0.0)], None),  # exactly the tolerance: accepted
+])
+def test_the_parity_check_refuses_nan_inf_and_large_differences(differences, worst):
+    """check_differences on given differences: any NaN or infinity, or a difference above the float32
+    tolerance (1e-4), is refused naming the worst and every size; up to the tolerance it passes them on."""
+    if worst is None:
+        assert export.check_differences(differences, 'float32', 'ONNX model') == differences
+        return
+    with pytest.raises(export.ExportCheckError) as err:
+        export.check_differences(differences, 'float32', 'ONNX model')
+    shown = ', '.join(f'{h}x{w}: {d:.2e}' for (h, w), d in differences)
+    assert str(err.value) == (f'the ONNX model differs from the PyTorch network by up to {worst} ({shown}), more '
+                              'than the 1e-04 allowed for float32; nothing was written')
+    assert export.check_differences([((8, 8), 5e-3)], 'float16', 'x') == [((8, 8), 5e-3)]  # float16: 1e-2
+
+
+def test_max_differences_measures_nan_outputs():
+    """An export that returns NaN at one size is measured as NaN there (so the check refuses it)."""
+    def half_broken(x):
+        return x * float('nan') if x.shape[-1] == 61 else x.clone()
+
+    measured = export.max_differences(torch.nn.Identity(), half_broken, 3)
+    assert measured[0] == ((64, 64), 0.0) and measured[1][0] == (45, 61) and math.isnan(measured[1][1])

@@ -22,8 +22,52 @@ class _TestConvNet(nn.Module):
         return x + self.body(x)
 
 
-if '_TestConvNet' not in ARCH_REGISTRY:
-    ARCH_REGISTRY.register(_TestConvNet)
+class _TestBatchNormNet(nn.Module):
+    """A conv and a BatchNorm: training forwards change its buffers (running mean and variance, the batch count),
+    which the EMA network must follow."""
+
+    size_multiple = 8
+
+    def __init__(self, channels=3):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm = nn.BatchNorm2d(channels, momentum=0.5)
+
+    def forward(self, x):
+        return x + self.norm(self.conv(x))
+
+
+class _TestContrastNet(nn.Module):
+    """The contrastive network contract (models/contrastive_model.py) with logits a test can compute: for sample i,
+    ``[scale * <q_i, k_i>, scale * <q_i, k_j> for the other samples j, 0]`` with q, k the per-channel means of the
+    query and key crops; labels 0. Restores by one 1x1 conv."""
+
+    def __init__(self, channels=3):
+        super().__init__()
+        self.restore = nn.Conv2d(channels, channels, 1)
+        self.scale = nn.Parameter(torch.tensor(2.0))
+
+    @staticmethod
+    def uses_contrastive_encoder(options):
+        return True
+
+    def contrastive(self, lq, lq2):
+        q, k = lq.mean(dim=(2, 3)), lq2.mean(dim=(2, 3))
+        similarity = self.scale * q @ k.t()  # (B, B): the positives on the diagonal
+        batch = lq.shape[0]
+        others = similarity[~torch.eye(batch, dtype=torch.bool)].view(batch, batch - 1)
+        logits = torch.cat([similarity.diagonal()[:, None], others, torch.zeros(batch, 1)], dim=1)
+        return logits, torch.zeros(batch, dtype=torch.long)
+
+    def forward(self, lq, lq2=None):
+        if lq2 is None:
+            return self.restore(lq)
+        return (self.restore(lq), *self.contrastive(lq, lq2))
+
+
+for _net in (_TestConvNet, _TestBatchNormNet, _TestContrastNet):
+    if _net.__name__ not in ARCH_REGISTRY:
+        ARCH_REGISTRY.register(_net)
 
 
 def make_opt(root, model_type='AllInOneModel', network=None, train=None, val=None, is_train=True, datasets=None):
@@ -58,8 +102,10 @@ def make_opt(root, model_type='AllInOneModel', network=None, train=None, val=Non
     return opt
 
 
-def build(opt):
+def build(opt, seed=0):
+    """The model of ``opt``, its networks initialised from ``seed`` (the same weights whatever ran before)."""
     from basicsr.models import build_model
+    torch.manual_seed(seed)
     return build_model(opt)
 
 
@@ -70,8 +116,9 @@ class PairSet(torch.utils.data.Dataset):
         gen = torch.Generator().manual_seed(seed)
         self.opt = {'name': name}
         self.names = names
-        self.gt = [torch.rand(3, size, size, generator=gen) for _ in names]
-        self.lq = [(g + 0.1 * torch.randn(3, size, size, generator=gen)).clamp(0, 1) for g in self.gt]
+        height, width = (size, size) if isinstance(size, int) else size
+        self.gt = [torch.rand(3, height, width, generator=gen) for _ in names]
+        self.lq = [(g + 0.1 * torch.randn(3, height, width, generator=gen)).clamp(0, 1) for g in self.gt]
 
     def __len__(self):
         return len(self.names)

@@ -48,16 +48,27 @@ def test_stage_switch(tiny_opt):
 
 
 def test_one_per_source_two_crops_and_eval(tiny_opt):
+    """A one_per_source batch (B=2 samples x S=2 sources) arrives flattened in sample-major order, both crops
+    alike; after a training step, test() restores in eval mode (the AirNet output computed here) and leaves
+    the network training."""
     model = build(tiny_opt(model_type='AirNetModel', network=TINY_AIRNET, train={'encoder_iters': 0}))
     data = _batch(4)
     per_source = {k: v.view(2, 2, *v.shape[1:]) for k, v in data.items()}  # (B=2, S=2, ...)
     model.update_learning_rate(1)
     model.feed_data(per_source)
-    assert model.lq.shape == (4, 3, 16, 16) and model.lq2.shape == (4, 3, 16, 16)
+    for key in ('lq', 'gt', 'lq2', 'gt2'):
+        assert torch.equal(getattr(model, key), data[key]), key  # b0s0, b0s1, b1s0, b1s1: the rows of data
     model.optimize_parameters(1)
-    model.feed_data({'lq': torch.rand(1, 3, 13, 11)})
+    x = torch.rand(1, 3, 13, 11)
+    net = model.get_bare_model(model.net_g)
+    net.eval()
+    with torch.no_grad():
+        expected = net(x)
+    net.train()
+    model.feed_data({'lq': x})
     model.test()
-    assert model.output.shape == (1, 3, 13, 11) and model.net_g.training
+    torch.testing.assert_close(model.output, expected, rtol=0, atol=1e-6)
+    assert model.net_g.training
 
 
 def test_resume_restores_queue_optimizer_and_scheduler(tiny_opt, tmp_path):

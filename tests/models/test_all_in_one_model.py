@@ -1,6 +1,9 @@
 import json
+import math
 import os
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -31,14 +34,23 @@ def test_default_l1_adamw_and_a_step(tiny_opt):
     assert any(not torch.equal(a, b) for a, b in zip(before, model.net_g.parameters()))
 
 
-def test_ema_follows_decay(tiny_opt):
-    model = build(tiny_opt(train={'ema_decay': 0.9}))
-    ema_before = {k: v.detach().clone() for k, v in model.net_g_ema.named_parameters()}
-    _step(model, _batch(), 1)
-    net = dict(model.net_g.named_parameters())
-    for name, value in model.net_g_ema.named_parameters():
-        assert torch.allclose(value, 0.9 * ema_before[name] + 0.1 * net[name].detach(), atol=1e-7)
-    # validation uses the EMA network
+def test_ema_follows_decay_and_copies_the_buffers(tiny_opt):
+    """ema_decay 0.9 on a network with BatchNorm: after each step every EMA parameter is 0.9 x its previous value +
+    0.1 x the trained one, and the EMA's buffers (running mean and variance, batch count: changed by each training
+    forward) equal the trained network's, not their initial values; validation uses the EMA network."""
+    model = build(tiny_opt(network={'type': '_TestBatchNormNet'}, train={'ema_decay': 0.9}))
+    for it in (1, 2):
+        ema_before = {k: v.detach().clone() for k, v in model.net_g_ema.named_parameters()}
+        _step(model, _batch(seed=it), it)
+        net = dict(model.net_g.named_parameters())
+        for name, value in model.net_g_ema.named_parameters():
+            torch.testing.assert_close(value, 0.9 * ema_before[name] + 0.1 * net[name].detach(), rtol=0, atol=1e-7)
+        buffers = dict(model.net_g.named_buffers())
+        assert set(buffers) == {'norm.running_mean', 'norm.running_var', 'norm.num_batches_tracked'}
+        for name, value in model.net_g_ema.named_buffers():
+            assert torch.equal(value, buffers[name]), name
+    assert int(model.net_g_ema.norm.num_batches_tracked) == 2
+    assert model.net_g_ema.norm.running_mean.abs().min() > 0  # moved from its initial zeros
     assert model.inference_net() is model.net_g_ema
 
 
@@ -103,45 +115,99 @@ def test_test_pads_to_multiple(tiny_opt):
     assert seen == [(1, 3, 16, 24)] and model.output.shape == (1, 3, 13, 18)
 
 
-def test_val_images_of_two_sets_do_not_overwrite(tiny_opt, tmp_path):
-    model = build(tiny_opt(val={'metrics': {'psnr': {'type': 'calculate_psnr_protocol'},
-                                            'ssim': {'type': 'calculate_ssim', 'crop_border': 0}}}))
-    for name in ('setA', 'setB'):
-        model.validation(loader(PairSet(name, ['img0', 'img1'], seed=len(name))), 5, None, save_img=True)
-    for name in ('setA', 'setB'):
+def _restored(net, lq):
+    """What the network restores of ``lq`` (3, H, W) as the protocol measures it, computed here: reflect-padded to
+    a multiple of 8 with numpy, run, cropped, clamped to [0, 1]; float (H, W, 3) RGB, not quantised."""
+    height, width = lq.shape[-2:]
+    padded = np.pad(lq.numpy(), ((0, 0), (0, -height % 8), (0, -width % 8)), mode='reflect')
+    with torch.no_grad():
+        out = net.eval()(torch.from_numpy(padded)[None])[0, :, :height, :width]
+    return out.clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float64)
+
+
+def _psnr(img, ref, peak=1.0):
+    """PSNR over every pixel and channel, by its definition."""
+    return 10 * math.log10(peak ** 2 / np.mean((np.asarray(img, np.float64) - np.asarray(ref, np.float64)) ** 2))
+
+
+def _protocol_psnrs(net, dataset):
+    """(restored, degraded input) PSNR of each image of ``dataset`` under the paper's protocol."""
+    rgb = (lambda t: t.permute(1, 2, 0).numpy().astype(np.float64))
+    return ([_psnr(_restored(net, lq), rgb(gt)) for lq, gt in zip(dataset.lq, dataset.gt)],
+            [_psnr(rgb(lq), rgb(gt)) for lq, gt in zip(dataset.lq, dataset.gt)])
+
+
+def _quantised(img):
+    """basicsr's tensor2img of a float [0, 1] image: x 255, rounded, uint8."""
+    return np.rint(np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def test_val_psnr_follows_the_protocol_and_images_of_two_sets_do_not_overwrite(tiny_opt, tmp_path):
+    """Two sets of 13 x 21 images (not multiples of 8) with the same file names: the protocol PSNR (float RGB, not
+    quantised) and basicsr's uint8 PSNR equal the values computed here, the degraded input's too; each set keeps
+    its own images (their pixels the quantised restored images) and grid."""
+    metrics = {'psnr': {'type': 'calculate_psnr_protocol'}, 'psnr8': {'type': 'calculate_psnr', 'crop_border': 0}}
+    model = build(tiny_opt(val={'metrics': metrics}))
+    sets = {name: PairSet(name, ['img0', 'img1'], size=(13, 21), seed=len(name) + i)
+            for i, name in enumerate(('setA', 'setB'))}
+    for name, dataset in sets.items():
+        model.validation(loader(dataset), 5, None, save_img=True)
+        restored, degraded = _protocol_psnrs(model.net_g, dataset)
+        assert model.metric_results['psnr'] == pytest.approx(np.mean(restored), abs=1e-6)
+        assert model.input_results_by_set[name]['psnr'] == pytest.approx(np.mean(degraded), abs=1e-6)
+        uint8 = [_psnr(_quantised(_restored(model.net_g, lq)), _quantised(gt.permute(1, 2, 0).numpy()), 255.)
+                 for lq, gt in zip(dataset.lq, dataset.gt)]
+        assert model.metric_results['psnr8'] == pytest.approx(np.mean(uint8), abs=1e-6)
+        assert abs(model.metric_results["psnr8"] - model.metric_results["psnr"]) > 1e-5  # the two formats differ
+    for name, dataset in sets.items():
         # the images and the set's validation grid (visual/grids.py)
         assert sorted(os.listdir(tmp_path / 'visualization' / name)) == ['grid_5.png', 'img0_5.png', 'img1_5.png']
+        saved = cv2.imread(str(tmp_path / 'visualization' / name / 'img1_5.png'))[..., ::-1]
+        np.testing.assert_array_equal(saved, _quantised(_restored(model.net_g, dataset.lq[1])))
     assert set(model.best_metric_results) == {'setA', 'setB'}
-    assert set(model.input_results_by_set) == {'setA', 'setB'}
 
 
-def test_final_validation_logged_at_total_iter(tiny_opt, caplog):
+def test_final_validation_logged_at_total_iter(tiny_opt):
+    """The validation train_pipeline runs after its loop (iteration 4, 6...) of weights validated at total_iter
+    3 reports that validation (the PSNR of the trained network, computed here), not a new one."""
     model = build(tiny_opt(train={'total_iter': 3}))
-    val = loader(PairSet('setA', ['a']))
+    dataset = PairSet('setA', ['a'], size=(11, 19))
+    val = loader(dataset)
     for it in range(1, 4):
         _step(model, _batch(), it)
     model.validation(val, 3, None)
+    assert model.metric_results['psnr'] == pytest.approx(_protocol_psnrs(model.net_g, dataset)[0][0], abs=1e-6)
     first = dict(model.metric_results)
     model.validation(val, 4, None)  # what train_pipeline passes after its loop (or 5, 6...)
     assert model.best_metric_results['setA']['psnr']['iter'] == 3
     model.validation(val, 6, None)
     assert model.best_metric_results['setA']['psnr']['iter'] == 3
     assert model.metric_results == first
+    _step(model, _batch(seed=9), 4)  # new weights: validated again
+    model.validation(val, 4, None)
+    assert model.metric_results['psnr'] != first['psnr']
 
 
 def test_test_mode_writes_results_table(tiny_opt, tmp_path):
+    """basicsr test: the table holds, per set, the protocol PSNR computed here (13 x 21 and 9 x 10 images), their
+    average, and the degraded input's row as the reference."""
     datasets = {'test_1': {'name': 'setA'}, 'test_2': {'name': 'setB'}}
     model = build(tiny_opt(is_train=False, datasets=datasets,
                            val={'metrics': {'psnr': {'type': 'calculate_psnr_protocol'},
                                             'ssim': {'type': 'calculate_ssim_protocol'}}}))
-    for name in ('setA', 'setB'):
-        model.validation(loader(PairSet(name, ['a', 'b'])), 'unit', None, save_img=False)
+    sets = {'setA': PairSet('setA', ['a', 'b'], size=(13, 21)), 'setB': PairSet('setB', ['a'], size=(9, 10), seed=4)}
+    for dataset in sets.values():
+        model.validation(loader(dataset), 'unit', None, save_img=False)
     table = json.loads((tmp_path / 'results' / 'results_table.json').read_text())
     assert table['sets'] == ['setA', 'setB'] and table['metrics'] == ['psnr', 'ssim']
     rows = {r['model']: r for r in table['rows']}
     assert set(rows) == {'unit', 'Input (degraded)'} and rows['Input (degraded)']['reference']
+    expected = {name: _protocol_psnrs(model.net_g, dataset) for name, dataset in sets.items()}
+    for name, (restored, degraded) in expected.items():
+        assert rows['unit']['results'][name]['psnr'] == pytest.approx(np.mean(restored), abs=1e-6)
+        assert rows['Input (degraded)']['results'][name]['psnr'] == pytest.approx(np.mean(degraded), abs=1e-6)
     assert rows['unit']['average']['psnr'] == pytest.approx(
-        (rows['unit']['results']['setA']['psnr'] + rows['unit']['results']['setB']['psnr']) / 2)
+        (np.mean(expected['setA'][0]) + np.mean(expected['setB'][0])) / 2, abs=1e-6)
     md = (tmp_path / 'results' / 'results_table.md').read_text()
     assert '| Method | setA | setB | Average |' in md and 'PSNR/SSIM' in md
 

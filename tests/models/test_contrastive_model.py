@@ -1,5 +1,8 @@
 """ContrastiveModel: AirNet's contrastive recipe for any network with a contrastive degradation encoder, here
 PromptIR with ``prompt_source: cbde`` (AirNetModel is the same model for AirNet; tests/models/test_airnet_model.py)."""
+import math
+
+import pytest
 import torch
 
 from model_test_helpers import build
@@ -70,3 +73,83 @@ def test_option_check_pairs_the_model_with_the_network():
     bad_levels = dict(pgm, prompt_levels=[4, 1])
     assert any(p.startswith('network_g: prompt_levels must list') for p in
                collect_problems(_opt('AllInOneModel', bad_levels, 1), is_train=True))
+
+
+def _cross_entropy_by_hand(logits, labels):
+    """-log softmax(logits)[label] per row, written out: log(sum(exp(row))) - row[label]."""
+    return [math.log(sum(math.exp(v) for v in row)) - row[label] for row, label in zip(logits, labels)]
+
+
+def test_contrastive_loss_values_by_hand():
+    """InfoNCE as cross entropy over the logits, the positive at each label: values by hand, each reduction,
+    loss_weight, float16 logits computed in float32, float labels read as indices."""
+    from promptir_basicsr.losses.contrastive_loss import ContrastiveLoss
+    logits = [[2.0, 0.0, 1.0], [0.5, 1.5, -1.0]]
+    labels = [0, 1]
+    per_sample = _cross_entropy_by_hand(logits, labels)  # 0.4076, 0.3982
+    tensor, index = torch.tensor(logits), torch.tensor(labels)
+    assert ContrastiveLoss()(tensor, index).item() == pytest.approx(sum(per_sample) / 2, rel=1e-6)
+    assert ContrastiveLoss(0.5, 'sum')(tensor, index).item() == pytest.approx(0.5 * sum(per_sample), rel=1e-6)
+    assert ContrastiveLoss(reduction='none')(tensor, index).tolist() == pytest.approx(per_sample, rel=1e-6)
+    half = ContrastiveLoss()(tensor.half(), index.float())
+    assert half.dtype == torch.float32 and half.item() == pytest.approx(sum(per_sample) / 2, rel=1e-3)
+    with pytest.raises(ValueError, match='Unsupported reduction mode: max'):
+        ContrastiveLoss(reduction='max')
+
+
+def _contrast_batch(seed):
+    gen = torch.Generator().manual_seed(seed)
+    gt = torch.rand(3, 3, 8, 8, generator=gen)
+    lq = (gt + 0.2 * torch.randn(3, 3, 8, 8, generator=gen)).clamp(0, 1)
+    return {'lq': lq, 'gt': gt, 'lq2': (lq + 0.05 * torch.randn(3, 3, 8, 8, generator=gen)).clamp(0, 1)}
+
+
+def _logits_by_hand(scale, lq, lq2):
+    """_TestContrastNet's logits, from its docstring: [s <q_i, k_i>, s <q_i, k_j> (j != i), 0]."""
+    q, k = lq.mean(dim=(2, 3)).tolist(), lq2.mean(dim=(2, 3)).tolist()
+    dot = (lambda a, b: sum(x * y for x, y in zip(a, b)))
+    return [[scale * dot(q[i], k[i])] + [scale * dot(q[i], k[j]) for j in range(len(q)) if j != i] + [0.0]
+            for i in range(len(q))]
+
+
+def test_contrastive_model_logs_and_weights_the_losses(tiny_opt):
+    """Iteration 1 (encoder stage): the logged loss is the InfoNCE of the network's logits, computed here, and the
+    restoring conv is untouched; iteration 2: l_pix = mean |restored - gt| and l_contrast by hand, and the total
+    is l_pix + 0.25 x l_contrast: with SGD at lr 1 the contrastive parameter moves by 0.25 x its gradient
+    (computed here from the hand formula), the restorer by the L1 gradient alone."""
+    model = build(tiny_opt(model_type='ContrastiveModel', network={'type': '_TestContrastNet'},
+                           train={'encoder_iters': 1, 'contrastive_weight': 0.25,
+                                  'optim_g': {'type': 'SGD', 'lr': 1.0}}))
+    net = model.get_bare_model(model.net_g)
+    data = _contrast_batch(1)
+    conv_before = net.restore.weight.detach().clone()
+    model.update_learning_rate(1)
+    model.feed_data(data)
+    model.optimize_parameters(1)
+    log = model.get_current_log()
+    assert set(log) == {'l_contrast'}
+    expected = _cross_entropy_by_hand(_logits_by_hand(2.0, data['lq'], data['lq2']), [0, 0, 0])
+    assert log['l_contrast'] == pytest.approx(sum(expected) / 3, rel=1e-5)
+    assert torch.equal(net.restore.weight, conv_before)
+
+    data = _contrast_batch(2)
+    scale = net.scale.detach().clone().requires_grad_(True)
+    q, k = data['lq'].mean(dim=(2, 3)), data['lq2'].mean(dim=(2, 3))
+    similarity = scale * q @ k.t()
+    rows = [torch.cat([similarity[i, i:i + 1], similarity[i, [j for j in range(3) if j != i]], torch.zeros(1)])
+            for i in range(3)]
+    contrast = sum(torch.logsumexp(row, 0) - row[0] for row in rows) / 3
+    contrast.backward()
+    with torch.no_grad():
+        l1 = (net.restore(data['lq']) - data['gt']).abs().mean()
+    scale_before = net.scale.item()
+    model.update_learning_rate(2)
+    model.feed_data(data)
+    model.optimize_parameters(2)
+    log = model.get_current_log()
+    assert log['l_contrast'] == pytest.approx(contrast.item(), rel=1e-5)
+    assert log['l_pix'] == pytest.approx(float(l1), rel=1e-5)
+    assert net.scale.item() == pytest.approx(scale_before - 0.25 * scale.grad.item(), rel=1e-5)
+    with pytest.raises(ValueError, match='num_crops: 2'):
+        model.feed_data({'lq': data['lq'], 'gt': data['gt']})
+        model.optimize_parameters(3)

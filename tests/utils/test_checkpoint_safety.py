@@ -1,6 +1,7 @@
 """Loading a checkpoint never runs pickled code; writes are atomic."""
 import os
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -46,6 +47,43 @@ def test_basicsr_load_network_and_resume_refuse_pickled_code(malicious_checkpoin
     with pytest.raises(CheckpointError, match='Refusing to load'):
         basicsr.train.load_resume_state(opt)
     assert not marker.exists()
+
+
+def test_files_of_other_kinds_are_named_not_loaded(tmp_path, malicious_checkpoint):
+    """A TorchScript archive (never handed to torch.load, which would warn and suggest weights_only=False) and an
+    option file (by extension, or a YAML mapping by content) are refused as what they are; a pickle with code
+    keeps its refusal and the conversion hint; a zip that is a plain torch.save file is no TorchScript archive."""
+    from promptir_basicsr.weights.files import NotWeightsError, is_torchscript_archive, load_checkpoint_for_conversion
+    scripted = torch.jit.trace(torch.nn.Conv2d(3, 3, 1), torch.rand(1, 3, 4, 4))
+    torch.jit.save(scripted, str(tmp_path / 'net.pt'))
+    torch.save({'w': torch.zeros(1)}, tmp_path / 'plain.pt')
+    assert is_torchscript_archive(tmp_path / 'net.pt') and not is_torchscript_archive(tmp_path / 'plain.pt')
+    assert not is_torchscript_archive(malicious_checkpoint[0]) and not is_torchscript_archive(tmp_path / 'none.pt')
+    (tmp_path / 'a.YAML').write_text('just: text\n')
+    (tmp_path / 'train.cfg').write_text('network_g:\n  type: PromptIR\n')
+    (tmp_path / 'list.cfg').write_text('- a\n- b\n')  # YAML, but no option file (a list)
+    (tmp_path / 'binary.cfg').write_bytes(b'name: x\0\xff')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # torch.load's TorchScript warning would be an error here
+        for load in (load_checkpoint, load_checkpoint_for_conversion):
+            with pytest.raises(NotWeightsError, match=r'net\.pt is a TorchScript module .* \(\.pth, \.ckpt or '
+                                                      r'\.safetensors\)$'):
+                load(tmp_path / 'net.pt')
+            for name in ('a.YAML', 'train.cfg'):
+                with pytest.raises(NotWeightsError, match=rf'{name} is an option file \(YAML\), not weights: use -opt'):
+                    load(tmp_path / name)
+    (tmp_path / 'text.pth').write_text('just some text\n')  # torch.load fails with a KeyError on this one
+    for name, reason in (('list.cfg', 'Unsupported operand 45'), ('binary.cfg', 'Unsupported operand 110'),
+                         ('text.pth', 'KeyError: ')):
+        for load in (load_checkpoint, load_checkpoint_for_conversion):  # not "could run code", no unsafe advice
+            with pytest.raises(CheckpointError) as err:
+                load(tmp_path / name)
+            assert str(err.value).startswith(f'Cannot read {tmp_path / name} as PyTorch weights (.pth/.ckpt): {reason}')
+            assert not isinstance(err.value, NotWeightsError) and 'weights_only' not in str(err.value)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint_for_conversion(malicious_checkpoint[0])  # a real pickle keeps the conversion recipe
+    assert 'rejected it: Trying to load unsupported GLOBAL posix.system whose module posix is blocked)' in str(err.value)
+    assert 'The file needs these Python globals: posix.system. To convert it anyway' in str(err.value)
 
 
 def test_plain_checkpoints_still_load(tmp_path):

@@ -92,12 +92,109 @@ def test_pad_to_multiple_sizes_and_no_op():
 
 
 def test_no_padding_op_when_already_multiple(monkeypatch):
-    """The networks pad through this helper on every forward: no op at all for multiples of 8."""
+    """The networks pad through this helper on every forward: no op at all for multiples of 8 (the very tensor comes
+    back, with its size), nor for a multiple of None or 1."""
     def forbidden(*args, **kwargs):
-        raise AssertionError('F.pad called for an input that is already a multiple of 8')
+        raise AssertionError('F.pad called for an input that needs no padding')
 
     monkeypatch.setattr(tiling.F, 'pad', forbidden)
-    pad_to_multiple(torch.rand(1, 3, 32, 48), 8)
+    x = torch.rand(1, 3, 32, 48)
+    for multiple in (8, 16, None, 1, 0):
+        padded, size = pad_to_multiple(x, multiple)
+        assert padded is x and size == (32, 48), multiple
+    odd = torch.rand(1, 3, 7, 5)
+    assert pad_to_multiple(odd, None) == (odd, (7, 5)) and pad_to_multiple(odd, 1)[0] is odd
+
+
+def test_pad_to_two_and_replicate_at_the_width_edge():
+    """Multiple 2 pads odd sides by one (reflect: the row before the last); a width padded by as much as it has
+    pixels (3 -> 6? no: 3 -> 8 needs 5 >= 3) replicates; so does a width of 4 padded by 4."""
+    x = torch.arange(15.).view(1, 1, 3, 5)
+    two, size = pad_to_multiple(x, 2)
+    assert size == (3, 5) and two.shape[-2:] == (4, 6)
+    assert torch.equal(two[0, 0, 3, :5], x[0, 0, 1]) and torch.equal(two[0, 0, :3, 5], x[0, 0, :, 3])
+    wide, _ = pad_to_multiple(torch.arange(32.).view(1, 1, 8, 4), 8)  # pad_w 4 == w 4: replicate
+    assert torch.equal(wide[0, 0, :, 7], torch.arange(3., 32., 4.))
+
+
+def test_blend_profile_by_hand():
+    """The weights along one side, computed by hand: margin overlap // 4, then a ramp of overlap - 2 * margin steps
+    (k / (ramp + 1)), at shared ends only; scale 2 stretches margin and ramp."""
+    profile = tiling._blend_profile
+    middle = profile(8, 16, 40, 8, 1)  # margin 2, ramp 4 (steps of 1/5) at both ends
+    expected = [0, 0, .2, .4, .6, .8, 1, 1, 1, 1, .8, .6, .4, .2, 0, 0]
+    torch.testing.assert_close(middle, torch.tensor(expected), rtol=0, atol=1e-6)
+    assert middle.dtype == torch.float32
+    first = profile(0, 16, 40, 10, 1)  # margin 2, ramp 6 (steps of 1/7) at the end only
+    torch.testing.assert_close(first, torch.tensor([1.] * 8 + [6 / 7, 5 / 7, 4 / 7, 3 / 7, 2 / 7, 1 / 7, 0, 0]))
+    last = profile(1, 15, 16, 10, 1)  # starts at 1 (shares its start), ends at the border
+    torch.testing.assert_close(last, torch.tensor([0, 0] + [k / 7 for k in range(1, 7)] + [1.] * 7))
+    scaled = profile(0, 8, 24, 8, 2)  # n 16, margin 4, ramp 8 (steps of 1/9)
+    torch.testing.assert_close(scaled, torch.tensor([1.] * 4 + [k / 9 for k in range(8, 0, -1)] + [0.] * 4))
+    alone = profile(0, 16, 16, 8, 1)  # one tile: no neighbour, weight 1 everywhere
+    torch.testing.assert_close(alone, torch.ones(16))
+
+
+def test_defaults_and_grid_options():
+    """tile_overlap defaults to 32 (TileGrid and tiled_forward alike); multiple None or 0 means 1; an overlap of
+    None means 0; 0 is allowed; tiles one pixel apart when the overlap is the tile minus one."""
+    grid = TileGrid(200, 100, 64, multiple=8)
+    assert grid.overlap == 32 and grid.rows == [0, 32, 64, 96, 128, 136] and grid.cols == [0, 32, 36]
+    assert (TileGrid(30, 30, 15, 0, multiple=None).tile_h, TileGrid(30, 30, 15, 0, multiple=0).tile_w) == (15, 15)
+    assert TileGrid(30, 30, 15, 0, multiple=1).rows == [0, 15]
+    assert TileGrid(30, 30, 16, None).rows == [0, 14] and TileGrid(30, 30, 16, None).overlap == 0
+    assert TileGrid(12, 12, 8, 7, multiple=1).rows == [0, 1, 2, 3, 4]
+    x = torch.rand(1, 3, 70, 90, generator=torch.Generator().manual_seed(1))
+    per_tile_mean = (lambda t: t * 0 + t.mean())
+    torch.testing.assert_close(tiled_forward(per_tile_mean, x, 48), tiled_forward(per_tile_mean, x, 48, 32),
+                               rtol=0, atol=0)
+    assert not torch.allclose(tiled_forward(per_tile_mean, x, 48), tiled_forward(per_tile_mean, x, 48, 33))
+
+
+def test_multiple_and_mode_reach_the_tiles():
+    """The network sees tiles cut to the multiple asked for (4: 12 x 12 tiles, not 8 x 8) of an image padded to it
+    (multiple None: not padded), padded with the mode asked for (replicate differs from reflect in the mean)."""
+    seen = []
+
+    def record(t):
+        seen.append(tuple(t.shape[-2:]))
+        return t + t.mean()
+
+    x = torch.arange(21.).view(1, 1, 3, 7) / 21
+    tiled_forward(record, x, 12, 4, multiple=4)
+    assert seen == [(4, 8)]  # the whole (3 x 7 -> 4 x 8) image is one tile of at most 12
+    seen.clear()
+    tiled_forward(record, torch.rand(1, 1, 26, 13), 12, 4, multiple=4)
+    assert set(seen) == {(12, 12)} and len(seen) == 3 * 2
+    seen.clear()
+    tiled_forward(record, torch.rand(1, 1, 7, 5), 4, 1, multiple=None)
+    assert seen[0] == (4, 4) and len(seen) == 2 * 2  # 7 x 5 unpadded: rows 0, 3; cols 0, 1
+    seen.clear()
+    tiled_forward(record, torch.rand(1, 1, 7, 5), None, multiple=None)
+    assert seen == [(7, 5)]
+    y = torch.arange(117.).view(1, 1, 9, 13) / 117  # padded by 7 and 3: reflect is possible
+    for tile in (None, 16):
+        replicate = tiled_forward(lambda t: t + t.mean(), y, tile, 8, multiple=8, mode='replicate')
+        padded = torch.nn.functional.pad(y, (0, 3, 0, 7), mode='replicate')
+        torch.testing.assert_close(replicate, y + padded.mean(), rtol=0, atol=1e-6)
+        reflect = tiled_forward(lambda t: t + t.mean(), y, tile, 8, multiple=8)
+        assert not torch.allclose(reflect, replicate, atol=1e-4)
+
+
+def test_untiled_run_reports_one_tile_and_keeps_the_defaults():
+    """Without tiles: on_tile(1, 1) once; padded_forward pads to 8 by reflection by default, output scale 1."""
+    calls = []
+    x = torch.rand(1, 3, 9, 10)
+    tiled_forward(lambda t: t, x, 0, on_tile=lambda *args: calls.append(args))
+    assert calls == [(1, 1)]
+    seen = []
+    out = tiling.padded_forward(lambda t: seen.append(tuple(t.shape[-2:])) or t * 2, x)
+    assert seen == [(16, 16)] and torch.equal(out, 2 * x)
+    doubled = tiling.padded_forward(lambda t: t.repeat_interleave(2, -1).repeat_interleave(2, -2), x, scale=2)
+    assert doubled.shape[-2:] == (18, 20)
+    mean = tiling.padded_forward(lambda t: t * 0 + t.mean(), x, mode='replicate')
+    torch.testing.assert_close(mean, torch.full_like(x, float(torch.nn.functional.pad(x, (0, 6, 0, 7),
+                                                                                    mode='replicate').mean())))
 
 
 def test_pad_equal_to_the_side_replicates():
@@ -108,3 +205,21 @@ def test_pad_equal_to_the_side_replicates():
     assert padded.shape[-2:] == (8, 8) and torch.equal(padded[0, 0, 7, :4], x[0, 0, 3])
     five, _ = pad_to_multiple(torch.arange(40.).view(1, 1, 5, 8), 8)
     assert torch.equal(five[0, 0, 5], torch.arange(24., 32.))  # row 5 reflects row 3
+
+
+def test_tiles_rounded_to_the_multiple_and_the_weights_on_the_image_device():
+    """A 20 px tile with multiple 8 is cut as 16 px tiles; an image on another device (torch's 'meta' device here,
+    which mixes with no other) is tiled with weights and normalisers on that device."""
+    seen = []
+    tiled_forward(lambda t: seen.append(tuple(t.shape[-2:])) or t, torch.rand(1, 1, 40, 40), 20, 4, multiple=8)
+    assert set(seen) == {(16, 16)}
+    out = tiled_forward(lambda t: t * 2, torch.empty(1, 3, 37, 45, device='meta'), 16, 4)
+    assert out.device.type == 'meta' and out.shape == (1, 3, 37, 45)
+
+
+def test_reflect_needs_a_pad_shorter_than_the_side_in_each_direction():
+    """H = 4 padded by 4 replicates even though the width (13, padded by 3) could reflect."""
+    x = torch.arange(52.).view(1, 1, 4, 13)
+    padded, _ = pad_to_multiple(x, 8)
+    assert torch.equal(padded[0, 0, 4:, :13], x[0, 0, 3].expand(4, 13))  # the last row repeated
+    assert torch.equal(padded[0, 0, :4, 13:], x[0, 0, :, 12:13].expand(4, 3))  # replicate on both sides alike

@@ -1,5 +1,5 @@
-"""``basicsr.utils.logger``: the run's log says whether it runs on the CPU or CUDA, and drops a warning that is
-false for our models."""
+"""``basicsr.utils.logger``: the run's log says whether it runs on the CPU or CUDA, drops a warning that is
+false for our models, and its eta is never negative."""
 import logging
 
 import torch
@@ -51,6 +51,28 @@ def drop_misleading_validation_warning():
         logger.addFilter(_DropMessage('Multiple validation datasets are *only* supported by SRModel'))
 
 
+def eta_counts_the_iterations_left():
+    """``MessageLogger`` estimates the time left as the mean iteration time x ``max_iters - iter - 1``: one
+    iteration too few, so the last log line (``iter == max_iters``) shows ``eta: -1 day, 23:59:59`` once an
+    iteration takes a second or more. Run it with ``max_iters`` one larger, so that it counts
+    ``max_iters - iter`` iterations left: 0 s at the end."""
+    from basicsr.utils.logger import MessageLogger
+
+    original = MessageLogger.__call__
+    if is_ours(original):
+        return
+
+    def __call__(self, log_vars):
+        self.max_iters += 1
+        try:
+            return original(self, log_vars)
+        finally:
+            self.max_iters -= 1
+
+    MessageLogger.__call__ = ours(__call__)
+
+
 def apply():
     report_device_in_env_info()
     drop_misleading_validation_warning()
+    eta_counts_the_iterations_left()
