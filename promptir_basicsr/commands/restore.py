@@ -112,6 +112,7 @@ def run(args):
     restorer = open_network(net, args.device, args.threads, args.amp, args.tile_size, args.tile_overlap,
                             args.channels_last, args.compile, log, refused, backend=args.backend,
                             network_opt=network_opt, max_memory=args.max_memory)
+    del net  # onnxruntime runs its own copy of the weights: the torch network would only take memory
     network_opt = getattr(restorer.net, 'network_opt', None)  # an ONNX export records its network
     note = declaration(network_opt['type'] if network_opt else restorer.net, 'tiling_note')
     if args.tile_size and note:

@@ -115,8 +115,11 @@ def build_page(networks, examples, work_folder, max_megapixels):
 
         # One restoration at a time for the whole page (concurrency_limit=1): networks never run side by side
         # on a small machine; other requests wait in Gradio's queue.
-        button.click(on_restore, [photo, reference, chosen], [status, slider, grid, table, files],
-                     concurrency_limit=1, concurrency_id='networks')
+        # The status says at once that this request started (then the progress and the result replace it), so a
+        # visitor never reads the previous request's line as this one's.
+        button.click(lambda: 'Restoring ...', None, status, queue=False).then(
+            on_restore, [photo, reference, chosen], [status, slider, grid, table, files], concurrency_limit=1,
+            concurrency_id='networks')
     return page
 
 

@@ -25,13 +25,11 @@ import numpy as np
 from ..errors import UserError
 from ..image_restoration import open_network, restore_file, tile_overhead
 from ..utils.images import IMAGE_EXTENSIONS, ImageError, read_image
+from .headers import HeaderError, read_header
 
 WEIGHTS_EXTENSIONS = ('.pth', '.ckpt', '.safetensors', '.onnx')
 DEFAULT_MAX_MEGAPIXELS = 100  # above this an upload is refused before decoding (a 30000 x 30000 PNG is 900)
 PREVIEW_SIDE = 1600  # previews in the page are at most this many pixels on their long side
-# Image modes (Pillow's names, read from the header) that read_image turns into RGB and restore writes back.
-READABLE_MODES = {'1', 'L', 'LA', 'La', 'P', 'PA', 'RGB', 'RGBA', 'RGBa', 'RGBX', 'I;16', 'I;16B', 'I;16L', 'I;16N',
-                  'I', 'F', 'CMYK', 'YCbCr'}
 
 
 class UploadError(UserError):
@@ -68,11 +66,13 @@ def find_weights(paths):
 
 
 def source_of(path):
-    """'run <name> (<file>)' for a basicsr run's ``experiments/<name>/models/<file>``, else the path as given."""
+    """'run <name> (<file>)' for a basicsr run's ``experiments/<name>/models/<file>``, else the path (relative to
+    the current folder when it is inside it)."""
     parts = osp.normpath(path).split(os.sep)
     if len(parts) >= 3 and parts[-2] == 'models':
         return f'run {parts[-3]} ({parts[-1]})'
-    return path
+    relative = osp.relpath(osp.abspath(path))
+    return path if relative.startswith('..') else relative
 
 
 def _onnx_parameters(path):
@@ -121,51 +121,60 @@ def load_networks(paths, device='auto', threads=None, backend='auto', max_memory
     return networks
 
 
-def _header(path):
-    """``(width, height, mode)`` from the file's header (Pillow reads the header only; nothing is decoded)."""
-    from PIL import Image, UnidentifiedImageError  # Pillow comes with matplotlib (a dependency)
-    limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # the size is judged below, with a message of ours
-    try:
-        with Image.open(path) as img:
-            return img.size[0], img.size[1], img.mode
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        return None
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
+def _layout_problem(header):
+    """Why the restorer cannot keep this sample layout (None when it can: what ``basicsr restore`` reads back
+    and writes in the same mode and depth)."""
+    if header.colour == 'CMYK':
+        return f'is a CMYK {header.format}; convert it to RGB first'
+    if header.channels == 2 and header.format != 'PNG':
+        return f'is gray + alpha in a {header.format} file, whose alpha would be lost; save it as PNG'
+    if header.channels not in (1, 2, 3, 4):
+        return f'has {header.channels} channels (supported: gray, RGB, with or without alpha)'
+    if not ((header.sample == 'uint' and header.bits <= 16) or (header.sample == 'float' and header.bits == 32)):
+        return (f'has {header.bits}-bit {header.sample} samples (supported: 8 or 16-bit integers, 32-bit float '
+                'TIFF)')
+    return None
 
 
 def check_upload(path, what='the photo', max_megapixels=DEFAULT_MAX_MEGAPIXELS):
-    """``(width, height)`` of an uploaded image, judged before it is decoded; :class:`UploadError` otherwise."""
+    """``(width, height)`` of an uploaded image, judged from its header before anything decodes it;
+    :class:`UploadError` (one line) for an empty file, one that is not an image, too many pixels or a sample
+    layout the restorer cannot keep."""
     name = osp.basename(str(path))
     if not osp.isfile(path):
         raise UploadError(f'{what} {name} did not arrive; upload it again')
     if osp.getsize(path) == 0:
         raise UploadError(f'{what} {name} is empty (0 bytes)')
-    if not name.lower().endswith(IMAGE_EXTENSIONS):
-        raise UploadError(f'{what} {name} is not one of the image types this page restores '
-                          f'({", ".join(IMAGE_EXTENSIONS)})')
-    header = _header(path)
-    if header is None:
-        raise UploadError(f'{what} {name} is not an image (its header is not that of a PNG, JPEG, BMP, TIFF or '
-                          'WebP file)')
-    width, height, mode = header
-    megapixels = width * height / 1e6
+    try:
+        header = read_header(path)
+    except HeaderError as err:
+        raise UploadError(f'{what} {name} is not an image this page reads ({err}; it reads '
+                          f'{", ".join(IMAGE_EXTENSIONS)})') from None
+    megapixels = header.width * header.height / 1e6
     if megapixels > max_megapixels:
-        raise UploadError(f'{what} {name} is {width} x {height} pixels ({megapixels:.0f} megapixels), more than the '
-                          f'{max_megapixels:g} megapixels this page accepts (--max-megapixels); restore it with '
-                          '`basicsr restore`')
-    if mode not in READABLE_MODES:
-        raise UploadError(f'{what} {name} has the image mode {mode}, which cannot be restored (gray, RGB, with '
-                          'or without alpha, 8/16-bit or float)')
-    return width, height
+        raise UploadError(f'{what} {name} is {header.width} x {header.height} pixels ({megapixels:.0f} megapixels), '
+                          f'more than the {max_megapixels:g} megapixels this page accepts (--max-megapixels); '
+                          'restore it with `basicsr restore`')
+    problem = _layout_problem(header)
+    if problem:
+        raise UploadError(f'{what} {name} {problem}')
+    return header.width, header.height
+
+
+def _reason(err):
+    """One line for a decoding error (OpenCV's are several lines with a source path first)."""
+    text = str(err).strip()
+    if isinstance(err, cv2.error):
+        found = re.search(r'error: \([^)]*\) ([^\n]+)', text)
+        return f'OpenCV cannot decode it ({found.group(1).strip() if found else "error"})'
+    return (text.splitlines() or [type(err).__name__])[0]
 
 
 def _decoded(path, what):
     try:
         return read_image(path)
     except (ImageError, OSError, cv2.error) as err:
-        raise UploadError(f'{what} {osp.basename(str(path))}: {str(err).splitlines()[0]}') from None
+        raise UploadError(f'{what} {osp.basename(str(path))}: {_reason(err)}') from None
 
 
 def preview(path, what='the image'):
@@ -197,7 +206,7 @@ def restore_upload(network, upload_path, folder, on_tile=None):
         try:
             restore_file(restorer, upload_path, out_path, on_tile=on_tile)
         except (ImageError, OSError, cv2.error) as err:
-            raise UploadError(f'{osp.basename(str(upload_path))}: {str(err).splitlines()[0]}') from None
+            raise UploadError(f'{osp.basename(str(upload_path))}: {_reason(err)}') from None
         seconds = time.perf_counter() - start
         computed, restored = restorer.pixels_computed - before[0], restorer.pixels_restored - before[1]
     return out_path, seconds, computed / restored if restored else tile_overhead(restorer)
