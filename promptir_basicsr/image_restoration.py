@@ -20,13 +20,14 @@ forward as fit (batches).
 Backends. ``torch`` runs the network eagerly; ``onnxruntime`` runs it exported to ONNX once per weights (dynamic
 height and width, checked against torch by :func:`~promptir_basicsr.interop.export.onnx_bytes`) and cached under
 :func:`cache_folder`, keyed by the hash of the weights and the export options; ``auto`` follows
-:func:`choose_backend`'s rule.
+:func:`choose_backend`'s rule: on the CPU the faster of the two for the network, timed once and remembered.
 """
 import hashlib
 import json
 import math
 import os
 import os.path as osp
+import time
 
 import torch
 
@@ -34,7 +35,7 @@ from .archs.arch_api import declaration
 from .errors import UserError
 from .inference import Restorer, resolve_device
 from .utils import memory
-from .utils.files import atomic_write_bytes
+from .utils.files import atomic_write_bytes, atomic_write_text
 from .utils.images import encode_image, read_image, to_samples, to_tensor
 from .utils.tiling import TileGrid, fitted_tile
 from .visual.grids import save_png, side_by_side
@@ -42,9 +43,14 @@ from .weights.network import build_from_options, describe_network
 
 BACKENDS = ('auto', 'torch', 'onnxruntime')
 CALIBRATION_SIDES = (64, 128)  # square inputs the forward's peak memory is measured at (cheap: the smallest first)
-MEMORY_SAFETY = 1.25  # the measured model times this: the peak grows a little faster than linearly (measured)
+# The measured model times this. torch: its peak per pixel grows a little with the size (full-size PromptIR, 1
+# thread: 7.8 kB per pixel at 128 x 128, 8.2 kB at 256 x 256). onnxruntime: its memory arena grows by doubling
+# its last extension, so a forward may hold up to twice what it uses (measured: a 4096 x 4096 restore planned for
+# 4 GiB with 1.25 peaked at 4.5 GiB).
+MEMORY_SAFETY = {'torch': 1.25, 'onnxruntime': 2.0}
 DEFAULT_BUDGET_SHARE = 0.75  # no --max-memory: what the process holds plus this share of the available memory
 ONNX_EXPORT_VERSION = 1  # part of the cache key: bump when the export itself changes
+RACE_SIDE = 128  # auto on the CPU times both backends once on an image of this side
 
 
 def _onnx_network(weights, device, threads, refused_flags):
@@ -120,10 +126,11 @@ def interop_installed():
 def choose_backend(backend, device, torch_only_flags):
     """``(backend, reason)``: 'torch' or 'onnxruntime' for ``--backend`` ``backend``.
 
-    The rule of ``auto`` (measured on the CPU, docs/serve.md): onnxruntime when the interop extra is installed,
-    the network runs on the CPU and no torch-only option is given (``torch_only_flags``: {flag: given});
-    otherwise torch (on CUDA torch uses cuDNN, and the extra installs onnxruntime's CPU build only).
-    ``onnxruntime`` asked for by name: a :class:`UserError` where it cannot apply.
+    The rule of ``auto``: torch where onnxruntime cannot apply (the interop extra missing, a torch-only option
+    given (``torch_only_flags``: {flag: given}), CUDA: torch uses cuDNN there and the extra installs onnxruntime's
+    CPU build only); on the CPU 'measure': the faster of the two for this network on this machine
+    (:func:`measured_backend`; onnxruntime was 1.2-5x faster for most networks here, but 0.66x for MoCE-IR, so
+    no fixed rule holds). ``onnxruntime`` asked for by name: a :class:`UserError` where it cannot apply.
     """
     given = [flag for flag, value in torch_only_flags.items() if value]
     if backend == 'torch':
@@ -142,23 +149,58 @@ def choose_backend(backend, device, torch_only_flags):
         return 'torch', f'{", ".join(given)} apply to torch only'
     if resolve_device(device).type != 'cpu':
         return 'torch', 'the network runs on CUDA'
-    return 'onnxruntime', 'faster on the CPU'
+    return 'measure', 'the faster here'
+
+
+def _best_seconds(runner, x, rounds=2):
+    """Best wall time of ``runner(x)`` over ``rounds``, after a first call (onnxruntime plans a shape's memory
+    on its first run; torch warms its allocator)."""
+    runner(x)
+    best = math.inf
+    for _ in range(rounds):
+        start = time.perf_counter()
+        runner(x)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measured_backend(net, model_path, threads, log=print):
+    """``(backend, reason)``: whichever of torch and onnxruntime (the export at ``model_path``) restores a
+    :data:`RACE_SIDE` square image faster for this network with these threads, timed on the first call and
+    remembered beside the export (later runs read the verdict: no timing, the same choice every time)."""
+    from .interop.onnx_runtime import OnnxNetwork  # the interop extra: only for auto on the CPU
+    threads = threads or torch.get_num_threads()
+    record = f'{osp.splitext(model_path)[0]}.speed-{threads}-threads.json'
+    try:
+        with open(record, encoding='utf-8') as f:
+            verdict = json.load(f)
+    except (OSError, ValueError):
+        x = torch.rand(1, 3, RACE_SIDE, RACE_SIDE, generator=torch.Generator().manual_seed(0))
+        torch_seconds = _best_seconds(Restorer(net, 'cpu'), x)
+        ort_seconds = _best_seconds(Restorer(OnnxNetwork(model_path, 'cpu', threads), 'cpu'), x)
+        verdict = {'torch': torch_seconds, 'onnxruntime': ort_seconds, 'side': RACE_SIDE, 'threads': threads}
+        atomic_write_text(record, json.dumps(verdict, indent=1))
+        log(f'backend: timed once at {RACE_SIDE} x {RACE_SIDE}, {threads} thread(s): torch {torch_seconds:.3g} s, '
+            f'onnxruntime {ort_seconds:.3g} s (remembered in {record})')
+    faster = 'onnxruntime' if verdict['onnxruntime'] < verdict['torch'] else 'torch'
+    ratio = verdict['torch'] / max(verdict['onnxruntime'], 1e-12)
+    return faster, f'auto: onnxruntime {ratio:.2f}x the speed of torch for this network here'
 
 
 # ---- memory budget ----------------------------------------------------------------------------------------------
 class MemoryModel:
-    """The extra memory one forward needs: ``fixed + per_pixel * pixels`` bytes (pixels of the whole batch),
-    measured by :func:`calibrate`."""
+    """The extra memory one forward needs: ``safety * (fixed + per_pixel * pixels)`` bytes (pixels of the whole
+    batch), measured by :func:`calibrate`; ``safety`` from :data:`MEMORY_SAFETY`."""
 
-    def __init__(self, fixed, per_pixel, measured):
-        self.fixed, self.per_pixel, self.measured = fixed, per_pixel, measured
+    def __init__(self, fixed, per_pixel, measured, safety=MEMORY_SAFETY['torch']):
+        self.fixed, self.per_pixel, self.measured, self.safety = fixed, per_pixel, measured, safety
 
     def peak(self, pixels):
-        return MEMORY_SAFETY * (self.fixed + self.per_pixel * pixels)
+        return self.safety * (self.fixed + self.per_pixel * pixels)
 
     def largest(self, extra_bytes):
         """The most pixels one forward may take within ``extra_bytes`` (0 when not even one)."""
-        return max(0, int((extra_bytes / MEMORY_SAFETY - self.fixed) / self.per_pixel))
+        return max(0, int((extra_bytes / self.safety - self.fixed) / self.per_pixel))
 
 
 def _forward_peak(restorer, side, channels, device):
@@ -192,12 +234,13 @@ def calibrate(restorer, sides=CALIBRATION_SIDES, channels=3):
     finally:
         restorer.tile_size, restorer.tile_batch, restorer.tile_planner = saved
         restorer.pixels_computed, restorer.pixels_restored = counts
+    safety = MEMORY_SAFETY['onnxruntime' if hasattr(restorer.net, 'session') else 'torch']  # an OnnxNetwork
     if len(measured) == 1:
         pixels, peak = measured[0]
-        return MemoryModel(0, peak / pixels, measured)
+        return MemoryModel(0, peak / pixels, measured, safety)
     (n1, p1), (n2, p2) = measured[0], measured[-1]
     per_pixel = max((p2 - p1) / (n2 - n1), 0.5 * p2 / n2)
-    return MemoryModel(max(p2 - per_pixel * n2, 0), per_pixel, measured)
+    return MemoryModel(max(p2 - per_pixel * n2, 0), per_pixel, measured, safety)
 
 
 def default_budget(device):
@@ -310,16 +353,23 @@ def open_network(net_or_onnx, device='auto', threads=None, amp=None, tile_size=0
     onnx_file = onnx = isinstance(net_or_onnx, str)
     if not onnx:
         flags = {'--amp': amp, '--channels-last': channels_last, '--compile': compile_backend is not None}
+        if threads:
+            torch.set_num_threads(threads)
         backend, reason = choose_backend(backend, device, flags)
-        if backend == 'onnxruntime':
+        if backend in ('onnxruntime', 'measure'):
             try:
-                net_or_onnx = cached_onnx_export(net_or_onnx, network_opt or {'type': type(net_or_onnx).__name__},
-                                                 log)
+                model_path = cached_onnx_export(net_or_onnx, network_opt or {'type': type(net_or_onnx).__name__},
+                                                log)
             except Exception as err:  # noqa: BLE001 (any failure to trace or check: auto falls back to torch)
-                if reason == 'asked for':
+                if backend == 'onnxruntime':
                     raise
                 log(f'note: the ONNX export failed ({str(err).splitlines()[0][:160]}); restoring with torch')
-                backend = 'torch'
+                backend, reason = 'torch', 'auto: the network does not export to ONNX'
+            else:
+                if backend == 'measure':
+                    backend, reason = measured_backend(net_or_onnx, model_path, threads, log)
+                if backend == 'onnxruntime':
+                    net_or_onnx = model_path
             onnx = backend == 'onnxruntime'
         log(f'backend: {backend} ({reason})')
     net = _onnx_network(net_or_onnx, device, threads, refused_flags or {}) if onnx else net_or_onnx

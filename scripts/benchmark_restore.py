@@ -55,24 +55,41 @@ def random_weights(arch, path):
     return sum(p.numel() for p in net.parameters())
 
 
-def run_restore(args, inputs, out_dir, weights, backend, max_memory, env):
-    """(peak resident bytes, wall s, CPU s, loop s, tile overhead, tile plan, output) of one `basicsr restore`."""
+def run_restore(args, inputs, out_dir, weights, backend, max_memory, env, time_limit=None):
+    """(peak resident bytes, wall s, CPU s, loop s, tile overhead, tile plan, output) of one `basicsr restore`.
+
+    ``time_limit``: seconds after which the run is stopped; then the peak is that of the part that ran (the plan
+    is made and the image buffers allocated before the first tile, so the first tiles reach the run's peak), and
+    the loop time and overhead are None."""
     command = [sys.executable, '-m', 'promptir_basicsr', 'restore', '-i', inputs, '-o', out_dir, '--weights', weights,
                '--device', 'cpu', '--backend', backend, '--max-memory', max_memory]
     if args.threads:
         command += ['--threads', str(args.threads)]
     start = time.time()
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS (Linux: kilobytes)
+    log_path = osp.join(osp.dirname(out_dir), osp.basename(out_dir) + '.log')
+    with open(log_path, 'w') as log:
+        proc = subprocess.Popen(command, env=dict(env, PYTHONUNBUFFERED='1'), stdout=log, stderr=subprocess.STDOUT)
+        stopped = False
+        while proc.poll() is None:
+            if time_limit and time.time() - start > time_limit:
+                proc.terminate()
+                stopped = True
+                break
+            time.sleep(1)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS (Linux: kilobytes)
     seconds = time.time() - start
+    with open(log_path) as log:
+        output = log.read()
+    plan = re.search(r'\d+x\d+: (\d+ tiles of \d+x\d+ px, \d+ per forward)', output)
+    plan = plan.group(1) if plan else 'whole image'
+    if stopped:
+        return usage.ru_maxrss * 1024, seconds, usage.ru_utime + usage.ru_stime, None, None, plan, output
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f'restore failed:\n{output[-3000:]}')
     closing = re.search(r'restored \d+ image\(s\), ([0-9.]+) megapixels in ([0-9.]+) s.*tile overhead ([0-9.]+)',
                         output)
-    plan = re.search(r'\d+x\d+: (\d+ tiles of \d+x\d+ px, \d+ per forward)', output)
     return (usage.ru_maxrss * 1024, seconds, usage.ru_utime + usage.ru_stime, float(closing.group(2)),
-            float(closing.group(3)), plan.group(1) if plan else 'whole image', output)
+            float(closing.group(3)), plan, output)
 
 
 def main(argv=None):
@@ -84,6 +101,9 @@ def main(argv=None):
     parser.add_argument('--rounds', type=int, default=3, help='copies of the whole-image photo restored')
     parser.add_argument('--max-memory', default='4G', help="restore's --max-memory for the large photo")
     parser.add_argument('--threads', type=int, default=None, help="CPU threads (default: the libraries')")
+    parser.add_argument('--time-limit', type=float, default=None, metavar='SECONDS',
+                        help='stop the large photo after this long: its peak memory and tile plan, no time')
+    parser.add_argument('--skip-whole', action='store_true', help='no whole-image runs (peak memory only)')
     args = parser.parse_args(argv)
 
     rows = []
@@ -100,14 +120,17 @@ def main(argv=None):
             weights = osp.join(tmp, f'{arch}_random.pth')
             parameters = random_weights(arch, weights)
             for backend in args.backends:
-                whole = run_restore(args, small, osp.join(tmp, f'out_{arch}_{backend}_small'), weights, backend,
-                                    '64G', env)
-                print(f'{arch} {backend} {args.whole}x{args.whole} whole: {whole[3]:.1f} s for {args.rounds} '
-                      f'(peak {whole[0] / 2**30:.2f} GiB)', flush=True)
+                whole = None
+                if not args.skip_whole:
+                    whole = run_restore(args, small, osp.join(tmp, f'out_{arch}_{backend}_small'), weights, backend,
+                                        '64G', env)
+                    print(f'{arch} {backend} {args.whole}x{args.whole} whole: {whole[3]:.1f} s for {args.rounds} '
+                          f'(peak {whole[0] / 2**30:.2f} GiB)', flush=True)
                 big = run_restore(args, large, osp.join(tmp, f'out_{arch}_{backend}'), weights, backend,
-                                  args.max_memory, env)
+                                  args.max_memory, env, args.time_limit)
                 print(f'{arch} {backend} {args.size}x{args.size}: peak {big[0] / 2**30:.2f} GiB, {big[1]:.0f} s '
-                      f'wall, {big[2]:.0f} s CPU, loop {big[3]:.0f} s, {big[5]}, overhead {big[4]:.2f}', flush=True)
+                      f'wall, {big[2]:.0f} s CPU, loop {big[3] or 0:.0f} s, {big[5]}, overhead {big[4] or 0:.2f}'
+                      + (' (stopped at --time-limit)' if big[3] is None else ''), flush=True)
                 rows.append((arch, parameters, backend, big, whole))
 
     import torch
@@ -123,12 +146,16 @@ def main(argv=None):
     print(f'| network | backend | {args.size}² peak memory | {args.size}² wall / CPU time | tiles picked | '
           f'tile overhead | s/MP tiled | s/MP whole {args.whole}² | ratio |')
     print('|---|---|:---:|:---:|:---:|:---:|:---:|:---:|:---:|')
+    def number(value, digits=0):
+        return '-' if value is None else f'{value:.{digits}f}'
+
     for arch, parameters, backend, big, whole in rows:
-        per_mp_big = big[3] / (args.size ** 2 / 1e6)
-        per_mp_whole = whole[3] / (args.rounds * args.whole ** 2 / 1e6)
-        print(f'| {arch} ({parameters / 1e6:.1f} M) | {backend} | {big[0] / 2**30:.2f} GiB | {big[1] / 60:.1f} / '
-              f'{big[2] / 60:.1f} min | {big[5]} | {big[4]:.2f} | {per_mp_big:.0f} | {per_mp_whole:.0f} | '
-              f'{per_mp_big / per_mp_whole:.2f} |')
+        per_mp_big = None if big[3] is None else big[3] / (args.size ** 2 / 1e6)
+        per_mp_whole = None if whole is None else whole[3] / (args.rounds * args.whole ** 2 / 1e6)
+        ratio = per_mp_big / per_mp_whole if per_mp_big and per_mp_whole else None
+        times = f'{big[1] / 60:.1f} / {big[2] / 60:.1f} min' + (' (stopped)' if big[3] is None else '')
+        print(f'| {arch} ({parameters / 1e6:.1f} M) | {backend} | {big[0] / 2**30:.2f} GiB | {times} | {big[5]} | '
+              f'{number(big[4], 2)} | {number(per_mp_big)} | {number(per_mp_whole)} | {number(ratio, 2)} |')
     return 0
 
 

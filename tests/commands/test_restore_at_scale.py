@@ -156,13 +156,44 @@ def test_the_budget_picks_the_whole_image_or_the_largest_fitted_tiles_and_batche
 
 def test_auto_backend_rule(monkeypatch):
     pytest.importorskip('onnxruntime')
-    assert choose_backend('auto', 'cpu', {})[0] == 'onnxruntime'
+    assert choose_backend('auto', 'cpu', {})[0] == 'measure'
     assert choose_backend('auto', 'cpu', {'--amp': 'bf16'}) == ('torch', '--amp apply to torch only')
     assert choose_backend('torch', 'cpu', {})[0] == 'torch'
     with pytest.raises(image_restoration.UserError, match='--compile apply to the torch backend only'):
         choose_backend('onnxruntime', 'cpu', {'--compile': True})
     monkeypatch.setattr(image_restoration, 'interop_installed', lambda: False)
     assert choose_backend('auto', 'cpu', {})[0] == 'torch'
+
+
+def test_auto_takes_the_backend_measured_faster_once_and_remembers_it(tmp_path, monkeypatch, capsys):
+    """auto on the CPU times both backends once per network (here: made-up timings, torch faster for one
+    network, onnxruntime for the other) and reads the verdict back on later runs (no timing again)."""
+    pytest.importorskip('onnxruntime')
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
+    photo = _photo(tmp_path / 'p.png', 40, 48)
+    timings = {'torch_faster': {'Restorer-torch': 1.0, 'Restorer-ort': 2.0},
+               'ort_faster': {'Restorer-torch': 3.0, 'Restorer-ort': 1.0}}
+    for seed, (case, expected) in enumerate([('torch_faster', 'torch'), ('ort_faster', 'onnxruntime')]):
+        weights = _weights(tmp_path / f'{case}.pth', seed=seed)
+
+        def fake_seconds(runner, x, table=timings[case]):
+            ort = type(runner.net).__name__ == 'OnnxNetwork'
+            return table['Restorer-ort' if ort else 'Restorer-torch']
+
+        monkeypatch.setattr(image_restoration, '_best_seconds', fake_seconds)
+        command = ['restore', '-i', str(photo), '--weights', str(weights), '--threads', '1']
+        assert cli.main(command + ['-o', str(tmp_path / f'{case}_1')]) == 0
+        first = capsys.readouterr().out
+        assert 'timed once at 128 x 128, 1 thread(s)' in first and f'backend: {expected} (auto: ' in first
+
+        def no_timing(*args):
+            raise AssertionError('timed again')
+
+        monkeypatch.setattr(image_restoration, '_best_seconds', no_timing)
+        assert cli.main(command + ['-o', str(tmp_path / f'{case}_2')]) == 0
+        second = capsys.readouterr().out
+        assert 'timed once' not in second and f'backend: {expected} (auto: ' in second
+    assert len(list((tmp_path / 'cache' / 'promptir-basicsr' / 'onnx').glob('*.speed-1-threads.json'))) == 2
 
 
 def test_onnxruntime_backend_matches_torch_and_reuses_its_cached_export(tmp_path, monkeypatch, capsys):
@@ -185,7 +216,7 @@ def test_onnxruntime_backend_matches_torch_and_reuses_its_cached_export(tmp_path
         raise AssertionError('exported again')
 
     monkeypatch.setattr('promptir_basicsr.interop.export.onnx_bytes', no_export)
-    assert cli.main(common + ['-o', str(tmp_path / 'ort2'), '--backend', 'auto']) == 0
+    assert cli.main(common + ['-o', str(tmp_path / 'ort2'), '--backend', 'onnxruntime']) == 0
     second = capsys.readouterr().out
     assert 'exporting' not in second and f'the export of these weights from {exports[0]}' in second
     assert exports[0].stat().st_mtime_ns == stamp
