@@ -324,7 +324,8 @@ class MemoryBudget:
             self._say('note', f'warning: {note}')
         self._say((height, width, tile_h, tile_w, batch),
                   f'{width}x{height}: {tiles} tiles of {tile_w}x{tile_h} px, {batch} per forward, about '
-                  f'{memory.format_size(peak)} at the peak (budget {memory.format_size(budget)})')
+                  f'{memory.format_size(peak)} at the peak (budget {memory.format_size(budget)}; the process '
+                  f'peaked at {memory.format_size(memory.lifetime_peak() or 0)} so far)')
         return (tile_h, tile_w), batch
 
     def _short(self, budget, held, image_bytes, tile_pixels, height, width):
@@ -404,6 +405,14 @@ def open_network(net_or_onnx, device='auto', threads=None, amp=None, tile_size=0
 def tile_overhead(restorer):
     """Pixels computed / pixels restored so far (tiles' overlaps and padding), or None before any image."""
     return restorer.pixels_computed / restorer.pixels_restored if restorer.pixels_restored else None
+
+
+def scale_summary(restorer):
+    """'; tile overhead 1.15 (pixels computed / pixels restored); peak memory 3.52 GiB' for restore's closing
+    line: the peak is the process's whole life (:func:`~promptir_basicsr.utils.memory.lifetime_peak`)."""
+    overhead, peak = tile_overhead(restorer), memory.lifetime_peak()
+    text = f'; tile overhead {overhead:.2f} (pixels computed / pixels restored)' if overhead else ''
+    return text + (f'; peak memory {memory.format_size(peak)}' if peak else '')
 
 
 def restore_image(restorer, image, on_tile=None, keep_input=False):

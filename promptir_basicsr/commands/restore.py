@@ -88,7 +88,7 @@ def run(args):
     import torch
     from tqdm import tqdm
 
-    from ..image_restoration import open_network, restore_file, tile_overhead
+    from ..image_restoration import open_network, restore_file, scale_summary
     from ..utils.images import ImageError
 
     def log(message):
@@ -148,10 +148,8 @@ def run(args):
             tile_bar.close()
     seconds = time.time() - start
     restored = len(plans) - len(failures)
-    overhead = tile_overhead(restorer)
     log(f'restored {restored} image(s), {megapixels:.2f} megapixels in {seconds:.1f} s '
-        f'({megapixels / max(seconds, 1e-9):.3g} megapixels/s) -> {args.output}'
-        + (f'; tile overhead {overhead:.2f} (pixels computed / pixels restored)' if overhead else ''))
+        f'({megapixels / max(seconds, 1e-9):.3g} megapixels/s) -> {args.output}{scale_summary(restorer)}')
     if failures:
         log(f'failed {len(failures)} file(s):\n  ' + '\n  '.join(failures))
         return 1

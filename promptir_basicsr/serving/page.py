@@ -32,7 +32,7 @@ writes for the same weights and image (same size, mode and bit depth). Large pho
 
 
 def _score_table(results, with_scores):
-    head = '| network | seconds | tile overhead |' + (' PSNR (dB) | SSIM |' if with_scores else '')
+    head = '| network | s | tile overhead |' + (' PSNR (dB) | SSIM |' if with_scores else '')
     rule = '|---|---:|---:|' + ('---:|---:|' if with_scores else '')
     rows = []
     for network, _, seconds, overhead, metrics, _ in results:
@@ -101,7 +101,7 @@ def build_page(networks, examples, work_folder, max_megapixels):
             with gr.Column(scale=3):
                 status = gr.Markdown('Drop a photo, pick networks, press Restore.', elem_id='status')
                 slider = gr.ImageSlider(label='before / after', type='numpy', format='png', elem_id='slider')
-                grid = gr.Gallery(label='input and each network', format='png', columns=3, height='auto',
+                grid = gr.Gallery(label='input and each network', format='png', columns=3, height=340,
                                   elem_id='grid', visible=False)
                 table = gr.Markdown(elem_id='scores')
                 files = gr.File(label='Results (the files basicsr restore writes)', file_count='multiple',

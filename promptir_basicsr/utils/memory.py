@@ -87,9 +87,21 @@ def trim():
         _LIBC.malloc_trim(0)
 
 
+_PEAK_BEFORE_RESETS = [0]  # the highest VmHWM that a reset_peak erased
+
+
+def lifetime_peak():
+    """The process's peak resident memory over its whole life, bytes: what :func:`reset_peak` erased included
+    (``ru_maxrss`` of a process counts only since its last reset). None where /proc is missing."""
+    now = peak_resident()
+    return None if now is None else max(now, _PEAK_BEFORE_RESETS[0])
+
+
 def reset_peak():
-    """:func:`trim`, then restart the peak (``VmHWM``) from the current resident size. Returns False where the
-    kernel does not allow it (then :func:`peak_resident` keeps the whole life's peak)."""
+    """:func:`trim`, then restart the peak (``VmHWM``) from the current resident size, remembering the peak it
+    erases (:func:`lifetime_peak`). Returns False where the kernel does not allow it (then :func:`peak_resident`
+    keeps the whole life's peak)."""
+    _PEAK_BEFORE_RESETS[0] = max(_PEAK_BEFORE_RESETS[0], peak_resident() or 0)
     trim()
     try:
         with open('/proc/self/clear_refs', 'w', encoding='ascii') as f:

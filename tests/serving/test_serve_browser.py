@@ -175,6 +175,15 @@ def _restore_bytes(root, weights, photo, out):
     return (out / photo.name).read_bytes()
 
 
+def _save_screenshot(png, path):
+    """The page's screenshot as a small PNG (a 128-colour palette: a few hundred kB become about a hundred)."""
+    import io
+
+    from PIL import Image
+    picture = Image.open(io.BytesIO(png)).convert('RGB').quantize(colors=128, dither=Image.Dither.NONE)
+    picture.save(path, optimize=True)
+
+
 def _psnr(a, b):
     from skimage.metrics import peak_signal_noise_ratio
     return peak_signal_noise_ratio(b.astype(np.float64) / 255, a.astype(np.float64) / 255, data_range=1)
@@ -248,7 +257,7 @@ def test_the_page_restores_compares_and_downloads_what_restore_writes(files, ser
             assert links.count() == 2
             shot = (REPO / 'docs' / 'serve.png') if os.environ.get('PROMPTIR_WRITE_DOCS_SCREENSHOT') else \
                 tmp_path / 'serve.png'
-            page.screenshot(path=str(shot), full_page=True)
+            _save_screenshot(page.screenshot(full_page=True), shot)
             reference = cv2.imread(str(root / 'clean.png'))
             for i, (weights, label) in enumerate(zip(files['weights'], ['PromptIR', 'Restormer'])):
                 with page.expect_download(timeout=60000) as download_info:
