@@ -228,6 +228,9 @@ def calibrate(restorer, sides=CALIBRATION_SIDES, channels=3):
     restorer.tile_size, restorer.tile_batch, restorer.tile_planner = None, 1, None
     measured = []
     try:
+        # A first forward allocates what stays (weight layouts, kernel caches, onnxruntime's plan): held from then
+        # on, not a cost per forward, so it is made before measuring.
+        restorer(torch.rand(1, channels, 32, 32, generator=torch.Generator().manual_seed(32)))
         for side in sides:
             padded = -(-side // restorer.multiple) * restorer.multiple
             measured.append((padded * padded, max(_forward_peak(restorer, side, channels, restorer.device), 1)))
@@ -300,10 +303,16 @@ class MemoryBudget:
         whole = padded_h * padded_w
         if not self.fixed_tile and self.model.peak(whole) <= room:
             return None, 1
-        if len(self.model.measured) == 1:  # a tiled image: measure the slope too (the one-size bound is coarse)
-            self.model = calibrate(self.restorer, CALIBRATION_SIDES, channels)
-            if not self.fixed_tile and self.model.peak(whole) <= room:
-                return None, 1
+        if len(self.model.measured) == 1:
+            # A tiled image: measure the slope too (the one-size bound is coarse), at a size whose forward fits
+            # the budget by the one-size bound (the calibration must not break the budget itself).
+            second = min(CALIBRATION_SIDES[-1], (math.isqrt(self.model.largest(room)) // multiple) * multiple)
+            if second > CALIBRATION_SIDES[0]:
+                self.model = calibrate(self.restorer, (CALIBRATION_SIDES[0], second), channels)
+                held = self._holding()
+                room = budget - held - image_bytes
+                if not self.fixed_tile and self.model.peak(whole) <= room:
+                    return None, 1
         largest = self.model.largest(room)
         overlap = self.restorer.tile_overlap
         if self.fixed_tile:

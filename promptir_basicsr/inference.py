@@ -51,7 +51,8 @@ class Restorer:
     generator alone.
 
     Tiles: ``tile_batch`` tiles run in one forward; ``tile_planner`` (``basicsr restore --max-memory``), when
-    set, is asked ``tile_planner(height, width, channels) -> (tile_size, tile_batch)`` for each input and overrides both.
+    set, is asked ``tile_planner(height, width, channels) -> (tile_size, tile_batch)`` for each input and
+    overrides both.
     ``pixels_computed`` / ``pixels_restored`` add up what the calls computed (tiles in full, overlaps each time,
     padding) and what they returned: their ratio is the tile overhead ``restore`` reports.
     """

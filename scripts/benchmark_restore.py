@@ -70,13 +70,15 @@ def run_restore(args, inputs, out_dir, weights, backend, max_memory, env, time_l
     with open(log_path, 'w') as log:
         proc = subprocess.Popen(command, env=dict(env, PYTHONUNBUFFERED='1'), stdout=log, stderr=subprocess.STDOUT)
         stopped = False
-        while proc.poll() is None:
-            if time_limit and time.time() - start > time_limit:
+        while True:  # os.wait4 reaps the child and gives its own peak RSS (Linux: kilobytes); Popen.poll would reap
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time_limit and not stopped and time.time() - start > time_limit:
                 proc.terminate()
                 stopped = True
-                break
             time.sleep(1)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS (Linux: kilobytes)
+        proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.time() - start
     with open(log_path) as log:
         output = log.read()
@@ -89,7 +91,7 @@ def run_restore(args, inputs, out_dir, weights, backend, max_memory, env, time_l
     peak = max([usage.ru_maxrss * 1024] + reported)
     if stopped:
         return peak, seconds, usage.ru_utime + usage.ru_stime, None, None, plan, output
-    if os.waitstatus_to_exitcode(status) != 0:
+    if proc.returncode != 0:
         raise SystemExit(f'restore failed:\n{output[-3000:]}')
     closing = re.search(r'restored \d+ image\(s\), ([0-9.]+) megapixels in ([0-9.]+) s.*tile overhead ([0-9.]+)',
                         output)

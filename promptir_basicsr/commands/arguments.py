@@ -65,8 +65,8 @@ def add_scale_arguments(parser):
                         'process holds plus 3/4 of the free memory')
     parser.add_argument('--backend', default='auto', choices=['auto', 'torch', 'onnxruntime'],
                         help='torch, or onnxruntime (the network exported to ONNX once per weights and cached; needs '
-                        'the interop extra). auto (default): onnxruntime on the CPU when the extra is installed and '
-                        'no torch-only option (--amp, --channels-last, --compile) is given, else torch')
+                        'the interop extra). auto (default): on the CPU with the extra installed, whichever of the two '
+                        'is faster for the network (timed once, remembered); else torch')
 
 
 def add_device_arguments(parser, speed=True):

@@ -235,7 +235,8 @@ def test_the_page_restores_compares_and_downloads_what_restore_writes(files, ser
             assert page.title() == 'basicsr serve'
             labels = page.locator('#networks label').all_inner_texts()
             assert [re.sub(r'\s+', ' ', t).strip() for t in labels] == [
-                'PromptIR · 0.23 M parameters · promptir_tiny.pth', 'Restormer · 0.19 M parameters · restormer_tiny.pth']
+                'PromptIR · 0.23 M parameters · promptir_tiny.pth',
+                'Restormer · 0.19 M parameters · restormer_tiny.pth']
             assert page.locator('#photo').is_visible() and 'noise25_0001.png' in page.inner_text('body')  # the demos
 
             # Two networks, a reference: the grid, the scores, progress in tiles, two downloads.
