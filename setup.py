@@ -30,6 +30,7 @@ setup(
         # spandrel support, `basicsr export`, `basicsr restore --weights model.onnx` (promptir_basicsr/interop/)
         'interop': ['spandrel>=0.4.2', 'spandrel-extra-arches>=0.2.0', 'onnx>=1.16', 'onnxruntime>=1.17', 'onnxscript',
                     'safetensors>=0.4'],
+        'web': ['gradio>=6.31.0,<7'],  # `basicsr serve` (promptir_basicsr/serving/)
         'mutation': ['mutmut==3.8.1'],  # scripts/mutation_test.py
     },
     entry_points={'console_scripts': ['basicsr=promptir_basicsr.cli:main']},

@@ -53,7 +53,7 @@ AREAS = {
     'dataset': (['promptir_basicsr/data/all_in_one_dataset.py'], [],
                 ['tests/data/test_all_in_one_dataset.py', 'tests/data/test_errors.py']),
     'weights': (['promptir_basicsr/weights/*'], [],
-                ['tests/utils/test_checkpoints.py', 'tests/utils/test_checkpoint_safety.py', 'tests/test_inference.py',
+                ['tests/weights/test_conversion.py', 'tests/weights/test_safe_loading.py', 'tests/test_inference.py',
                  'tests/commands/test_restore.py']),
     'metrics': (['promptir_basicsr/metrics/*'], [], ['tests/metrics']),
     # basicsr restore: the Restorer, image files, restoring a file, the command's planning.
@@ -70,13 +70,13 @@ AREAS = {
                ['tests/models']),
     'schedulers': (['promptir_basicsr/models/schedulers.py'], [], ['tests/models/test_schedulers.py']),
     'options': (['promptir_basicsr/options/*'], [],
-                ['tests/test_option_checks.py', 'tests/test_option_schema.py', 'tests/test_options.py',
-                 'tests/test_options_files.py', 'tests/basicsr_patches/test_utils_options.py']),
+                ['tests/options/test_checks_by_message.py', 'tests/options/test_schema.py', 'tests/options/test_checked_before_running.py',
+                 'tests/option_files/test_shipped_files.py', 'tests/basicsr_patches/test_utils_options.py']),
     # every subcommand but restore (in the inference area)
     'commands': (['promptir_basicsr/commands/*'], ['promptir_basicsr/commands/restore.py'],
                  ['tests/commands', 'tests/test_cli.py', 'tests/interop/test_export_command.py',
-                  'tests/utils/test_checkpoints.py', 'tests/utils/test_results_table.py', 'tests/visual/test_pictures.py',
-                  'tests/test_option_schema.py', 'tests/commands/test_commands_in_process.py'], FULL_NETWORK_EXPORTS),
+                  'tests/weights/test_conversion.py', 'tests/utils/test_results_table.py', 'tests/visual/test_pictures.py',
+                  'tests/options/test_schema.py', 'tests/commands/test_commands_in_process.py'], FULL_NETWORK_EXPORTS),
 }
 
 

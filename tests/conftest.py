@@ -3,6 +3,8 @@
 Fixtures that build tiny data live beside the tests that use them (tests/<area>/conftest.py).
 """
 import os
+import shutil
+import tempfile
 
 # Tests run tiny networks, where extra threads only add overhead; and on 2 cores, a second busy
 # process (a subprocess CLI run, a DDP rank) makes multi-threaded OpenMP spin: measured 0.02 s vs
@@ -19,6 +21,14 @@ torch.set_num_threads(1)
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: end-to-end runs (seconds to a minute); CI runs them too')
+    # `basicsr restore` caches ONNX exports (and its backend timings) under $XDG_CACHE_HOME: the tests' own folder,
+    # never the user's (subprocesses inherit it); removed when the session ends.
+    config._promptir_cache = tempfile.mkdtemp(prefix='promptir-tests-cache-')
+    os.environ['XDG_CACHE_HOME'] = config._promptir_cache
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(getattr(config, '_promptir_cache', ''), ignore_errors=True)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@
 - :func:`add_tile_arguments`: ``--tile-size`` / ``--tile-overlap``, the names of the ``val: tile_size`` /
   ``tile_overlap`` options.
 - :func:`add_device_arguments`: ``--device``, ``--threads``, ``--amp``, ``--channels-last``, ``--compile``.
+- :func:`add_scale_arguments`: ``--max-memory`` and ``--backend`` (restore, serve).
 - :func:`add_output_argument`: ``-o/--output``.
 
 Only argparse and the standard library at import: ``basicsr <cmd> --help`` must not wait for torch.
@@ -53,6 +54,19 @@ def check_tiles(args):
     if args.tile_size < 0 or (args.tile_size and not 0 <= args.tile_overlap < args.tile_size):
         raise UserError(f'--tile-size {args.tile_size} --tile-overlap {args.tile_overlap}: need tile size > overlap '
                         '>= 0')
+
+
+def add_scale_arguments(parser):
+    """The memory budget that picks tiles, and the engine that runs the network (restore, serve)."""
+    from ..utils.memory import parse_size  # the standard library only
+    parser.add_argument('--max-memory', type=parse_size, default=None, metavar='SIZE',
+                        help='peak memory the process may use, e.g. 4G or 512M: picks the tile size and how many '
+                        'tiles run per forward for each image (with --tile-size: the batch only). Default: what the '
+                        'process holds plus 3/4 of the free memory')
+    parser.add_argument('--backend', default='auto', choices=['auto', 'torch', 'onnxruntime'],
+                        help='torch, or onnxruntime (the network exported to ONNX once per weights and cached; needs '
+                        'the interop extra). auto (default): on the CPU with the extra installed, whichever of the two '
+                        'is faster for the network (timed once, remembered); else torch')
 
 
 def add_device_arguments(parser, speed=True):

@@ -21,8 +21,6 @@ HELP = 'restore your own images with any weights, at any size (tiles, 8/16-bit, 
 # What restore reads (utils/images.py's list, repeated here so that --help needs no OpenCV; a test keeps them equal)
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
-LARGE_UNTILED_MP = 4.0  # above this many megapixels without --tile-size, suggest tiling once
-
 
 def build_parser(prog='basicsr restore'):
     parser = argparse.ArgumentParser(
@@ -37,6 +35,7 @@ def build_parser(prog='basicsr restore'):
                                     'onnxruntime) or TorchScript .pt')
     arguments.add_tile_arguments(parser)
     arguments.add_device_arguments(parser)
+    arguments.add_scale_arguments(parser)
     parser.add_argument('--suffix', default='', help='added to each output name before the extension, e.g. _restored')
     parser.add_argument('--ext', default=None, choices=[e[1:] for e in IMAGE_EXTENSIONS],
                         help="output format (default: the input's)")
@@ -102,7 +101,7 @@ def run(args):
     import torch
     from tqdm import tqdm
 
-    from ..image_restoration import open_network, restore_file
+    from ..image_restoration import open_network, restore_file, scale_summary
     from ..utils.images import ImageError
 
     def log(message):
@@ -119,25 +118,30 @@ def run(args):
     if args.ext:
         check_output_format(plans, args.ext)
     from ..weights.files import is_torchscript_archive
-    if args.weights.lower().endswith('.onnx') or is_torchscript_archive(args.weights):  # exports run as they are
+    onnx = args.weights.lower().endswith('.onnx')
+    if onnx or is_torchscript_archive(args.weights):  # exports run as they are, by the engine they were made for
+        other_engine = 'torch' if onnx else 'onnxruntime'
         refused = {'--opt': args.opt, '--arch': args.arch, '--arch-opt': args.arch_opt, '--param-key': args.param_key,
-                   '--amp': args.amp, '--channels-last': args.channels_last, '--compile': args.compile}
-        net = args.weights
+                   '--amp': args.amp, '--channels-last': args.channels_last, '--compile': args.compile,
+                   f'--backend {other_engine}': args.backend == other_engine}
+        net, network_opt = args.weights, None
     else:
-        refused, net = None, arguments.load_network(args, log)[0]
+        refused, (net, network_opt) = None, arguments.load_network(args, log)
     restorer = open_network(net, args.device, args.threads, args.amp, args.tile_size, args.tile_overlap,
-                            args.channels_last, args.compile, log, refused)
+                            args.channels_last, args.compile, log, refused, backend=args.backend,
+                            network_opt=network_opt, max_memory=args.max_memory)
+    del net  # onnxruntime runs its own copy of the weights: the torch network would only take memory
     network_opt = getattr(restorer.net, 'network_opt', None)  # an ONNX or TorchScript export records its network
     note = declaration(network_opt['type'] if network_opt else restorer.net, 'tiling_note')
     if args.tile_size and note:
         log(f'warning: {note}')
 
-    failures, megapixels, hinted = [], 0.0, bool(args.tile_size)
+    failures, megapixels = [], 0.0
     start = time.time()
     with tqdm(plans, unit='image', file=sys.stderr, dynamic_ncols=True) as bar:
-        # tiles of one image: on a terminal only (a log file would get one line per tile)
-        tile_bar = tqdm(total=1, unit='tile', leave=False, file=sys.stderr, position=1, disable=None) \
-            if args.tile_size else None
+        # tiles of one image (--tile-size, or the memory budget's): on a terminal only (a log file would get one
+        # line per tile)
+        tile_bar = tqdm(total=1, unit='tile', leave=False, file=sys.stderr, position=1, disable=None)
         for path, out_path, compare_path in bar:
             bar.set_postfix_str(osp.basename(path))
             on_tile = None
@@ -146,7 +150,7 @@ def run(args):
 
                 def on_tile(done, total):
                     tile_bar.total = total
-                    tile_bar.update(1)
+                    tile_bar.update(done - tile_bar.n)  # a forward may run several tiles
             try:
                 size = restore_file(restorer, path, out_path, compare_path, on_tile)
             except (ImageError, OSError, cv2.error) as err:
@@ -158,15 +162,12 @@ def run(args):
                     torch.cuda.empty_cache()
                 continue
             megapixels += size
-            if not hinted and size > LARGE_UNTILED_MP:
-                log(f'tip: {path} has {size:.1f} megapixels; --tile-size 512 restores large images in bounded memory')
-                hinted = True
         if tile_bar is not None:
             tile_bar.close()
     seconds = time.time() - start
     restored = len(plans) - len(failures)
     log(f'restored {restored} image(s), {megapixels:.2f} megapixels in {seconds:.1f} s '
-        f'({megapixels / max(seconds, 1e-9):.3g} megapixels/s) -> {args.output}')
+        f'({megapixels / max(seconds, 1e-9):.3g} megapixels/s) -> {args.output}{scale_summary(restorer)}')
     if failures:
         log(f'failed {len(failures)} file(s):\n  ' + '\n  '.join(failures))
         return 1

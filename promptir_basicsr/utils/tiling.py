@@ -6,7 +6,14 @@ The one helper for every place that restores a full image (the networks' own pad
 - :func:`pad_to_multiple` / :func:`padded_forward`: pad H and W up to a multiple (PromptIR and
   Restormer need multiples of 8), run, crop back.
 - :func:`tiled_forward`: split a large image into ``tile_size`` tiles overlapping by ``tile_overlap``
-  pixels, run each alone (the peak memory of one tile, whatever the image size), and blend.
+  pixels, run them ``tile_batch`` at a time (the peak memory of that many tiles, whatever the image
+  size), and blend.
+- :func:`fitted_tile` / :func:`computed_pixels`: the tile that covers a side with the fewest tiles and the
+  least overlap, and how many pixels a tiled forward computes (the memory budget of ``basicsr restore``).
+
+Batches. Every tile of a grid has the same size, so ``tile_batch`` tiles are stacked along the batch
+axis and run in one call; for a network that treats the images of a batch independently (every
+network here in eval mode) the result equals one tile at a time.
 
 Blending. Along every side a tile shares with a neighbour, its weight is 0 for the outer
 ``tile_overlap // 4`` pixels (a tile's border sees zero padding instead of the image, so those
@@ -53,21 +60,29 @@ def padded_forward(fn, x, multiple=8, scale=1, mode='reflect'):
     return out[..., :h * scale, :w * scale]
 
 
+def _tile_sides(tile_size):
+    """``tile_size``: one side for square tiles, or (height, width)."""
+    if isinstance(tile_size, (tuple, list)):
+        return int(tile_size[0]), int(tile_size[1])
+    return int(tile_size), int(tile_size)
+
+
 class TileGrid:
     """Where the tiles of an (H, W) image go, for ``tile_size`` / ``tile_overlap`` (input pixels).
 
-    ``tile_size`` is rounded down to a multiple of ``multiple``. Along a side longer than the tile,
-    tiles start every ``tile - overlap`` pixels and the last one is moved back to end at the border
-    (so every tile has the full size); a side no longer than the tile is one tile.
+    ``tile_size`` (one side, or (height, width)) is rounded down to a multiple of ``multiple``. Along a
+    side longer than the tile, tiles start every ``tile - overlap`` pixels and the last one is moved back
+    to end at the border (so every tile has the full size); a side no longer than the tile is one tile.
     """
 
     def __init__(self, height, width, tile_size, tile_overlap=32, multiple=8):
         multiple = max(int(multiple or 1), 1)
-        tile = max(multiple, (int(tile_size) // multiple) * multiple)
+        tile_h, tile_w = (max(multiple, (side // multiple) * multiple) for side in _tile_sides(tile_size))
         overlap = int(tile_overlap or 0)
-        if not 0 <= overlap < tile:
-            raise ValueError(f'tile_overlap must be in [0, tile_size), got {tile_overlap} with tile_size {tile}')
-        self.tile_h, self.tile_w = min(tile, height), min(tile, width)
+        if not 0 <= overlap < min(tile_h, tile_w):
+            raise ValueError(f'tile_overlap must be in [0, tile_size), got {tile_overlap} with tile_size '
+                             f'{min(tile_h, tile_w)}')
+        self.tile_h, self.tile_w = min(tile_h, height), min(tile_w, width)
         self.overlap = overlap
         self.rows = self._starts(height, self.tile_h, overlap)
         self.cols = self._starts(width, self.tile_w, overlap)
@@ -82,6 +97,44 @@ class TileGrid:
 
     def __len__(self):
         return len(self.rows) * len(self.cols)
+
+    def computed_pixels(self):
+        """Pixels the network computes for one image: every tile in full, overlaps counted each time."""
+        return len(self) * self.tile_h * self.tile_w
+
+
+def fitted_tile(length, max_tile, overlap, multiple=8):
+    """The smallest tile side (a multiple of ``multiple``, at most ``max_tile``) that covers ``length`` with as
+    few tiles as ``max_tile`` needs, so neighbouring tiles overlap by about ``overlap`` and no more.
+
+    :class:`TileGrid` moves the last tile back to the border, so a tile of ``max_tile`` can overlap its
+    neighbour by far more than ``overlap`` (4096 pixels in tiles of 512 overlapping 32: 9 tiles computing
+    4608 pixels); the fitted tile spreads the tiles evenly instead (9 tiles of 488: 4392 pixels).
+    ``length`` (a side of the padded image) at most ``max_tile``: one tile, ``length`` rounded up to ``multiple``.
+    """
+    multiple = max(int(multiple or 1), 1)
+    max_tile = (int(max_tile) // multiple) * multiple
+    if length <= max_tile:
+        return -(-length // multiple) * multiple
+    if max_tile <= overlap:
+        raise ValueError(f'tile side {max_tile} must exceed the overlap {overlap}')
+    count = -(-(length - overlap) // (max_tile - overlap))  # tiles of max_tile needed
+    while True:
+        side = -(-(length + (count - 1) * overlap) // count)  # count tiles overlapping exactly by `overlap`
+        side = -(-side // multiple) * multiple
+        if side <= max_tile:
+            return side
+        count += 1
+
+
+def computed_pixels(height, width, tile_size, tile_overlap=32, multiple=8):
+    """Pixels a forward computes to restore one (height, width) image: the padded image without tiles, else
+    every tile of the grid (see :meth:`TileGrid.computed_pixels`)."""
+    multiple = max(int(multiple or 1), 1)
+    padded_h, padded_w = (-(-side // multiple) * multiple for side in (height, width))
+    if not tile_size:
+        return padded_h * padded_w
+    return TileGrid(padded_h, padded_w, tile_size, tile_overlap, multiple).computed_pixels()
 
 
 def _blend_profile(start, tile, length, overlap, scale):
@@ -102,17 +155,21 @@ def _blend_profile(start, tile, length, overlap, scale):
     return weight
 
 
-def tiled_forward(fn, x, tile_size, tile_overlap=32, multiple=8, scale=1, mode='reflect', on_tile=None):
-    """``fn`` applied to ``x`` (N, C, H, W) tile by tile and blended; see the module docstring.
+def tiled_forward(fn, x, tile_size, tile_overlap=32, multiple=8, scale=1, mode='reflect', on_tile=None,
+                  tile_batch=1):
+    """``fn`` applied to ``x`` (N, C, H, W) tile by tile (``tile_batch`` tiles per call) and blended; see the
+    module docstring.
 
     Args:
         fn: a function of a (N, C, h, w) tensor returning (N, C', h*scale, w*scale).
-        tile_size (int): tile side in input pixels; rounded down to a multiple of ``multiple``.
-            ``None``/0: no tiling (:func:`padded_forward`).
+        tile_size (int or (int, int)): tile side in input pixels, or (height, width); rounded down to a
+            multiple of ``multiple``. ``None``/0: no tiling (:func:`padded_forward`).
         tile_overlap (int): overlap between neighbouring tiles, in input pixels (< tile_size).
         multiple (int): the image is first padded to this multiple, and tiles are multiples of it.
         scale (int): output/input size ratio (1 for restoration).
-        on_tile: called as ``on_tile(done, total)`` after each tile (progress bars).
+        on_tile: called as ``on_tile(done, total)`` after each call of ``fn`` (progress bars), ``done``
+            counting tiles.
+        tile_batch (int): tiles stacked into one call of ``fn`` (N * tile_batch images).
     Returns:
         (N, C', H*scale, W*scale) float32 on ``x``'s device, whatever dtype ``fn`` computes in.
     """
@@ -127,18 +184,23 @@ def tiled_forward(fn, x, tile_size, tile_overlap=32, multiple=8, scale=1, mode='
     th, tw = grid.tile_h, grid.tile_w
     row_weights = [_blend_profile(top, th, big_h, grid.overlap, scale).to(x.device) for top in grid.rows]
     col_weights = [_blend_profile(left, tw, big_w, grid.overlap, scale).to(x.device) for left in grid.cols]
+    places = [(top, wy, left, wx) for top, wy in zip(grid.rows, row_weights)
+              for left, wx in zip(grid.cols, col_weights)]
+    batch = max(int(tile_batch or 1), 1)
     out = None
-    done = 0
-    for top, wy in zip(grid.rows, row_weights):
-        for left, wx in zip(grid.cols, col_weights):
-            result = fn(padded[..., top:top + th, left:left + tw]).float()
+    for first in range(0, len(places), batch):
+        chunk = places[first:first + batch]
+        tiles = [padded[..., top:top + th, left:left + tw] for top, _, left, _ in chunk]
+        results = fn(tiles[0] if len(tiles) == 1 else torch.cat(tiles)).float().split(x.shape[0])
+        del tiles
+        for (top, wy, left, wx), result in zip(chunk, results):
             if out is None:
                 out = result.new_zeros((result.shape[0], result.shape[1], big_h * scale, big_w * scale))
             out[..., top * scale:(top + th) * scale, left * scale:(left + tw) * scale] += \
                 result * wy[:, None] * wx[None, :]
-            done += 1
-            if on_tile:
-                on_tile(done, len(grid))
+        del results
+        if on_tile:
+            on_tile(first + len(chunk), len(places))
     # Each tile's weight is wy(row) * wx(col), so the total weight is (sum of rows) x (sum of cols).
     total_y = torch.zeros(big_h * scale, device=out.device)
     total_x = torch.zeros(big_w * scale, device=out.device)

@@ -56,7 +56,7 @@ def test_skipped_step_clears_the_gradients(tiny_opt):
 
 
 def test_deterministic_option_turns_on_deterministic_algorithms():
-    """Guards `deterministic: true` against becoming a no-op (the end-to-end check is in test_reliability)."""
+    """Guards `deterministic: true` against becoming a no-op (the end-to-end check is in tests/basicsr_patches/test_reliability_end_to_end.py)."""
     before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark, \
         torch.backends.cudnn.deterministic
     try:

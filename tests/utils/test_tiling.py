@@ -223,3 +223,49 @@ def test_reflect_needs_a_pad_shorter_than_the_side_in_each_direction():
     padded, _ = pad_to_multiple(x, 8)
     assert torch.equal(padded[0, 0, 4:, :13], x[0, 0, 3].expand(4, 13))  # the last row repeated
     assert torch.equal(padded[0, 0, :4, 13:], x[0, 0, :, 12:13].expand(4, 3))  # replicate on both sides alike
+
+
+@pytest.mark.parametrize('batch', [2, 5, 12])
+def test_batches_of_tiles_equal_one_at_a_time(batch):
+    """Tiles stacked into one call give the image that one tile per call gives (every tile at its place and
+    weight; a last, partial batch included), with ``fn`` called ceil(tiles / batch) times on batches of that
+    size; progress counts tiles. Two images in the input batch stay apart."""
+    net = _conv_net()
+    x = torch.rand(2, 3, 45, 61)
+    calls, progress = [], []
+
+    def counted(t):
+        calls.append(t.shape[0])
+        return net(t) * (1 + t.mean(dim=(1, 2, 3), keepdim=True))  # depends on each tile as a whole
+
+    with torch.no_grad():
+        alone = tiled_forward(counted, x, tile_size=16, tile_overlap=8)
+        tiles = len(calls)
+        calls.clear()
+        batched = tiled_forward(counted, x, tile_size=16, tile_overlap=8, tile_batch=batch,
+                                on_tile=lambda done, total: progress.append((done, total)))
+    assert tiles == len(TileGrid(48, 64, 16, 8)) == 35
+    assert calls == [2 * min(batch, tiles - i) for i in range(0, tiles, batch)]
+    assert progress[-1] == (tiles, tiles) and [d for d, _ in progress] == sorted({min(i + batch, tiles)
+                                                                                   for i in range(0, tiles, batch)})
+    torch.testing.assert_close(batched, alone, rtol=0, atol=1e-5)
+    first = tiled_forward(counted, x[:1], tile_size=16, tile_overlap=8, tile_batch=batch)
+    torch.testing.assert_close(batched[:1], first, rtol=0, atol=1e-5)
+
+
+def test_fitted_tiles_cover_with_the_fewest_tiles_and_least_overlap():
+    """4096 px in tiles of at most 512 overlapping 32: 9 tiles are needed; the fitted side 488 (the smallest
+    multiple of 8 with 9 * 488 - 8 * 32 >= 4096) computes 4392 px per row instead of 9 * 512 = 4608."""
+    assert tiling.fitted_tile(4096, 512, 32) == 488
+    assert len(TileGrid(4096, 4096, 488, 32).rows) == len(TileGrid(4096, 4096, 512, 32).rows) == 9
+    assert tiling.fitted_tile(4096, 544, 32) == 544  # 8 tiles of 544 fit exactly: 8 * 544 - 7 * 32 == 4096
+    for length, most in [(1000, 700), (777, 100), (4096, 256), (300, 64), (64, 64), (100, 512)]:
+        side = tiling.fitted_tile(length, most, 16)
+        grid = TileGrid(length, length, side, 16)
+        fewest = len(TileGrid(length, length, most, 16).rows)
+        assert side <= max(most, 104) and side % 8 == 0 and len(grid.rows) == fewest, (length, most)
+        if len(grid.rows) > 1:  # one multiple of 8 less would need another tile
+            assert (side - 8 - 16) * (len(grid.rows) - 1) + side - 8 < length
+    assert tiling.computed_pixels(4096, 4096, 488, 32) == (9 * 488) ** 2
+    assert tiling.computed_pixels(37, 50, None) == 40 * 56  # untiled: the padded image
+    assert TileGrid(40, 64, (16, 32), 8).tile_h == 16 and TileGrid(40, 64, (16, 32), 8).tile_w == 32

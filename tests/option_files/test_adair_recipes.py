@@ -1,8 +1,8 @@
 """AdaIR's option files (options/{train,test,demo}/adair_*.yml) carry the official recipe's numbers (c-yn/AdaIR
 options.py, train.py, utils/dataset_utils.py): epochs converted to iterations as Lightning's DDP loader counts
 them, the schedule, the optimizer, the loss, the data mixes, and test files that read what training validates.
-(That they are valid, documented and build their datasets is tests/test_options_files.py; that the train and
-demo files train under DDP is tests/test_ddp_shipped_files.py.)"""
+(That they are valid, documented and build their datasets is tests/option_files/test_shipped_files.py; that the train and
+demo files train under DDP is tests/option_files/test_ddp_shipped_files.py.)"""
 import os.path as osp
 
 import pytest
@@ -10,7 +10,7 @@ from basicsr.utils.options import ordered_yaml
 
 import yaml
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 # samples per source in one official epoch (utils/dataset_utils.py:60-74, 83, 96, 106, 115)
 IMAGES = {'noise15': 5144, 'noise25': 5144, 'noise50': 5144, 'rain': 200, 'haze': 72135, 'blur': 2103,
           'lowlight': 485}

@@ -20,7 +20,7 @@ from promptir_basicsr.options.files import read_option_file
 
 pytestmark = pytest.mark.slow
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FILES = sorted(glob.glob(osp.join(REPO, 'options', 'train', '*.yml'))) + sorted(
     p for p in glob.glob(osp.join(REPO, 'options', 'demo', '*.yml')) if not p.endswith('_test.yml')) + [
     # the one ablation variant with new DDP traffic: PromptIR's CBDE (MoCo keys all-gathered, its projection head

@@ -10,7 +10,7 @@ from promptir_basicsr.errors import UserError
 from promptir_basicsr.options.files import read_option_file
 from promptir_basicsr.options.prepare import validate_options
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FILES = sorted(glob.glob(osp.join(REPO, 'options', 'ablation', '*', '*.yml')))
 # what the variants of each comparison may change (besides `name` and `val:table_name`)
 ALLOWED = {

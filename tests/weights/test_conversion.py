@@ -178,11 +178,12 @@ def test_cli_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert 'strict=True' in proc.stdout
     assert_same_weights(load_strict(out, 'Restormer', **TINY_RESTORMER), state)
-    # a mismatch (wrong dim) is a user error: one line, exit 2, the keys listed
+    # a mismatch (wrong dim) is a user error: one line, exit 2, naming the weights' value and the one asked for
     proc = subprocess.run([sys.executable, '-m', 'promptir_basicsr', 'convert', '--arch',
                            'Restormer', *opts[2:], '--arch-opt', 'dim=16', str(src), str(tmp_path / 'no.pth')],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert proc.returncode == 2 and 'patch_embed.proj.weight' in proc.stderr and 'Traceback' not in proc.stderr
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert 'have dim=8' in proc.stderr and 'ask dim=16' in proc.stderr
     assert proc.stderr.startswith('basicsr convert: error: ')
     assert not (tmp_path / 'no.pth').exists()
 

@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-SCRIPT = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'scripts', 'benchmark.py')
+SCRIPT = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'scripts', 'benchmark.py')
 
 
 def _benchmark():

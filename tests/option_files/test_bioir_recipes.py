@@ -1,7 +1,7 @@
 """BioIR's shipped option files carry the official recipe (c-yn/BioIR All_in_One/train_eval.py, test.py,
 utils/dataset_utils.py), their test files test what the training validates, and the demo trains and tests
 through the real command. (That every shipped file passes the option check and its datasets build on the
-miniature official layout is tests/test_options_files.py.)"""
+miniature official layout is tests/option_files/test_shipped_files.py.)"""
 import inspect
 import json
 import math
@@ -16,7 +16,7 @@ from basicsr.utils.options import ordered_yaml
 
 from promptir_basicsr.archs.bioir_arch import BioIR
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 # images per source in the official training folders and lists: data_dir/noisy/denoise.txt (5,144),
 # rainy/rainTrain.txt (200), hazy/hazy_outside.txt (72,135); GoPro train 2,103 pairs, LOL our485 485 pairs
 IMAGES = {'noise15': 5144, 'noise25': 5144, 'noise50': 5144, 'rain': 200, 'haze': 72135, 'blur': 2103,

@@ -16,7 +16,7 @@ from promptir_basicsr.errors import OptionError
 from promptir_basicsr.options.files import apply_force_yml, read_option_file
 from promptir_basicsr.options.prepare import consistency_warnings, validate_options
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO = {name: osp.join(REPO, 'options', 'demo', f'{name}_demo.yml') for name in ('promptir', 'restormer', 'airnet')}
 
 

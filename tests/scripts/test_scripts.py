@@ -10,7 +10,7 @@ from pathlib import Path
 
 from promptir_basicsr.data.demo import TRAIN_PHOTOS, VAL_PHOTOS, scene_of
 
-SCRIPTS = Path(__file__).resolve().parents[1] / 'scripts'
+SCRIPTS = Path(__file__).resolve().parents[2] / 'scripts'
 
 
 def run_script(name, *args, cwd):

@@ -3,7 +3,7 @@
 The paper-recipe files are checked against a miniature copy of the official folder layout and list
 files (a few 136x136 images), so their paths, pairing rules and list files are exercised for real; the
 demo files against the generated demo data. (That each train and demo file trains under 2-process DDP is
-tests/test_ddp_shipped_files.py.)
+tests/option_files/test_ddp_shipped_files.py.)
 """
 import glob
 import json
@@ -21,7 +21,7 @@ from cli_helpers import make_official_layout
 import yaml
 from promptir_basicsr.options.prepare import validate_options
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FILES = sorted(glob.glob(osp.join(REPO, 'options', '*', '*.yml')))
 RECIPES = sorted(glob.glob(osp.join(REPO, 'options', 'train', '*.yml')))
 TESTS = sorted(glob.glob(osp.join(REPO, 'options', 'test', '*.yml')))
