@@ -53,7 +53,7 @@ def misfit(state_dict, file_opt, network_opt):
             '(--arch-opt or an option file\'s network_g): leave those options out to use the weights\' own')
 
 
-def build_and_fit(ckpt, state_dict, file_opt, network_opt, param_key=None, allow_mismatch=False):
+def build_and_fit(ckpt, state_dict, file_opt, network_opt, param_key=None, allow_mismatch=None):
     """``(net, converted state dict, report)``: the network of ``network_opt`` and the file's weights fitted to it
     (:func:`convert_state_dict`); weights that do not fit raise :class:`CheckpointError`, in one line when
     :func:`misfit` can say why, else listing the keys."""

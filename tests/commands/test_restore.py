@@ -226,7 +226,7 @@ def test_outputs_never_overwrite_inputs(photos, weights, capsys):
 
 def test_bad_arguments_are_one_line_errors(photos, weights, tmp_path, capsys):
     for args, message in [(['--weights', str(tmp_path / 'missing.pth')], 'not found'),
-                          (['--weights', str(weights), '--arch-opt', 'dim=16'], 'does not match'),
+                          (['--weights', str(weights), '--arch-opt', 'dim=16'], 'have dim=8 (read from their shapes)'),
                           (['--weights', str(weights), '--tile-size', '16', '--tile-overlap', '16'], 'tile size > overlap')]:
         status = cli.main(['restore', '-i', str(photos), '-o', str(tmp_path / 'x'), *args])
         err = capsys.readouterr().err
@@ -357,14 +357,16 @@ def test_an_ext_that_cannot_store_an_input_is_refused_before_anything_runs(photo
 
 
 def test_a_mismatch_hint_names_only_what_the_command_accepts(photos, weights, tmp_path, capsys):
-    """Weights that do not fit the network: restore points to its network options (it has no --allow-mismatch);
-    convert also offers its --allow-mismatch."""
-    status = cli.main(['restore', '-i', str(photos / 'odd.png'), '-o', str(tmp_path / 'x'), '--weights', str(weights),
-                       '--arch-opt', 'dim=16'])
+    """Weights whose keys do not fit the network (a key the network lacks): restore points to its network options
+    (it has no --allow-mismatch); convert also offers its --allow-mismatch."""
+    state = torch.load(weights, weights_only=True)['params']
+    extra = tmp_path / 'extra_key.pth'
+    torch.save({'params': {**state, 'extra_head.weight': torch.zeros(3)}}, extra)
+    status = cli.main(['restore', '-i', str(photos / 'odd.png'), '-o', str(tmp_path / 'x'), '--weights', str(extra)])
     err = capsys.readouterr().err
-    assert status == 2 and 'does not match PromptIR' in err and 'patch_embed.proj.weight' in err
+    assert status == 2 and 'does not match PromptIR' in err and 'extra_head.weight' in err, err
     assert 'Check the network options (-opt, --arch, --arch-opt)' in err and '--allow-mismatch' not in err
-    status = cli.main(['convert', str(weights), str(tmp_path / 'c.pth'), '--arch-opt', 'dim=16'])
+    status = cli.main(['convert', str(extra), str(tmp_path / 'c.pth')])
     err = capsys.readouterr().err
     assert status == 2 and 'or pass --allow-mismatch' in err and not (tmp_path / 'c.pth').exists()
 
@@ -389,13 +391,12 @@ def test_an_option_file_given_as_weights_is_named(photos, tmp_path, capsys):
 
 
 def test_what_restore_says_along_the_way(photos, weights, tmp_path, capsys, monkeypatch):
-    """The log: other files listed (ten, then '...'); the network and the device line; a tip once for a large
-    untiled image (the threshold lowered here), none with tiles; a file that runs out of memory is listed with the
-    fix, the others written; the closing line counts images and megapixels."""
+    """The log: other files listed (ten, then '...'); the network and the device line (whole images, tiles where
+    the memory budget needs them); a file that runs out of memory is listed with the fix, the others written; the
+    closing line counts images and megapixels."""
     import promptir_basicsr.image_restoration as image_restoration
     for i in range(11):
         (photos / f'note{i:02d}.txt').write_text('x')
-    monkeypatch.setattr('promptir_basicsr.commands.restore.LARGE_UNTILED_MP', 0.0005)  # 29 x 37 = 0.0011 MP
     real = image_restoration.restore_file
 
     def restore_file(restorer, path, *args):
@@ -410,14 +411,13 @@ def test_what_restore_says_along_the_way(photos, weights, tmp_path, capsys, monk
     skipped = log.split('not images (skipped): 12 file(s): ')[1].split('\n')[0]
     assert skipped.count('.txt') == 10 and skipped.endswith(', ... (readable: .png, .jpg, .jpeg, .bmp, .tif, .tiff, '
                                                             '.webp)')
-    assert 'device: cpu; whole images' in log
-    assert log.count('tip: ') == 1 and 'megapixels; --tile-size 512 restores large images in bounded memory' in log
+    assert '; whole images, or tiles overlapping 32 px where the memory budget from the free memory needs them' in log
     assert 'gray8.png: out of memory; restore it with --tile-size 512 (or smaller)' in log
     assert 'failed 2 file(s):' in log and 'restored 9 image(s), 0.0' in log
     assert not (out / 'gray8.png').exists() and (out / 'odd.png').is_file()
     assert cli.main(['restore', '-i', str(photos / 'odd.png'), '-o', str(tmp_path / 't'), '--weights', str(weights),
                      '--tile-size', '16', '--tile-overlap', '8']) == 0
-    assert 'tip: ' not in capsys.readouterr().out
+    assert '; tiles of 16 px overlapping 8 px\n' in capsys.readouterr().out
 
 
 def test_speed_flags_that_cannot_run_here_are_one_line_errors(photos, weights, tmp_path, capsys):
