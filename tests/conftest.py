@@ -46,3 +46,15 @@ def tiny_data(tmp_path):
     write_pairs(tmp_path / 'data' / 'valA', 2, 24, seed=2)
     write_pairs(tmp_path / 'data' / 'valB', 2, 24, seed=3)
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _degradations_a_test_registers_are_removed():
+    """The degradation registry is shared by every test of a process, and pytest-xdist runs them in an order that
+    changes from run to run: an op a test registers (test_invert_op, ...) must not show in another test's list of
+    known degradations."""
+    from promptir_basicsr.data.degradations import DEGRADATION_REGISTRY
+    before = set(DEGRADATION_REGISTRY._obj_map)
+    yield
+    for name in set(DEGRADATION_REGISTRY._obj_map) - before:
+        DEGRADATION_REGISTRY._obj_map.pop(name)

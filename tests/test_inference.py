@@ -152,10 +152,16 @@ def test_safetensors_with_and_without_metadata(tmp_path):
         torch.testing.assert_close(loaded(x), net.eval()(x))
 
 
-def test_mismatching_options_list_the_keys(tmp_path):
-    torch.save({'params': _tiny('Restormer').state_dict()}, tmp_path / 'r.pth')
-    with pytest.raises(CheckpointError, match='patch_embed.proj.weight'):
+def test_mismatching_options_and_keys_are_named(tmp_path):
+    """Options that contradict the weights' shapes name both values; keys the network lacks are listed."""
+    state = _tiny('Restormer').state_dict()
+    torch.save({'params': state}, tmp_path / 'r.pth')
+    with pytest.raises(CheckpointError, match=r'these Restormer weights have dim=8 \(read from their shapes\), but '
+                       r'the options given ask dim=16'):
         load_network(tmp_path / 'r.pth', overrides={'dim': 16})
+    torch.save({'params': {**state, 'extra_head.weight': torch.zeros(2)}}, tmp_path / 'extra.pth')
+    with pytest.raises(CheckpointError, match='extra_head.weight'):
+        load_network(tmp_path / 'extra.pth')
     (tmp_path / 'junk.pth').write_bytes(b'not a checkpoint')
     with pytest.raises(CheckpointError, match='junk.pth'):
         load_network(tmp_path / 'junk.pth')

@@ -63,8 +63,8 @@ def run(args):
     def log(message):
         print(message, flush=True)
 
-    networks = service.load_networks(args.weights, args.device, args.threads, args.backend, args.max_memory,
-                                     args.tile_size, args.tile_overlap, log)
+    networks = service.load_networks(args.weights, args.device, args.threads, args.backend or 'torch',
+                                     args.max_memory, args.tile_size, args.tile_overlap, log)
     for network in networks:
         log(f'network: {network.label}')
     with tempfile.TemporaryDirectory(prefix='basicsr-serve-demo-') as scratch:

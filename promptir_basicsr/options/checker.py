@@ -179,7 +179,8 @@ def static_problems(opt, is_train=True, check_paths=True):
 
 def _misspelt_dataset_keys(checker, datasets):
     """A key of one of our datasets' sections (or of an entry of its ``sources``) that is not declared and is close
-    to a declared key the section lacks: ``gt_sise`` where ``gt_size`` is missing. Other unknown keys wait for the
+    to a declared key the section lacks: ``gt_sise`` where ``gt_size`` is missing; and basicsr's required loader
+    keys (``batch_size_per_gpu`` of the train set) that are missing. Other unknown keys wait for the
     full check (a model may declare keys of the train set), as top-level keys do."""
     if not isinstance(datasets, Mapping):
         return
@@ -192,6 +193,9 @@ def _misspelt_dataset_keys(checker, datasets):
         keys, nested = declared
         here = f'datasets:{phase}'
         _misspelt_keys(checker, dataset_opt, set(keys) | set(LOADER_KEYS), here)
+        for key, spec in loader_keys('train' if phase == 'train' else 'val').items():  # what every loader needs
+            if key not in dataset_opt and spec.is_required(checker.is_train):
+                checker.add(f'missing required key `{here}:{key}`')
         for key, entry_keys in nested.items():
             entries = dataset_opt.get(key)
             for i, entry in enumerate(entries if isinstance(entries, list) else ()):

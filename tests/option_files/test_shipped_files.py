@@ -1,4 +1,4 @@
-"""Every shipped option file and README snippet: valid for the option checker, documented, and its datasets build.
+"""Every shipped option file and docs snippet: valid for the option checker, documented, and its datasets build.
 
 The paper-recipe files are checked against a miniature copy of the official folder layout and list
 files (a few 136x136 images), so their paths, pairing rules and list files are exercised for real; the
@@ -135,13 +135,14 @@ def test_five_task_test_file_is_the_training_files_validation():
     assert test['path']['pretrain_network_g'] == 'experiments/promptir_5task/models/net_g_latest.pth'
 
 
-def readme_blocks(language):
-    text = open(osp.join(REPO, 'README.md'), encoding='utf-8').read()
+def training_doc_blocks(language):
+    """The ```language blocks of docs/training.md (the page that shows option fragments and a plugin)."""
+    text = open(osp.join(REPO, 'docs', 'training.md'), encoding='utf-8').read()
     return re.findall(rf'^```{language}\n(.*?)^```', text, flags=re.S | re.M)
 
 
 def merge_fragment(base, fragment):
-    """A README fragment into an option dict: mappings merge key by key, lists (``sources``) are extended."""
+    """A docs fragment into an option dict: mappings merge key by key, lists (``sources``) are extended."""
     for key, value in fragment.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             merge_fragment(base[key], value)
@@ -152,20 +153,20 @@ def merge_fragment(base, fragment):
     return base
 
 
-def test_readme_yaml_snippets_run_as_written(official_layout, monkeypatch):
-    """Every ```yaml block of the README is a fragment of options/train/promptir_allinone.yml (as the README
+def test_training_doc_yaml_snippets_run_as_written(official_layout, monkeypatch):
+    """Every ```yaml block of docs/training.md is a fragment of options/train/promptir_allinone.yml (as the page
     says where it shows them); with the ```python blocks written to the file their first line names, each
     passes the option check (plugins imported, paths on the official layout) and its datasets build, the
     sources it adds included. Guards against snippets that name missing folders, keys or degradations."""
     from promptir_basicsr.data.degradations import DEGRADATION_REGISTRY
     from promptir_basicsr.options.prepare import prepare_run
     python_files = []
-    for block in readme_blocks('python'):
+    for block in training_doc_blocks('python'):
         named = re.match(r'# (\w+)\.py\b', block)
         if named:
             (official_layout / f'{named.group(1)}.py').write_text(block)
             python_files.append(named.group(1))
-    yaml_blocks = readme_blocks('yaml')
+    yaml_blocks = training_doc_blocks('yaml')
     assert len(yaml_blocks) >= 2 and python_files
     for i, block in enumerate(yaml_blocks):
         fragment = yaml.safe_load(block)
@@ -185,7 +186,7 @@ def test_readme_yaml_snippets_run_as_written(official_layout, monkeypatch):
         for name in added:
             index = [s.name for s in train_set.sources].index(name)
             sample = train_set.load(index, 0, np.random.default_rng(0))
-            assert not torch.equal(sample['lq'], sample['gt']), f'README source {name} is not degraded'
+            assert not torch.equal(sample['lq'], sample['gt']), f'docs/training.md source {name} is not degraded'
 
 
 @pytest.mark.parametrize('model', ['promptir', 'restormer', 'airnet', 'adair', 'moce_ir'])
