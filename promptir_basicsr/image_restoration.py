@@ -157,7 +157,11 @@ def choose_backend(backend, device, torch_only_flags):
         return 'torch', 'the interop extra (onnxruntime) is not installed'
     if given:
         return 'torch', f'{", ".join(given)} apply to torch only'
-    if resolve_device(device).type != 'cpu':
+    try:
+        on_cuda = resolve_device(device).type != 'cpu'
+    except ValueError as err:  # --device cuda without CUDA: one line, as the Restorer says it
+        raise UserError(str(err)) from None
+    if on_cuda:
         return 'torch', 'the network runs on CUDA'
     return 'measure', 'the faster here'
 

@@ -169,32 +169,56 @@ def is_text_mutant(diff):
     return without_help(old) == without_help(new)
 
 
-def _mutmut_env():
-    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}  # mutmut puts mutants/ on sys.path itself
+def _mutmut_env(work):
+    """mutmut puts ``mutants/`` first on its own sys.path (and takes the work folder off it); PYTHONPATH names the
+    work folder's unmutated copy for the tests' subprocesses (``python -m promptir_basicsr``), which would otherwise
+    import the installed package: another checkout's code, whose messages and behaviour may differ from the tests'
+    (a failing test stops mutmut's first, unmutated run, and every mutant is then left 'not checked')."""
+    env = dict(os.environ, PYTHONPATH=work)
     env.setdefault('OMP_NUM_THREADS', '1')
     return env
 
 
-def run_area(area, max_children, again=False):
+NO_MUTANT = 'no-mutant-has-this-name'  # mutmut makes the mutants and maps the tests, then stops: nothing to run
+
+
+def run_area(area, max_children, again=False, behaviour_only=False):
     """Run mutmut on ``area``: every mutant in a fresh copy, or (``again``) only the last run's survivors, with the
-    repository's current tests copied over the last run's folder."""
-    names = []
-    if again:
-        work = os.path.join(REPO, 'build', 'mutation', area)
-        names = sorted(n for n, (status, _) in load_results(work).items() if status not in KILLED)
-        if not names:
-            return work, load_results(work)
+    repository's current tests copied over the last run's folder (and then the mutants of any source file changed
+    since, which mutmut made anew and left 'not checked'). ``behaviour_only``: leave the wording mutants
+    (:func:`is_text_mutant`) 'not checked', which saves a third of the time; the behaviour kill rate is the same."""
+    work = os.path.join(REPO, 'build', 'mutation', area)
+    results = load_results(work) if again else {}
+    names = sorted(n for n, (status, _) in results.items() if status not in KILLED)
     work = prepare(area, fresh=not again)
     cmd = [sys.executable, '-m', 'mutmut', 'run'] + (['--max-children', str(max_children)] if max_children else [])
-    subprocess.run(cmd + names, cwd=work, env=_mutmut_env(), check=False)
-    return work, load_results(work)
+    if behaviour_only and not again:
+        subprocess.run(cmd + [NO_MUTANT], cwd=work, env=_mutmut_env(work), check=False)
+        results = load_results(work)
+        names = sorted(results)
+    for _ in range(2 if again else 1):
+        if behaviour_only:
+            names = [n for n in names if not is_text_mutant(results[n][1])]
+        if behaviour_only and not names:
+            break
+        subprocess.run(cmd + names, cwd=work, env=_mutmut_env(work), check=False)
+        results = load_results(work)
+        names = sorted(n for n, (status, _) in results.items() if status == 'not checked')
+        if not names:
+            break
+    if results and all(status == 'not checked' for status, _ in results.values()):
+        # mutmut first runs the selected tests on the unmutated code (with -x) to map tests to functions: one
+        # failing test there stops it before any mutant runs
+        print(f'\n!! {area}: no mutant ran. mutmut stops when a selected test fails on the unmutated code; its output '
+              f'above names the test (cd {os.path.relpath(work, os.getcwd())}, add "debug = true" under [mutmut] in '
+              'setup.cfg, run python -m mutmut run, to see it in full)')
+    return work, results
 
 
-def load_results(work, env=None):
+def load_results(work):
     """{mutant name: (status, diff)} of a finished run in ``work``."""
-    env = env or _mutmut_env()
-    listing = subprocess.run([sys.executable, '-c', _LIST_MUTANTS], cwd=work, env=env, capture_output=True,
-                             text=True, check=True).stdout
+    listing = subprocess.run([sys.executable, '-c', _LIST_MUTANTS], cwd=work, env=_mutmut_env(work),
+                             capture_output=True, text=True, check=True).stdout
     return {name: tuple(value) for name, value in json.loads(listing).items()}
 
 
@@ -261,6 +285,9 @@ def main(argv=None):
                         help='print the report of the last run in build/mutation/<area>/ without running again')
     parser.add_argument('--again', action='store_true',
                         help="run only the last run's survivors again, against the repository's current tests")
+    parser.add_argument('--behaviour-only', action='store_true',
+                        help="run only the behaviour mutants, leaving those that change a message's wording 'not "
+                             "checked' (a third of the time saved; the behaviour kill rate is the same)")
     args = parser.parse_args(argv)
     rows = []
     for area in sorted(AREAS) if 'all' in args.areas else args.areas:
@@ -268,7 +295,7 @@ def main(argv=None):
             work = os.path.join(REPO, 'build', 'mutation', area)
             rows.append(report(area, work, load_results(work)))
         else:
-            rows.append(report(area, *run_area(area, args.max_children, args.again)))
+            rows.append(report(area, *run_area(area, args.max_children, args.again, args.behaviour_only)))
     print('\n' + summary_table(rows))
     return 0
 
