@@ -201,6 +201,57 @@ def test_table_prints_or_writes_the_merged_table(tmp_path, capsys):
         [r['average']['psnr'] for r in json.loads((tmp_path / 'merged' / rt.JSON_NAME).read_text())['rows']], [30, 28])
 
 
+def test_serve_hands_the_page_its_networks_examples_and_flags(tmp_path, monkeypatch, capsys):
+    """`basicsr serve` in this process, the page and the networks' loading replaced by recorders: every flag
+    reaches them as given (defaults: 127.0.0.1, port 7860, 100 megapixels, the demo root made absolute); each
+    network is named; --demo-root none offers no examples; a port or tiles out of range, or no gradio, are one-line
+    errors before anything loads."""
+    import importlib.util
+    import sys
+    import types
+
+    import promptir_basicsr.serving as serving
+    calls = []
+    service = types.SimpleNamespace(
+        load_networks=lambda *args: calls.append(('load', args[:7])) or [types.SimpleNamespace(label='A'),
+                                                                         types.SimpleNamespace(label='B')],
+        demo_pairs=lambda root, scratch: calls.append(('demo', root)) or [('lq.png', 'gt.png')])
+    page = types.SimpleNamespace(serve=lambda *args: calls.append(('serve', [n.label for n in args[0]], *args[1:6]))
+                                 or 0)
+    for name, module in (('service', service), ('page', page)):  # never imports gradio
+        monkeypatch.setattr(serving, name, module, raising=False)
+        monkeypatch.setitem(sys.modules, f'promptir_basicsr.serving.{name}', module)
+    real_find_spec = importlib.util.find_spec
+    gradio = {'installed': True}
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: (object() if gradio['installed'] else None)
+                        if name == 'gradio' else real_find_spec(name, *a))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(['serve', '--weights', 'a.pth', 'b.onnx']) == 0
+    assert calls == [('load', (['a.pth', 'b.onnx'], 'auto', None, 'auto', None, 0, 32)),
+                     ('demo', str(tmp_path / 'datasets' / 'demo')),
+                     ('serve', ['A', 'B'], [['lq.png', 'gt.png']], '127.0.0.1', 7860, 100.0, None)]
+    assert capsys.readouterr().out.splitlines()[:2] == ['network: A', 'network: B']
+    calls.clear()
+    assert cli.main(['serve', '--weights', 'w', '--host', '0.0.0.0', '--port', '1', '--demo-root', 'none',
+                     '--max-megapixels', '2.5', '--exit-after', '3', '--tile-size', '64', '--tile-overlap', '8',
+                     '--device', 'cpu', '--threads', '2', '--max-memory', '1G', '--backend', 'torch']) == 0
+    assert calls == [('load', (['w'], 'cpu', 2, 'torch', 1024 ** 3, 64, 8)),
+                     ('serve', ['A', 'B'], [], '0.0.0.0', 1, 2.5, 3.0)]
+    calls.clear()
+    for args, message in ((['--port', '0'], '--port 0: choose a port between 1 and 65535'),
+                          (['--port', '65536'], '--port 65536: choose a port'),
+                          (['--tile-size', '16', '--tile-overlap', '16'], '--tile-size 16 --tile-overlap 16: need'),
+                          (['--tile-size', '-1'], '--tile-size -1 --tile-overlap 32: need')):
+        assert cli.main(['serve', '--weights', 'w', *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count('\n') == 1, (args, err)
+    assert cli.main(['serve', '--weights', 'w', '--port', '65535', '--demo-root', 'none']) == 0
+    assert calls[-1][4] == 65535
+    gradio['installed'] = False
+    assert cli.main(['serve', '--weights', 'w']) == 2
+    assert 'gradio is not installed' in capsys.readouterr().err and len(calls) == 2
+
+
 @pytest.mark.parametrize('command', ['train', 'test', 'restore', 'export', 'convert', 'prompts', 'plot', 'table',
                                      'ablate'])
 def test_every_command_answers_help(command, capsys):
