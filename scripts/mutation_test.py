@@ -42,7 +42,8 @@ AREAS = {
               ['promptir_basicsr/archs/adair_arch.py', 'promptir_basicsr/archs/moce_ir_arch.py',
                'promptir_basicsr/archs/bioir_arch.py'],
               ['tests/archs/test_airnet_arch.py', 'tests/archs/test_fast_paths.py',
-               'tests/archs/test_golden_outputs.py', 'tests/archs/test_promptir_ablation_options.py', 'tests/archs/test_promptir_arch.py',
+               'tests/archs/test_golden_outputs.py', 'tests/archs/test_promptir_ablation_options.py',
+               'tests/archs/test_promptir_arch.py',
                'tests/archs/test_restormer_arch.py', 'tests/archs/test_restormer_blocks.py']),
     # The all-in-one line (AdaIR, MoCE-IR, BioIR): their golden outputs and arch tests.
     'new_archs': (['promptir_basicsr/archs/adair_arch.py', 'promptir_basicsr/archs/moce_ir_arch.py',
@@ -78,7 +79,8 @@ AREAS = {
     'commands': (['promptir_basicsr/commands/*'], ['promptir_basicsr/commands/restore.py'],
                  ['tests/commands', 'tests/test_cli.py', 'tests/interop/test_export_command.py',
                   'tests/weights/test_conversion.py', 'tests/utils/test_results_table.py',
-                  'tests/visual/test_pictures.py', 'tests/options/test_schema.py', 'tests/commands/test_commands_in_process.py'], FULL_NETWORK_EXPORTS),
+                  'tests/visual/test_pictures.py', 'tests/options/test_schema.py',
+                  'tests/commands/test_commands_in_process.py'], FULL_NETWORK_EXPORTS),
 }
 
 
