@@ -162,11 +162,16 @@ _STRING = re.compile(r"""[rbfRBF]{0,2}("([^"\\\n]|\\.)*"|'([^'\\\n]|\\.)*')""")
 _MESSAGE_STATEMENT = re.compile(r'^\s*(raise |log\(|logger\.|get_root_logger\(\)\.|print\(|notes\.append\(|'
                                 r'parser\.error\(|warnings\.warn\()')
 _HELP_ARGUMENT = re.compile(r'\b(help|description|epilog|metavar|prog)=(S|None|prog),?')
+# arguments that only name a thing in an error message: interop's require(module, purpose) and
+# check_differences(differences, precision, what)
+_MESSAGE_ARGUMENTS = (re.compile(r'(\brequire\([^,()]+,\s*)(S|None)'),
+                      re.compile(r'(\bcheck_differences\((?:[^()]|\([^()]*\))*,\s*)(S|None)(?=\))'))
 
 
 def is_text_mutant(diff):
-    """True when a mutant only changes wording: inside string literals, in a message statement, or in
-    an argparse help/description/metavar/prog argument."""
+    """True when a mutant only changes wording: inside string literals, in a message statement, in an
+    argparse help/description/metavar/prog argument, or in an argument that only names a thing in a message
+    (``_MESSAGE_ARGUMENTS``)."""
     old = [line[1:] for line in diff.splitlines() if line.startswith('-') and not line.startswith('---')]
     new = [line[1:] for line in diff.splitlines() if line.startswith('+') and not line.startswith('+++')]
     if not old:
@@ -178,6 +183,8 @@ def is_text_mutant(diff):
 
     def without_help(lines):
         text = re.sub(r'S(\s*S)+', 'S', _STRING.sub('S', ' '.join(lines)))  # implicit concatenation
+        for argument in _MESSAGE_ARGUMENTS:
+            text = argument.sub(r'\1S', text)
         return re.sub(r'\s', '', _HELP_ARGUMENT.sub('', text))
 
     return without_help(old) == without_help(new)
@@ -282,11 +289,13 @@ def report(area, work, results):
 
 def summary_table(rows):
     """The per-area table of docs/testing.md, in Markdown."""
-    lines = ['| area | mutants | behaviour mutants | killed | not killed (equivalent) | behaviour kill rate |',
-             '|---|---:|---:|---:|---:|---:|']
+    lines = ['| area | mutants | behaviour mutants | of them run | killed | not killed (equivalent) | '
+             'behaviour kill rate | without the equivalent |',
+             '|---|---:|---:|---:|---:|---:|---:|---:|']
     for r in rows:
-        lines.append(f'| {r["area"]} | {r["mutants"]} | {r["behaviour"]} | {r["killed"]} | '
-                     f'{r["judged"] - r["killed"]} ({r["equivalent"]}) | {_rate(r["killed"], r["judged"])} |')
+        lines.append(f'| {r["area"]} | {r["mutants"]} | {r["behaviour"]} | {r["judged"]} | {r["killed"]} | '
+                     f'{r["judged"] - r["killed"]} ({r["equivalent"]}) | {_rate(r["killed"], r["judged"])} | '
+                     f'{_rate(r["killed"], r["judged"] - r["equivalent"])} |')
     return '\n'.join(lines)
 
 
