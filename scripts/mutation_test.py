@@ -87,6 +87,32 @@ AREAS = {
 # Surviving behaviour mutants that cannot change what the code does, per area: {mutant name: why}. The names are
 # mutmut's for the source at the commit that lists them (editing a function renumbers its mutants).
 EQUIVALENT = {
+    'commands': {
+        'promptir_basicsr.commands._pipeline.x_build_parser__mutmut_7':
+            'type=None instead of str: argparse hands the string over unchanged either way',
+        'promptir_basicsr.commands._pipeline.x_build_parser__mutmut_11':
+            'no type instead of str: argparse hands the string over unchanged either way',
+        'promptir_basicsr.commands._pipeline.x_build_parser__mutmut_86':
+            "default=None dropped: argparse's default is None",
+        'promptir_basicsr.commands._pipeline.x_run_pipeline__mutmut_2':
+            'is_train=None instead of False: falsy wherever it is read (Key.is_required, `not is_train`)',
+        'promptir_basicsr.commands.convert.x_build_parser__mutmut_40':
+            "default=None dropped: argparse's default is None",
+        'promptir_basicsr.commands.convert.x_build_parser__mutmut_61':
+            "default=None dropped: argparse's default is None",
+        'promptir_basicsr.commands.convert.x_build_parser__mutmut_75':
+            "default=None dropped: argparse's default is None",
+        'promptir_basicsr.commands.prompts.x_run__mutmut_27':
+            "param_key=None dropped: load_network's default is None",
+        'promptir_basicsr.commands.serve.x_build_parser__mutmut_103':
+            "default=None dropped: argparse's default is None",
+        'promptir_basicsr.commands.serve.x_build_parser__mutmut_115':
+            'speed=None instead of False: add_device_arguments tests `not speed`',
+        'promptir_basicsr.commands.serve.x_build_parser__mutmut_125':
+            "default=None dropped: argparse's default is None",
+        'promptir_basicsr.commands.serve.x_run__mutmut_38':
+            "prefix=None: only the temporary folder's name changes",
+    },
     'tiling': {
         'promptir_basicsr.utils.tiling.x__blend_profile__mutmut_15':
             'arange without float32 is int64, and the division that follows gives the same float32 ramp',
@@ -161,11 +187,14 @@ print(json.dumps(out))
 _STRING = re.compile(r"""[rbfRBF]{0,2}("([^"\\\n]|\\.)*"|'([^'\\\n]|\\.)*')""")
 _MESSAGE_STATEMENT = re.compile(r'^\s*(raise |log\(|logger\.|get_root_logger\(\)\.|print\(|notes\.append\(|'
                                 r'parser\.error\(|warnings\.warn\()')
-_HELP_ARGUMENT = re.compile(r'\b(help|description|epilog|metavar|prog)=(S|None|prog),?')
-# arguments that only name a thing in an error message: interop's require(module, purpose) and
-# check_differences(differences, precision, what)
+_HELP_ARGUMENT = re.compile(r'\b(help|description|epilog|metavar|prog)=(S|None|prog|description),?')
+# arguments that are only words in a message or --help: interop's require(module, purpose) and
+# check_differences(differences, precision, what); the help of the commands' shared arguments, the description
+# of train's and test's parser
 _MESSAGE_ARGUMENTS = (re.compile(r'(\brequire\([^,()]+,\s*)(S|None)'),
-                      re.compile(r'(\bcheck_differences\((?:[^()]|\([^()]*\))*,\s*)(S|None)(?=\))'))
+                      re.compile(r'(\bcheck_differences\((?:[^()]|\([^()]*\))*,\s*)(S|None)(?=\))'),
+                      re.compile(r'(\badd_(?:output|arch_opt)_argument\(\s*parser,\s*)(S|None)'),
+                      re.compile(r'(\b_pipeline\.build_parser\(\s*prog,\s*)(S|None)'))
 
 
 def is_text_mutant(diff):
