@@ -87,6 +87,18 @@ AREAS = {
 # Surviving behaviour mutants that cannot change what the code does, per area: {mutant name: why}. The names are
 # mutmut's for the source at the commit that lists them (editing a function renumbers its mutants).
 EQUIVALENT = {
+    'models': {
+        'promptir_basicsr.models.all_in_one_model.xǁAllInOneModelǁ_progressive_crop__mutmut_11':
+            'mini_batch <= batch: at equality every sample is kept, in order: the same batch',
+        'promptir_basicsr.models.all_in_one_model.xǁAllInOneModelǁ_progressive_crop__mutmut_32':
+            'shape[+2:] is shape[-2:] for the 4-D lq',
+        'promptir_basicsr.models.all_in_one_model.xǁAllInOneModelǁ_progressive_crop__mutmut_35':
+            'mini_size <= height: a window as large as the image is the image',
+        'promptir_basicsr.models.all_in_one_model.xǁAllInOneModelǁ_progressive_crop__mutmut_36':
+            'mini_size <= width: a window as large as the image is the image',
+        'promptir_basicsr.models.all_in_one_model.xǁAllInOneModelǁmodel_ema__mutmut_1':
+            "the default decay is never used: every caller (ours, basicsr's) passes one",
+    },
     'commands': {
         'promptir_basicsr.commands._pipeline.x_build_parser__mutmut_7':
             'type=None instead of str: argparse hands the string over unchanged either way',

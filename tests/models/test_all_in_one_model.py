@@ -84,6 +84,47 @@ def test_progressive_patches_and_batches(tiny_opt):
     assert model.lq.shape[-1] == 16
 
 
+def test_progressive_crop_keeps_whole_samples_and_one_window_at_the_gt_scale(tiny_opt):
+    """A phase of 2 samples of 8 px, fed 4 samples of 16 px (gt 32 px: scale 2): the samples kept are distinct and
+    in order, with their degradation index; lq is an 8 x 8 window of its sample and gt the same window at twice
+    the size; over many draws the window starts anywhere from 0 to 8 on each side. A phase as large as the image
+    crops nothing, whichever side is larger."""
+    import random
+    opt = tiny_opt(train={'mini_batch_sizes': [2], 'iters': [100], 'gt_sizes': [8]})
+    opt['scale'] = 2
+    model = build(opt)
+    lq = torch.arange(4 * 16 * 16, dtype=torch.float32).view(4, 1, 16, 16).expand(4, 3, 16, 16)
+    gt = torch.arange(4 * 32 * 32, dtype=torch.float32).view(4, 1, 32, 32).expand(4, 3, 32, 32) + 1e5
+    starts, every = set(), set()
+    random.seed(0)
+    for _ in range(60):
+        model.update_learning_rate(1)
+        model.feed_data({'lq': lq.clone(), 'gt': gt.clone(), 'deg_index': torch.tensor([10, 11, 12, 13])})
+        assert model.lq.shape == (2, 3, 8, 8) and model.gt.shape == (2, 3, 16, 16)
+        kept = [int(i) - 10 for i in model.deg_index]
+        assert kept == sorted(set(kept))
+        for j, k in enumerate(kept):
+            first = int(model.lq[j, 0, 0, 0]) - k * 256  # the window's first pixel in its sample
+            top, left = divmod(first, 16)
+            assert torch.equal(model.lq[j], lq[k, :, top:top + 8, left:left + 8])
+            assert torch.equal(model.gt[j], gt[k, :, 2 * top:2 * top + 16, 2 * left:2 * left + 16])
+            starts.add((top, left))
+        every.update(kept)
+    assert {t for t, _ in starts} == {l for _, l in starts} == set(range(9)) and every == {0, 1, 2, 3}
+    for size in ((16, 8), (8, 16)) * 10:  # one side as large as the phase, the other larger: still cropped to 8 x 8
+        model.feed_data({'lq': torch.zeros(2, 3, *size), 'gt': torch.zeros(2, 3, 2 * size[0], 2 * size[1])})
+        assert model.lq.shape == (2, 3, 8, 8) and model.gt.shape == (2, 3, 16, 16)
+    model.feed_data({'lq': torch.zeros(2, 3, 8, 8), 'gt': torch.zeros(2, 3, 16, 16)})
+    assert model.lq.shape == (2, 3, 8, 8) and model.gt.shape == (2, 3, 16, 16)
+    model.feed_data({'lq': torch.zeros(1, 3, 8, 8), 'gt': torch.zeros(1, 3, 16, 16)})  # fewer samples than asked
+    assert model.lq.shape[0] == 1
+    del opt['scale']  # a file without scale: 1
+    model = build(opt)
+    model.update_learning_rate(1)
+    model.feed_data({'lq': lq[:2].clone(), 'gt': lq[:2].clone()})
+    assert torch.equal(model.lq, model.gt) and model.gt.shape == (2, 3, 8, 8)
+
+
 def test_progressive_from_restormer_dataset_keys(tiny_opt):
     opt = tiny_opt(datasets={'train': {'name': 't', 'mini_batch_sizes': [2], 'iters': [5], 'gt_sizes': [8]}})
     model = build(opt)
