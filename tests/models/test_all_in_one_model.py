@@ -281,3 +281,12 @@ def test_val_tile_size_restores_tile_by_tile_through_the_model(tiny_opt):
             assert seen == [(1, 3, 16, 16)] * (4 * 5 if name == 'tiled' else 3 * 3)
     torch.testing.assert_close(outputs['tiled'], outputs['whole'], rtol=0, atol=1e-6)
     assert (outputs['no_overlap'] - outputs['whole']).abs().max() > 1e-3
+
+
+def test_saved_images_are_named_by_iteration_or_suffix(tiny_opt, tmp_path):
+    """Training validations name images by iteration; a test run by val: suffix, else by the run's name."""
+    folder = tmp_path / 'visualization' / 'setA'
+    assert build(tiny_opt())._image_path('setA', 'img0', 7) == str(folder / 'img0_7.png')
+    for val, suffix in (({'suffix': 'mine'}, 'mine'), ({}, 'unit')):
+        model = build(tiny_opt(is_train=False, val=val))
+        assert model._image_path('setA', 'img0', 7) == str(folder / f'img0_{suffix}.png')
