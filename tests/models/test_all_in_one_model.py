@@ -290,3 +290,68 @@ def test_saved_images_are_named_by_iteration_or_suffix(tiny_opt, tmp_path):
     for val, suffix in (({'suffix': 'mine'}, 'mine'), ({}, 'unit')):
         model = build(tiny_opt(is_train=False, val=val))
         assert model._image_path('setA', 'img0', 7) == str(folder / f'img0_{suffix}.png')
+
+
+def test_option_rules_of_the_models():
+    """The models' own rules across keys, message by message: the progressive lists (under train, else under
+    datasets:train) of one length each, within the loader's crop and batch; none for a test run. The contrastive
+    model wants an encoder and two crops, and warns when only its encoder stage would run; MoCE-IR's model wants
+    a network with a balance loss."""
+    from promptir_basicsr.models.all_in_one_model import AllInOneModel
+    from promptir_basicsr.models.contrastive_model import ContrastiveModel
+    from promptir_basicsr.models.moce_ir_model import MoCEIRModel
+
+    def opt(train=None, train_set=None, **more):
+        return {'model_type': 'AllInOneModel', 'train': dict(train or {}), 'network_g': {'type': 'Restormer'},
+                'datasets': {'train': dict({'gt_size': 16, 'batch_size_per_gpu': 4}, **(train_set or {}))}, **more}
+
+    good = {'mini_batch_sizes': [4, 2], 'iters': [5, 5], 'gt_sizes': [8, 16]}
+    assert AllInOneModel.option_problems(opt(good), True) == []
+    assert AllInOneModel.option_problems(opt(), True) == []
+    assert AllInOneModel.option_problems(opt(dict(good, iters=[5])), False) == []
+    assert AllInOneModel.option_problems(opt(dict(good, iters=[5])), True) == [
+        'train: mini_batch_sizes, iters and gt_sizes need the same length (one value per phase), got [4, 2], [5], '
+        '[8, 16]']
+    assert AllInOneModel.option_problems(opt(train_set=dict(good, gt_sizes=[8])), True) == [
+        'datasets:train: mini_batch_sizes, iters and gt_sizes need the same length (one value per phase), got '
+        '[4, 2], [5, 5], [8]']
+    empty = {'mini_batch_sizes': [], 'iters': [], 'gt_sizes': []}
+    assert AllInOneModel.option_problems(opt(empty), True) == [
+        'train: mini_batch_sizes, iters and gt_sizes need the same length (one value per phase), got [], [], []']
+    one = {'mini_batch_sizes': [4], 'iters': [5], 'gt_sizes': [16]}  # exactly the loader's crop and batch
+    assert AllInOneModel.option_problems(opt(one), True) == []
+    assert AllInOneModel.option_problems(opt(dict(one, mini_batch_sizes=[5], gt_sizes=[17])), True) == [
+        'train:gt_sizes [17] go beyond datasets:train:gt_size 16: the loader must crop the largest patch (set '
+        'gt_size to max(gt_sizes))',
+        'train:mini_batch_sizes [5] go beyond datasets:train:batch_size_per_gpu 4: the loader must deliver the '
+        'largest batch']
+
+    contrastive = opt(model_type='ContrastiveModel', network_g={'type': 'PromptIR'}, train_set={'num_crops': 2},
+                      train={'total_iter': 10})
+    assert ContrastiveModel.option_problems(contrastive, True) == [
+        'model_type ContrastiveModel trains a contrastive degradation encoder, but network_g PromptIR has none '
+        '(set network_g:prompt_source: cbde)']
+    contrastive['network_g'] = dict(CBDE)
+    assert ContrastiveModel.option_problems(contrastive, True) == []
+    contrastive['datasets']['train']['num_crops'] = 1
+    assert ContrastiveModel.option_problems(contrastive, True)[-1].startswith(
+        'datasets:train:num_crops must be 2 for ContrastiveModel')
+    assert ContrastiveModel.option_problems(contrastive, False) == []
+    assert ContrastiveModel.option_warnings(contrastive) == []  # no encoder stage by default
+    assert ContrastiveModel.option_warnings(dict(contrastive, train={'total_iter': 1})) == []
+    for iters, warned in ((9, False), (10, True), (11, True)):
+        contrastive['train']['encoder_iters'] = iters
+        assert bool(ContrastiveModel.option_warnings(contrastive)) is warned, iters
+    assert ContrastiveModel.option_warnings(contrastive) == [
+        'train:encoder_iters 11 >= train:total_iter 10: only the contrastive encoder stage runs; the restorer is never '
+        'trained']
+    moce = opt(model_type='MoCEIRModel')
+    assert MoCEIRModel.option_problems(moce, True) == [
+        'model_type MoCEIRModel adds the routing balance loss of its network, but network_g Restormer has none '
+        '(MoCEIR has; use AllInOneModel otherwise)']
+    assert MoCEIRModel.option_problems(moce, False) == []
+    moce['network_g'] = {'type': 'MoCEIR'}
+    assert MoCEIRModel.option_problems(moce, True) == []
+
+
+CBDE = {'type': 'PromptIR', 'prompt_source': 'cbde'}
