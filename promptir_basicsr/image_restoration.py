@@ -143,6 +143,10 @@ def choose_backend(backend, device, torch_only_flags):
     no fixed rule holds). ``onnxruntime`` asked for by name: a :class:`UserError` where it cannot apply.
     """
     given = [flag for flag, value in torch_only_flags.items() if value]
+    try:
+        device_type = resolve_device(device).type
+    except ValueError as err:  # --device cuda without CUDA: one line, before anything is exported or read
+        raise UserError(str(err)) from None
     if backend == 'torch':
         return 'torch', 'asked for'
     if backend == 'onnxruntime':
@@ -157,11 +161,7 @@ def choose_backend(backend, device, torch_only_flags):
         return 'torch', 'the interop extra (onnxruntime) is not installed'
     if given:
         return 'torch', f'{", ".join(given)} apply to torch only'
-    try:
-        on_cuda = resolve_device(device).type != 'cpu'
-    except ValueError as err:  # --device cuda without CUDA: one line, as the Restorer says it
-        raise UserError(str(err)) from None
-    if on_cuda:
+    if device_type != 'cpu':
         return 'torch', 'the network runs on CUDA'
     return 'measure', 'the faster here'
 

@@ -4,8 +4,9 @@
 Each command runs as a fresh process (``python -m promptir_basicsr ...``, what the console script runs) ``--repeats``
 times; the table gives the wall time's best, median and worst, and the exit status. The option mistakes are made in
 a temporary copy of ``options/demo/promptir_demo.yml``: a misspelt basicsr key, architecture option and dataset key
-(found by the check that needs no torch), and a misspelt key a model declares (``train: grad_checkpoint``, found by
-the full check, which loads torch, basicsr, the models and the datasets).
+and a key a model declares (``train: grad_checkpoint``), all found by the check that needs no torch; and an optimizer
+that does not exist (``optim_g: type: AdamQ``), found by the full check, which loads torch, basicsr, the models and
+the datasets.
 
     python scripts/benchmark_cli.py                  # 5 repeats
     python scripts/benchmark_cli.py --repeats 3
@@ -45,14 +46,16 @@ def load_average():
 
 
 def typo_files(folder):
-    """Copies of the demo option file, each with one misspelt key: basicsr's, the architecture's, the dataset's, a model's."""
+    """Copies of the demo option file, each with one mistake: a misspelt key of basicsr's, the architecture's, the
+    dataset's, a model's; an optimizer that does not exist."""
     with open(osp.join(REPO, 'options', 'demo', 'promptir_demo.yml'), encoding='utf-8') as f:
         text = f.read()
     files = {}
     for name, old, new in (('basicsr_key.yml', '  print_freq:', '  print_frq:'),
                            ('network_key.yml', '  prompt_len:', '  prompt_lenght:'),
                            ('dataset_key.yml', '    gt_size:', '    gt_sise:'),
-                           ('model_key.yml', '  total_iter: 500', '  grad_chekpoint: true\n  total_iter: 500')):
+                           ('model_key.yml', '  total_iter: 500', '  grad_chekpoint: true\n  total_iter: 500'),
+                           ('optimizer.yml', '    type: AdamW', '    type: AdamQ')):
         assert old in text, old
         path = osp.join(folder, name)
         with open(path, 'w', encoding='utf-8') as f:
@@ -69,8 +72,9 @@ def commands(files):
              ('train, typo in an architecture option (network_g:prompt_lenght)',
               ['train', '-opt', files['network_key.yml']]),
              ('train, typo in a dataset key (datasets:train:gt_sise)', ['train', '-opt', files['dataset_key.yml']]),
-             ('train, typo in a model key (train:grad_chekpoint; the full check)',
-              ['train', '-opt', files['model_key.yml']])]
+             ('train, typo in a model key (train:grad_chekpoint)', ['train', '-opt', files['model_key.yml']]),
+             ('train, no such optimizer (train:optim_g:type AdamQ; the full check)',
+              ['train', '-opt', files['optimizer.yml']])]
     return rows
 
 

@@ -63,10 +63,12 @@ def add_scale_arguments(parser):
                         help='peak memory the process may use, e.g. 4G or 512M: picks the tile size and how many '
                         'tiles run per forward for each image (with --tile-size: the batch only). Default: what the '
                         'process holds plus 3/4 of the free memory')
-    parser.add_argument('--backend', default='auto', choices=['auto', 'torch', 'onnxruntime'],
-                        help='torch, or onnxruntime (the network exported to ONNX once per weights and cached; needs '
-                        'the interop extra). auto (default): on the CPU with the extra installed, whichever of the two '
-                        'is faster for the network (timed once, remembered); else torch')
+    # torch by default: the first onnxruntime run exports the network (48 s to 6.5 min for the full-size networks
+    # on a 2-core CPU), which only a folder of photos or a long-running page pays back
+    parser.add_argument('--backend', default='torch', choices=['torch', 'onnxruntime', 'auto'],
+                        help='torch (default), or onnxruntime (the network exported to ONNX once per weights and '
+                        'cached; needs the interop extra). auto: on the CPU with the extra installed, whichever of the '
+                        'two is faster for the network (timed once, remembered); else torch')
 
 
 def add_device_arguments(parser, speed=True):

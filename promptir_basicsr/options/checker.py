@@ -172,6 +172,8 @@ def static_problems(opt, is_train=True, check_paths=True):
         checker.mapping(network, {'type': Key(), **{name: Key() for name in known[0]}}, 'network_g',
                         owner=network['type'])
     _misspelt_dataset_keys(checker, opt.get('datasets'))
+    if not opt.get('plugins'):  # a plugin may register keys of these sections
+        _misspelt_model_keys(checker, opt, is_train)
     return checker.problems + (path_problems(opt) if check_paths else [])
 
 
@@ -195,6 +197,18 @@ def _misspelt_dataset_keys(checker, datasets):
             for i, entry in enumerate(entries if isinstance(entries, list) else ()):
                 if isinstance(entry, Mapping):
                     _misspelt_keys(checker, entry, entry_keys, f'{here}:{key}[{i}]')
+
+
+def _misspelt_model_keys(checker, opt, is_train):
+    """A key of the ``train`` or ``val`` section that neither basicsr nor our ``model_type`` (its ``OPTIONS``, bases
+    included) declares and that is close to a declared key the section lacks: ``train:grad_chekpoint``."""
+    declared = our_models().get(opt.get('model_type'))
+    if declared is None:
+        return
+    for section in ('train', 'val') if is_train else ('val',):
+        node = opt.get(section)
+        if isinstance(node, Mapping):
+            _misspelt_keys(checker, node, set(BASICSR_OPTIONS[section]) | set(declared.get(section, ())), section)
 
 
 def _misspelt_keys(checker, node, known, where):
@@ -248,6 +262,44 @@ def our_datasets():
     return found
 
 
+@functools.lru_cache(maxsize=1)
+def our_models():
+    """``{name: {section: keys}}`` of the models registered in ``promptir_basicsr/models/``: their ``OPTIONS``
+    merged along their bases in the package (``AirNetModel`` reads ``AllInOneModel``'s keys too), read from the
+    source files (``ast``), as :func:`our_architectures` does."""
+    folder = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'models')
+    classes, registered = {}, []
+    for path in sorted(glob.glob(osp.join(folder, '*.py'))):
+        module = _SourceModule.read(path)
+        for node in module.tree.body:
+            if not isinstance(node, ast.ClassDef):
+                continue
+            options = next((n.value for n in node.body if isinstance(n, ast.Assign)
+                            and any(isinstance(t, ast.Name) and t.id == 'OPTIONS' for t in n.targets)), None)
+            sections = {}
+            if isinstance(options, ast.Dict):
+                for section, keys in zip(options.keys, options.values):
+                    if isinstance(section, ast.Constant) and isinstance(keys, ast.Dict):
+                        sections[section.value] = module.dict_keys(keys)[0]
+                    elif isinstance(section, ast.Constant) and isinstance(keys, ast.DictComp):
+                        sections[section.value] = module.comprehension_keys(keys)
+            classes[node.name] = ([ast.unparse(b) for b in node.bases], sections)
+            if any('register' in ast.unparse(d) for d in node.decorator_list):
+                registered.append(node.name)
+
+    def merged(name):
+        bases, sections = classes.get(name, ((), {}))
+        result = {}
+        for base in reversed(bases):
+            for section, keys in merged(base).items():
+                result[section] = result.get(section, ()) + keys
+        for section, keys in sections.items():
+            result[section] = result.get(section, ()) + keys
+        return result
+
+    return {name: merged(name) for name in registered}
+
+
 class _SourceModule:
     """A module's source read with ``ast``: the key names of its module-level dict literals."""
 
@@ -265,7 +317,7 @@ class _SourceModule:
         return cls._cache[path]
 
     def resolve(self, name):
-        """The dict literal bound to ``name`` here, or in the module it is imported from (relative imports)."""
+        """The literal bound to ``name`` here, or in the module it is imported from (relative imports)."""
         for node in self.tree.body:
             if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
                 return self, node.value
@@ -280,7 +332,9 @@ class _SourceModule:
         """(keys, {key: entry keys}) of a dict literal, ``**NAME`` spreads and ``Key(..., items=NAME)`` followed."""
         keys, nested = [], {}
         for key, value in zip(node.keys, node.values):
-            if key is None and isinstance(value, ast.Name):  # **NAME
+            if key is None and isinstance(value, ast.DictComp):  # **{key: ... for key in NAME}
+                keys += self.comprehension_keys(value)
+            elif key is None and isinstance(value, ast.Name):  # **NAME
                 module, target = self.resolve(value.id)
                 if isinstance(target, ast.Dict):
                     more, more_nested = module.dict_keys(target)
@@ -294,6 +348,19 @@ class _SourceModule:
                     if isinstance(target, ast.Dict):
                         nested[key.value] = tuple(module.dict_keys(target)[0])
         return tuple(keys), nested
+
+    def comprehension_keys(self, node):
+        """The keys of ``{key: ... for key in NAME}`` where NAME is a tuple or list of strings (here or imported)."""
+        loop = node.generators[0] if len(node.generators) == 1 else None
+        if loop is None or not (isinstance(node.key, ast.Name) and isinstance(loop.target, ast.Name)
+                                and node.key.id == loop.target.id):
+            return ()
+        values = loop.iter
+        if isinstance(values, ast.Name):
+            _, values = self.resolve(values.id)
+        if not isinstance(values, (ast.Tuple, ast.List)):
+            return ()
+        return tuple(v.value for v in values.elts if isinstance(v, ast.Constant) and isinstance(v.value, str))
 
 
 def _walk_data_paths(node, where):

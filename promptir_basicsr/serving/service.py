@@ -85,7 +85,7 @@ def _onnx_parameters(path):
     return int(sum(np.prod(init.dims, dtype=np.int64) for init in model.graph.initializer))
 
 
-def load_networks(paths, device='auto', threads=None, backend='auto', max_memory=None, tile_size=0,
+def load_networks(paths, device='auto', threads=None, backend='torch', max_memory=None, tile_size=0,
                   tile_overlap=32, log=print):
     """A :class:`LoadedNetwork` for every weights file of ``paths`` (see :func:`find_weights`)."""
     from ..weights.network import describe_network, load_network  # torch and basicsr: when serving starts

@@ -240,7 +240,7 @@ def test_table_prints_or_writes_the_merged_table(tmp_path, capsys):
 
 def test_serve_hands_the_page_its_networks_examples_and_flags(tmp_path, monkeypatch, capsys):
     """`basicsr serve` in this process, the page and the networks' loading replaced by recorders: every flag
-    reaches them as given (defaults: 127.0.0.1, port 7860, 100 megapixels, the demo root made absolute); each
+    reaches them as given (defaults: 127.0.0.1, port 7860, 100 megapixels, torch, the demo root made absolute); each
     network is named; --demo-root none offers no examples; a port or tiles out of range, or no gradio, are one-line
     errors before anything loads."""
     import importlib.util
@@ -276,7 +276,7 @@ def test_serve_hands_the_page_its_networks_examples_and_flags(tmp_path, monkeypa
                         if name == 'gradio' else real_find_spec(name, *a))
     monkeypatch.chdir(tmp_path)
     assert cli.main(['serve', '--weights', 'a.pth', 'b.onnx']) == 0
-    assert calls == [('load', (['a.pth', 'b.onnx'], 'auto', None, 'auto', None, 0, 32)),
+    assert calls == [('load', (['a.pth', 'b.onnx'], 'auto', None, 'torch', None, 0, 32)),
                      ('demo', str(tmp_path / 'datasets' / 'demo')),
                      ('serve', ['A', 'B'], [['lq.png', 'gt.png']], '127.0.0.1', 7860, 100.0, None)]
     assert capsys.readouterr().out.splitlines() == ['loading', 'network: A', 'network: B', 'serving']

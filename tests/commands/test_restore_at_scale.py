@@ -167,6 +167,17 @@ def test_auto_backend_rule(monkeypatch):
     assert choose_backend('auto', 'cpu', {})[0] == 'torch'
 
 
+def test_the_default_backend_is_torch(tmp_path, monkeypatch, capsys):
+    """No --backend: torch, and nothing exported or cached (the first export of a full-size network takes minutes)."""
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
+    photo = _photo(tmp_path / 'p.png', 40, 48)
+    weights = _weights(tmp_path / 'w.pth', seed=0)
+    assert cli.main(['restore', '-i', str(photo), '--weights', str(weights), '-o', str(tmp_path / 'o')]) == 0
+    log = capsys.readouterr().out
+    assert 'backend: torch (asked for)' in log and 'onnxruntime' not in log
+    assert not (tmp_path / 'cache').exists()
+
+
 def test_auto_takes_the_backend_measured_faster_once_and_remembers_it(tmp_path, monkeypatch, capsys):
     """auto on the CPU times both backends once per network (here: made-up timings, torch faster for one
     network, onnxruntime for the other) and reads the verdict back on later runs (no timing again)."""
@@ -183,7 +194,7 @@ def test_auto_takes_the_backend_measured_faster_once_and_remembers_it(tmp_path, 
             return table['Restorer-ort' if ort else 'Restorer-torch']
 
         monkeypatch.setattr(image_restoration, '_best_seconds', fake_seconds)
-        command = ['restore', '-i', str(photo), '--weights', str(weights), '--threads', '1']
+        command = ['restore', '-i', str(photo), '--weights', str(weights), '--threads', '1', '--backend', 'auto']
         assert cli.main(command + ['-o', str(tmp_path / f'{case}_1')]) == 0
         first = capsys.readouterr().out
         assert 'timed once at 128 x 128, 1 thread(s)' in first and f'backend: {expected} (auto: ' in first

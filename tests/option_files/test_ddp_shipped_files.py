@@ -69,7 +69,15 @@ def overrides(opt):
     return force
 
 
-@pytest.mark.parametrize('path', FILES, ids=lambda p: osp.relpath(p, REPO))
+def _test_id(path):
+    """The shipped file's path; for the composed ablation variant (a temporary file), the comparison's file and the
+    variant: the same in every pytest-xdist worker, which must collect the same tests."""
+    if path.startswith(REPO + osp.sep):
+        return osp.relpath(path, REPO)
+    return f'options/ablation/demo/e_prompt_source.yml:{osp.splitext(osp.basename(path))[0]}'
+
+
+@pytest.mark.parametrize('path', FILES, ids=_test_id)
 def test_trains_two_iterations_under_torchrun_with_identical_replicas(path, run_dir):
     opt = read_option_file(path)
     # no per-step search for unused parameters, but where a network leaves some unused by design

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from promptir_basicsr.errors import OptionError
-from promptir_basicsr.options.checker import check_file, our_architectures, our_datasets, static_problems
+from promptir_basicsr.options.checker import check_file, our_architectures, our_datasets, our_models, static_problems
 from promptir_basicsr.options.files import read_option_file
 from promptir_basicsr.options.schema import collect_problems
 
@@ -45,7 +45,25 @@ def test_dataset_keys_read_from_the_source_files_equal_the_classes_options():
     assert 'dataroot_gt' in found['AllInOneDataset'][1]['sources'] and 'weight' in found['AllInOneDataset'][1]['sources']
 
 
+def test_model_keys_read_from_the_source_files_equal_the_classes_options():
+    """Guards the reading of our models' OPTIONS from their files: bases merged (the mixin's and AllInOneModel's
+    keys in AirNetModel), comprehension spreads (the progressive-patch keys) followed."""
+    import promptir_basicsr.models  # noqa: F401 (registers the models)
+    from basicsr.utils.registry import MODEL_REGISTRY
+    from promptir_basicsr.utils.option_keys import declared_sections
+    found = our_models()
+    assert {'AllInOneModel', 'ContrastiveModel', 'AirNetModel', 'MoCEIRModel'} <= set(found)
+    for name, sections in found.items():
+        declared = declared_sections(MODEL_REGISTRY.get(name))
+        assert {section: set(keys) for section, keys in sections.items()} == \
+            {section: set(keys) for section, keys in declared.items()}, name
+    assert {'iters', 'deterministic', 'contrastive_weight'} <= set(found['AirNetModel']['train']) | \
+        set(found['AirNetModel'][''])
+
+
 @pytest.mark.parametrize('old, new, expected', [
+    ('  total_iter: 500', '  grad_chekpoint: false\n  total_iter: 500',
+     "unknown key `train:grad_chekpoint` (did you mean 'grad_checkpoint'?)"),
     ('    gt_size:', '    gt_sise:', "unknown key `datasets:train:gt_sise` (did you mean 'gt_size'?)"),
     ('  prompt_len:', '  prompt_lenght:', "unknown key `network_g:prompt_lenght` (did you mean 'prompt_len'?)"),
     ('  print_freq:', '  print_frq:', "unknown key `logger:print_frq` (did you mean 'print_freq'?)"),
