@@ -87,6 +87,24 @@ AREAS = {
 # Surviving behaviour mutants that cannot change what the code does, per area: {mutant name: why}. The names are
 # mutmut's for the source at the commit that lists them (editing a function renumbers its mutants).
 EQUIVALENT = {
+    'interop': {
+        'promptir_basicsr.interop.export.x__trace_to_onnx__mutmut_23':
+            "simplefilter('ignore') without a category: every warning silenced, not one kind; only output changes",
+        'promptir_basicsr.interop.export.x__trace_to_onnx__mutmut_29':
+            "simplefilter('ignore') without a category: every warning silenced, not one kind; only output changes",
+        'promptir_basicsr.interop.export.x_torchscript_bytes__mutmut_18':
+            "simplefilter('ignore') without a category: every warning silenced, not one kind; only output changes",
+        'promptir_basicsr.interop.export.x_torchscript_bytes__mutmut_24':
+            "simplefilter('ignore') without a category: every warning silenced, not one kind; only output changes",
+        'promptir_basicsr.interop.onnx_runtime.xǁOnnxNetworkǁforward__mutmut_22':
+            'astype(copy=None) instead of copy=False: a copy or not, the same values',
+        'promptir_basicsr.interop.onnx_runtime.xǁOnnxNetworkǁforward__mutmut_24':
+            'astype without copy=False: a copy or not, the same values',
+        'promptir_basicsr.interop.onnx_runtime.xǁOnnxNetworkǁforward__mutmut_25':
+            'astype(copy=True) instead of copy=False: a copy or not, the same values',
+        'promptir_basicsr.interop.spandrel.x_spandrel_architectures__mutmut_5':
+            "getattr's default None instead of (): both falsy, the class is skipped either way",
+    },
     'models': {
         'promptir_basicsr.models.all_in_one_model.xǁAllInOneModelǁ_progressive_crop__mutmut_11':
             'mini_batch <= batch: at equality every sample is kept, in order: the same batch',
