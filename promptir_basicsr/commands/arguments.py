@@ -64,8 +64,9 @@ def add_scale_arguments(parser):
                         'tiles run per forward for each image (with --tile-size: the batch only). Default: what the '
                         'process holds plus 3/4 of the free memory')
     # torch by default: the first onnxruntime run exports the network (48 s to 6.5 min for the full-size networks
-    # on a 2-core CPU), which only a folder of photos or a long-running page pays back
-    parser.add_argument('--backend', default='torch', choices=['torch', 'onnxruntime', 'auto'],
+    # on a 2-core CPU), which only a folder of photos or a long-running page pays back. The default is None, read as
+    # torch, so that restore can tell a --backend given for an export (refused) from none given.
+    parser.add_argument('--backend', default=None, choices=['torch', 'onnxruntime', 'auto'],
                         help='torch (default), or onnxruntime (the network exported to ONNX once per weights and '
                         'cached; needs the interop extra). auto: on the CPU with the extra installed, whichever of the '
                         'two is faster for the network (timed once, remembered); else torch')

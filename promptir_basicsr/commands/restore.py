@@ -128,7 +128,7 @@ def run(args):
     else:
         refused, (net, network_opt) = None, arguments.load_network(args, log)
     restorer = open_network(net, args.device, args.threads, args.amp, args.tile_size, args.tile_overlap,
-                            args.channels_last, args.compile, log, refused, backend=args.backend,
+                            args.channels_last, args.compile, log, refused, backend=args.backend or 'torch',
                             network_opt=network_opt, max_memory=args.max_memory)
     del net  # onnxruntime runs its own copy of the weights: the torch network would only take memory
     network_opt = getattr(restorer.net, 'network_opt', None)  # an ONNX or TorchScript export records its network

@@ -63,7 +63,7 @@ def run(args):
     def log(message):
         print(message, flush=True)
 
-    networks = service.load_networks(args.weights, args.device, args.threads, args.backend, args.max_memory,
+    networks = service.load_networks(args.weights, args.device, args.threads, args.backend or 'torch', args.max_memory,
                                      args.tile_size, args.tile_overlap, log)
     for network in networks:
         log(f'network: {network.label}')
