@@ -6,16 +6,17 @@
     python scripts/mutation_test.py archs --max-children 1
 
 Not part of CI (an area takes minutes to an hour on 2 CPU cores). Needs mutmut (``pip install
---no-build-isolation -r requirements-mutation.txt -e ".[mutation]"``). Each area runs in its own copy
-of the repository's files under ``build/mutation/<area>/`` (git-ignored), whose ``setup.cfg`` asks
-mutmut to mutate only that area and to select tests only among those that cover it; the slow end-to-end tests are left out (they run the
-command line in subprocesses, which import the installed, unmutated package). The script prints, per
-area, the mutants killed and survived and the kill rate, twice: over all mutants, and over the
-behaviour mutants, leaving out those that only change the wording of a message, note, log line or
---help text (their strings, or a message replaced by None). It lists the text survivors by name and
-the behaviour survivors with their diffs (``cd build/mutation/<area> && mutmut show <name>`` shows
-one again). A behaviour survivor is either an equivalent mutant (the change cannot alter behaviour)
-or a missing test.
+--no-build-isolation -r requirements-mutation.txt -e ".[mutation]"``); docs/testing.md explains the run and
+holds the last rates. Each area runs in its own copy of the repository's files under
+``build/mutation/<area>/`` (git-ignored), whose ``setup.cfg`` asks mutmut to mutate only that area and to
+select tests only among those that cover it. mutmut maps each test to the functions it calls in its own
+process, so tests that run the command line in subprocesses kill nothing (the subprocesses import the area's
+unmutated copy); the slow end-to-end tests are left out. The script prints, per area, the mutants killed and
+survived and the kill rate, twice: over all mutants, and over the behaviour mutants, leaving out those that
+only change the wording of a message, note, log line or --help text (their strings, or a message replaced by
+None). It lists the text survivors by name and the behaviour survivors with their diffs (``cd
+build/mutation/<area> && mutmut show <name>`` shows one again). A behaviour survivor is either an
+equivalent mutant (the change cannot alter behaviour, listed in EQUIVALENT) or a missing test.
 """
 import argparse
 import collections
@@ -40,8 +41,9 @@ AREAS = {
     'archs': (['promptir_basicsr/archs/*'],
               ['promptir_basicsr/archs/adair_arch.py', 'promptir_basicsr/archs/moce_ir_arch.py',
                'promptir_basicsr/archs/bioir_arch.py'],
-              ['tests/archs/test_airnet_arch.py', 'tests/archs/test_fast_paths.py', 'tests/archs/test_golden_outputs.py',
-               'tests/archs/test_promptir_ablation_options.py', 'tests/archs/test_promptir_arch.py',
+              ['tests/archs/test_airnet_arch.py', 'tests/archs/test_fast_paths.py',
+               'tests/archs/test_golden_outputs.py', 'tests/archs/test_promptir_ablation_options.py',
+               'tests/archs/test_promptir_arch.py',
                'tests/archs/test_restormer_arch.py', 'tests/archs/test_restormer_blocks.py']),
     # The all-in-one line (AdaIR, MoCE-IR, BioIR): their golden outputs and arch tests.
     'new_archs': (['promptir_basicsr/archs/adair_arch.py', 'promptir_basicsr/archs/moce_ir_arch.py',
@@ -69,20 +71,80 @@ AREAS = {
     'models': (['promptir_basicsr/models/*', 'promptir_basicsr/losses/*'], ['promptir_basicsr/models/schedulers.py'],
                ['tests/models']),
     'schedulers': (['promptir_basicsr/models/schedulers.py'], [], ['tests/models/test_schedulers.py']),
+    # the checks of an option file: the quick one (checker.py), the full one (schema.py), preparing a run. The test
+    # of the README's YAML snippets is left out while the README has none (it fails on the unmutated code: its
+    # snippets moved out with the README's rewrite), and mutmut runs nothing when a selected test fails
     'options': (['promptir_basicsr/options/*'], [],
-                ['tests/options/test_checks_by_message.py', 'tests/options/test_schema.py', 'tests/options/test_checked_before_running.py',
-                 'tests/option_files/test_shipped_files.py', 'tests/basicsr_patches/test_utils_options.py']),
+                ['tests/options', 'tests/option_files/test_shipped_files.py',
+                 'tests/basicsr_patches/test_utils_options.py'], ['-k', 'not readme_yaml_snippets']),
     # every subcommand but restore (in the inference area)
     'commands': (['promptir_basicsr/commands/*'], ['promptir_basicsr/commands/restore.py'],
                  ['tests/commands', 'tests/test_cli.py', 'tests/interop/test_export_command.py',
-                  'tests/weights/test_conversion.py', 'tests/utils/test_results_table.py', 'tests/visual/test_pictures.py',
-                  'tests/options/test_schema.py', 'tests/commands/test_commands_in_process.py'], FULL_NETWORK_EXPORTS),
+                  'tests/weights/test_conversion.py', 'tests/utils/test_results_table.py',
+                  'tests/visual/test_pictures.py', 'tests/options/test_schema.py',
+                  'tests/commands/test_commands_in_process.py'], FULL_NETWORK_EXPORTS),
 }
 
 
 # Surviving behaviour mutants that cannot change what the code does, per area: {mutant name: why}. The names are
 # mutmut's for the source at the commit that lists them (editing a function renumbers its mutants).
 EQUIVALENT = {
+    'interop': {
+        'promptir_basicsr.interop.export.x__trace_to_onnx__mutmut_23':
+            "simplefilter('ignore') without a category: every warning silenced, not one kind; only output changes",
+        'promptir_basicsr.interop.export.x__trace_to_onnx__mutmut_29':
+            "simplefilter('ignore') without a category: every warning silenced, not one kind; only output changes",
+        'promptir_basicsr.interop.export.x_torchscript_bytes__mutmut_18':
+            "simplefilter('ignore') without a category: every warning silenced, not one kind; only output changes",
+        'promptir_basicsr.interop.export.x_torchscript_bytes__mutmut_24':
+            "simplefilter('ignore') without a category: every warning silenced, not one kind; only output changes",
+        'promptir_basicsr.interop.onnx_runtime.xǁOnnxNetworkǁforward__mutmut_22':
+            'astype(copy=None) instead of copy=False: a copy or not, the same values',
+        'promptir_basicsr.interop.onnx_runtime.xǁOnnxNetworkǁforward__mutmut_24':
+            'astype without copy=False: a copy or not, the same values',
+        'promptir_basicsr.interop.onnx_runtime.xǁOnnxNetworkǁforward__mutmut_25':
+            'astype(copy=True) instead of copy=False: a copy or not, the same values',
+        'promptir_basicsr.interop.spandrel.x_spandrel_architectures__mutmut_5':
+            "getattr's default None instead of (): both falsy, the class is skipped either way",
+    },
+    'models': {
+        'promptir_basicsr.models.all_in_one_model.xǁAllInOneModelǁ_progressive_crop__mutmut_11':
+            'mini_batch <= batch: at equality every sample is kept, in order: the same batch',
+        'promptir_basicsr.models.all_in_one_model.xǁAllInOneModelǁ_progressive_crop__mutmut_32':
+            'shape[+2:] is shape[-2:] for the 4-D lq',
+        'promptir_basicsr.models.all_in_one_model.xǁAllInOneModelǁ_progressive_crop__mutmut_35':
+            'mini_size <= height: a window as large as the image is the image',
+        'promptir_basicsr.models.all_in_one_model.xǁAllInOneModelǁ_progressive_crop__mutmut_36':
+            'mini_size <= width: a window as large as the image is the image',
+        'promptir_basicsr.models.all_in_one_model.xǁAllInOneModelǁmodel_ema__mutmut_1':
+            "the default decay is never used: every caller (ours, basicsr's) passes one",
+    },
+    'commands': {
+        'promptir_basicsr.commands._pipeline.x_build_parser__mutmut_7':
+            'type=None instead of str: argparse hands the string over unchanged either way',
+        'promptir_basicsr.commands._pipeline.x_build_parser__mutmut_11':
+            'no type instead of str: argparse hands the string over unchanged either way',
+        'promptir_basicsr.commands._pipeline.x_build_parser__mutmut_86':
+            "default=None dropped: argparse's default is None",
+        'promptir_basicsr.commands._pipeline.x_run_pipeline__mutmut_2':
+            'is_train=None instead of False: falsy wherever it is read (Key.is_required, `not is_train`)',
+        'promptir_basicsr.commands.convert.x_build_parser__mutmut_40':
+            "default=None dropped: argparse's default is None",
+        'promptir_basicsr.commands.convert.x_build_parser__mutmut_61':
+            "default=None dropped: argparse's default is None",
+        'promptir_basicsr.commands.convert.x_build_parser__mutmut_75':
+            "default=None dropped: argparse's default is None",
+        'promptir_basicsr.commands.prompts.x_run__mutmut_27':
+            "param_key=None dropped: load_network's default is None",
+        'promptir_basicsr.commands.serve.x_build_parser__mutmut_103':
+            "default=None dropped: argparse's default is None",
+        'promptir_basicsr.commands.serve.x_build_parser__mutmut_115':
+            'speed=None instead of False: add_device_arguments tests `not speed`',
+        'promptir_basicsr.commands.serve.x_build_parser__mutmut_125':
+            "default=None dropped: argparse's default is None",
+        'promptir_basicsr.commands.serve.x_run__mutmut_38':
+            "prefix=None: only the temporary folder's name changes",
+    },
     'tiling': {
         'promptir_basicsr.utils.tiling.x__blend_profile__mutmut_15':
             'arange without float32 is int64, and the division that follows gives the same float32 ramp',
@@ -92,8 +154,18 @@ EQUIVALENT = {
             'shape[+2:] is shape[-2:] for the 4-D (N, C, H, W) tensors the helper takes',
         'promptir_basicsr.utils.tiling.x_pad_to_multiple__mutmut_8':
             'multiple < 1 instead of <= 1: a multiple of 1 pads by (1 - h % 1) % 1 = 0 and returns x all the same',
-        'promptir_basicsr.utils.tiling.x_tiled_forward__mutmut_40':
+        'promptir_basicsr.utils.tiling.x_tiled_forward__mutmut_41':
             'shape[+2:] is shape[-2:] for the 4-D padded image',
+        'promptir_basicsr.utils.tiling.x_tiled_forward__mutmut_113':
+            'torch.cat of a single tile instead of the tile itself: the same values',
+        'promptir_basicsr.utils.tiling.x_fitted_tile__mutmut_27':
+            'a smaller first count: the loop adds one until the first count that fits, the original first count',
+        'promptir_basicsr.utils.tiling.x_fitted_tile__mutmut_43':
+            'count += 1 never runs: c0 = ceil((L - o) / (M - o)) gives ceil((L + (c0 - 1) o) / c0) <= M, a multiple',
+        'promptir_basicsr.utils.tiling.x_fitted_tile__mutmut_44':
+            'count += 1 never runs (see x_fitted_tile__mutmut_43): the first count always fits',
+        'promptir_basicsr.utils.tiling.x_fitted_tile__mutmut_45':
+            'count += 1 never runs (see x_fitted_tile__mutmut_43): the first count always fits',
         'promptir_basicsr.utils.tiling.xǁTileGridǁ_starts__mutmut_1':
             'length < tile instead of <=: at length == tile, range(0, 0) is empty and the last start appended is 0',
     },
@@ -147,12 +219,20 @@ print(json.dumps(out))
 _STRING = re.compile(r"""[rbfRBF]{0,2}("([^"\\\n]|\\.)*"|'([^'\\\n]|\\.)*')""")
 _MESSAGE_STATEMENT = re.compile(r'^\s*(raise |log\(|logger\.|get_root_logger\(\)\.|print\(|notes\.append\(|'
                                 r'parser\.error\(|warnings\.warn\()')
-_HELP_ARGUMENT = re.compile(r'\b(help|description|epilog|metavar|prog)=(S|None|prog),?')
+_HELP_ARGUMENT = re.compile(r'\b(help|description|epilog|metavar|prog)=(S|None|prog|description),?')
+# arguments that are only words in a message or --help: interop's require(module, purpose) and
+# check_differences(differences, precision, what); the help of the commands' shared arguments, the description
+# of train's and test's parser
+_MESSAGE_ARGUMENTS = (re.compile(r'(\brequire\([^,()]+,\s*)(S|None)'),
+                      re.compile(r'(\bcheck_differences\((?:[^()]|\([^()]*\))*,\s*)(S|None)(?=\))'),
+                      re.compile(r'(\badd_(?:output|arch_opt)_argument\(\s*parser,\s*)(S|None)'),
+                      re.compile(r'(\b_pipeline\.build_parser\(\s*prog,\s*)(S|None)'))
 
 
 def is_text_mutant(diff):
-    """True when a mutant only changes wording: inside string literals, in a message statement, or in
-    an argparse help/description/metavar/prog argument."""
+    """True when a mutant only changes wording: inside string literals, in a message statement, in an
+    argparse help/description/metavar/prog argument, or in an argument that only names a thing in a message
+    (``_MESSAGE_ARGUMENTS``)."""
     old = [line[1:] for line in diff.splitlines() if line.startswith('-') and not line.startswith('---')]
     new = [line[1:] for line in diff.splitlines() if line.startswith('+') and not line.startswith('+++')]
     if not old:
@@ -164,37 +244,67 @@ def is_text_mutant(diff):
 
     def without_help(lines):
         text = re.sub(r'S(\s*S)+', 'S', _STRING.sub('S', ' '.join(lines)))  # implicit concatenation
+        for argument in _MESSAGE_ARGUMENTS:
+            text = argument.sub(r'\1S', text)
         return re.sub(r'\s', '', _HELP_ARGUMENT.sub('', text))
 
     return without_help(old) == without_help(new)
 
 
-def _mutmut_env():
-    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}  # mutmut puts mutants/ on sys.path itself
+def _mutmut_env(work):
+    """mutmut puts ``mutants/`` first on its own sys.path (and takes the work folder off it); PYTHONPATH names the
+    work folder's unmutated copy for the tests' subprocesses (``python -m promptir_basicsr``), which would otherwise
+    import the installed package: another checkout's code, whose messages and behaviour may differ from the tests'
+    (a failing test stops mutmut's first, unmutated run, and every mutant is then left 'not checked')."""
+    env = dict(os.environ, PYTHONPATH=work)
     env.setdefault('OMP_NUM_THREADS', '1')
     return env
 
 
-def run_area(area, max_children, again=False):
+NO_MUTANT = 'no-mutant-has-this-name'  # mutmut makes the mutants and maps the tests, then stops: nothing to run
+
+
+def run_area(area, max_children, again=False, behaviour_only=False, resume=False):
     """Run mutmut on ``area``: every mutant in a fresh copy, or (``again``) only the last run's survivors, with the
-    repository's current tests copied over the last run's folder."""
-    names = []
-    if again:
-        work = os.path.join(REPO, 'build', 'mutation', area)
-        names = sorted(n for n, (status, _) in load_results(work).items() if status not in KILLED)
-        if not names:
-            return work, load_results(work)
+    repository's current tests copied over the last run's folder (and then the mutants of any source file changed
+    since, which mutmut made anew and left 'not checked'); or (``resume``) only the mutants an interrupted run
+    left 'not checked', with the current tests. ``behaviour_only``: leave the wording mutants
+    (:func:`is_text_mutant`) 'not checked' (a quarter to two fifths of an area's mutants, whose time is saved); the
+    behaviour kill rate is the same."""
+    work = os.path.join(REPO, 'build', 'mutation', area)
+    results = load_results(work) if again or resume else {}
+    names = sorted(n for n, (status, _) in results.items()
+                   if (status == 'not checked' if resume else status in NOT_KILLED))
+    again = again or resume
     work = prepare(area, fresh=not again)
     cmd = [sys.executable, '-m', 'mutmut', 'run'] + (['--max-children', str(max_children)] if max_children else [])
-    subprocess.run(cmd + names, cwd=work, env=_mutmut_env(), check=False)
-    return work, load_results(work)
+    if behaviour_only and not again:
+        subprocess.run(cmd + [NO_MUTANT], cwd=work, env=_mutmut_env(work), check=False)
+        results = load_results(work)
+        names = sorted(results)
+    # again: the survivors first, then what is left 'not checked' (mutmut runs the named mutants in its own order)
+    for names in ([names, None] if again else [names]):
+        if names is None:
+            names = sorted(n for n, (status, _) in results.items() if status == 'not checked')
+        if behaviour_only:
+            names = [n for n in names if not is_text_mutant(results[n][1])]
+        if not names and (again or behaviour_only):
+            continue  # (no names at all would run every mutant without a result)
+        subprocess.run(cmd + names, cwd=work, env=_mutmut_env(work), check=False)
+        results = load_results(work)
+    if results and all(status == 'not checked' for status, _ in results.values()):
+        # mutmut first runs the selected tests on the unmutated code (with -x) to map tests to functions: one
+        # failing test there stops it before any mutant runs
+        print(f'\n!! {area}: no mutant ran. mutmut stops when a selected test fails on the unmutated code; its output '
+              f'above names the test (cd {os.path.relpath(work, os.getcwd())}, add "debug = true" under [mutmut] in '
+              'setup.cfg, run python -m mutmut run, to see it in full)')
+    return work, results
 
 
-def load_results(work, env=None):
+def load_results(work):
     """{mutant name: (status, diff)} of a finished run in ``work``."""
-    env = env or _mutmut_env()
-    listing = subprocess.run([sys.executable, '-c', _LIST_MUTANTS], cwd=work, env=env, capture_output=True,
-                             text=True, check=True).stdout
+    listing = subprocess.run([sys.executable, '-c', _LIST_MUTANTS], cwd=work, env=_mutmut_env(work),
+                             capture_output=True, text=True, check=True).stdout
     return {name: tuple(value) for name, value in json.loads(listing).items()}
 
 
@@ -243,11 +353,13 @@ def report(area, work, results):
 
 def summary_table(rows):
     """The per-area table of docs/testing.md, in Markdown."""
-    lines = ['| area | mutants | behaviour mutants | killed | not killed (equivalent) | behaviour kill rate |',
-             '|---|---:|---:|---:|---:|---:|']
+    lines = ['| area | mutants | behaviour mutants | of them run | killed | not killed (equivalent) | '
+             'behaviour kill rate | without the equivalent |',
+             '|---|---:|---:|---:|---:|---:|---:|---:|']
     for r in rows:
-        lines.append(f'| {r["area"]} | {r["mutants"]} | {r["behaviour"]} | {r["killed"]} | '
-                     f'{r["judged"] - r["killed"]} ({r["equivalent"]}) | {_rate(r["killed"], r["judged"])} |')
+        lines.append(f'| {r["area"]} | {r["mutants"]} | {r["behaviour"]} | {r["judged"]} | {r["killed"]} | '
+                     f'{r["judged"] - r["killed"]} ({r["equivalent"]}) | {_rate(r["killed"], r["judged"])} | '
+                     f'{_rate(r["killed"], r["judged"] - r["equivalent"])} |')
     return '\n'.join(lines)
 
 
@@ -261,14 +373,22 @@ def main(argv=None):
                         help='print the report of the last run in build/mutation/<area>/ without running again')
     parser.add_argument('--again', action='store_true',
                         help="run only the last run's survivors again, against the repository's current tests")
+    parser.add_argument('--resume', action='store_true',
+                        help="go on with an interrupted run: only the mutants it left 'not checked'")
+    parser.add_argument('--behaviour-only', action='store_true',
+                        help="run only the behaviour mutants, leaving those that change a message's wording 'not "
+                             "checked' (a quarter to two fifths of the mutants; the behaviour kill rate is the same)")
     args = parser.parse_args(argv)
     rows = []
     for area in sorted(AREAS) if 'all' in args.areas else args.areas:
         if args.report_only:
             work = os.path.join(REPO, 'build', 'mutation', area)
+            if not os.path.isdir(os.path.join(work, 'mutants')):
+                print(f'\n== {area}: not run yet (no {os.path.relpath(work, os.getcwd())}/mutants)')
+                continue
             rows.append(report(area, work, load_results(work)))
         else:
-            rows.append(report(area, *run_area(area, args.max_children, args.again)))
+            rows.append(report(area, *run_area(area, args.max_children, args.again, args.behaviour_only, args.resume)))
     print('\n' + summary_table(rows))
     return 0
 

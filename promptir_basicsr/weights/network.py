@@ -56,7 +56,8 @@ def misfit(state_dict, file_opt, network_opt):
 def build_and_fit(ckpt, state_dict, file_opt, network_opt, param_key=None, allow_mismatch=None):
     """``(net, converted state dict, report)``: the network of ``network_opt`` and the file's weights fitted to it
     (:func:`convert_state_dict`); weights that do not fit raise :class:`CheckpointError`, in one line when
-    :func:`misfit` can say why, else listing the keys."""
+    :func:`misfit` can say why, else listing the keys. ``allow_mismatch`` None: the caller has no such option, and
+    the hint does not offer it (only ``basicsr convert`` passes True or False)."""
     try:
         net = build_from_options(network_opt)
         converted, report = convert_state_dict(ckpt, net, param_key=param_key, allow_mismatch=allow_mismatch)

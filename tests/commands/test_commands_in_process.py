@@ -62,9 +62,13 @@ def _log(path, iterations, psnr):
     path.write_text('\n'.join(text))
 
 
-def test_plot_reads_logs_and_refuses_what_it_cannot_plot(tmp_path, capsys):
-    """Two runs of the same name overlay (named by their folders); what was read is printed; mistakes are one
-    line each."""
+def test_plot_reads_logs_and_refuses_what_it_cannot_plot(tmp_path, monkeypatch, capsys):
+    """Two runs of the same name overlay (named by their folders), a run alone is named by its folder's name; the
+    metric and smoothing asked for reach the plot; what was read is printed; mistakes are one line each."""
+    import promptir_basicsr.visual.curves as curves
+    plotted, real_plot_runs = [], curves.plot_runs
+    monkeypatch.setattr(curves, 'plot_runs', lambda runs, output, **kwargs: plotted.append(kwargs) or
+                        real_plot_runs(runs, output, **kwargs))
     _log(tmp_path / 'a' / 'run' / 'train_run.log', 4, 25.0)
     _log(tmp_path / 'b' / 'run' / 'train_run.log', 4, 27.0)
     out = tmp_path / 'curves.png'
@@ -76,7 +80,8 @@ def test_plot_reads_logs_and_refuses_what_it_cannot_plot(tmp_path, capsys):
     assert f'wrote {out}: 3 panels (loss l_pix, learning rate, A psnr)' in printed
     assert cv2.imread(str(out)) is not None
     assert cli.main(['plot', str(tmp_path / 'a' / 'run'), '-o', str(tmp_path / 'ssim.png'), '--metric', 'ssim']) == 0
-    assert 'run: 3 curves, 0 ssim values' in capsys.readouterr().out
+    assert capsys.readouterr().out.startswith('run: 3 curves, 0 ssim values, from ')
+    assert plotted == [{'metric': 'psnr', 'smooth': 0.5}, {'metric': 'ssim', 'smooth': 0.0}]
     (tmp_path / 'empty').mkdir()
     for argv, message in ((['--smooth', '1'], '--smooth 1.0: must be in [0, 1)'),
                           ([], 'empty: no training log (*.log) or tensorboard file with curves found')):
@@ -136,6 +141,38 @@ def test_prompts_records_each_blocks_weights_per_set(tmp_path, monkeypatch, caps
     assert cli.main(['prompts', '--weights', 'r.pth', '-opt', 'test.yml']) == 2
     assert '--weights r.pth: Restormer has no prompt blocks; `basicsr prompts` needs a PromptIR network' in \
         capsys.readouterr().err
+
+
+def test_prompts_restores_with_the_files_tiles_on_the_device_asked(tmp_path, monkeypatch, capsys):
+    """The file's val: tile_size and tile_overlap (32 unless given; no val: whole images) and --device reach the
+    Restorer; the file's network_g must agree with the weights (a differing option is named in one line)."""
+    import promptir_basicsr.inference as inference
+    made = []
+
+    class Recording(inference.Restorer):
+        def __init__(self, net, device, **tiles):
+            made.append((device, tiles))
+            super().__init__(net, device, **tiles)
+
+    monkeypatch.setattr(inference, 'Restorer', Recording)
+    monkeypatch.chdir(tmp_path)
+    write_pairs(tmp_path / 'data' / 'Noise', 1, 16, seed=1)
+    torch.manual_seed(0)
+    torch.save({'params': build_network(dict(TINY_PROMPTIR)).state_dict()}, tmp_path / 'w.pth')
+    opt = {'name': 'p', 'model_type': 'AllInOneModel', 'num_gpu': 0,
+           'datasets': {'test_1': paired_set('Noise', tmp_path / 'data' / 'Noise', 'test')},
+           'network_g': dict(TINY_PROMPTIR), 'path': {'pretrain_network_g': 'w.pth'}}
+    for val, tiles in (({'tile_size': 8, 'tile_overlap': 4}, {'tile_size': 8, 'tile_overlap': 4}),
+                       ({'tile_size': 40}, {'tile_size': 40, 'tile_overlap': 32}),
+                       (None, {'tile_size': None, 'tile_overlap': 32})):
+        (tmp_path / 'test.yml').write_text(yaml.safe_dump(dict(opt, **({'val': val} if val else {}))))
+        assert cli.main(['prompts', '-opt', 'test.yml', '--device', 'cpu']) == 0
+        assert made[-1] == ('cpu', tiles)
+    capsys.readouterr()
+    (tmp_path / 'test.yml').write_text(yaml.safe_dump(dict(opt, network_g=dict(TINY_PROMPTIR, dim=16))))
+    assert cli.main(['prompts', '-opt', 'test.yml']) == 2
+    err = capsys.readouterr().err
+    assert 'have dim=8' in err and 'ask dim=16' in err and err.count('\n') == 1
 
 
 def test_prompt_recorder_averages_the_calls_of_one_image():
@@ -199,6 +236,116 @@ def test_table_prints_or_writes_the_merged_table(tmp_path, capsys):
     assert [r['model'] for r in json.loads((tmp_path / 'merged' / rt.JSON_NAME).read_text())['rows']] == ['A', 'B']
     np.testing.assert_allclose(
         [r['average']['psnr'] for r in json.loads((tmp_path / 'merged' / rt.JSON_NAME).read_text())['rows']], [30, 28])
+
+
+def test_serve_hands_the_page_its_networks_examples_and_flags(tmp_path, monkeypatch, capsys):
+    """`basicsr serve` in this process, the page and the networks' loading replaced by recorders: every flag
+    reaches them as given (defaults: 127.0.0.1, port 7860, 100 megapixels, torch, the demo root made absolute); each
+    network is named; --demo-root none offers no examples; a port or tiles out of range, or no gradio, are one-line
+    errors before anything loads."""
+    import importlib.util
+    import os
+    import sys
+    import types
+
+    import promptir_basicsr.serving as serving
+    calls = []
+    def load_networks(*args):
+        args[7]('loading')  # the log reaches the loader and the page
+        calls.append(('load', args[:7]))
+        return [types.SimpleNamespace(label='A'), types.SimpleNamespace(label='B')]
+
+    def demo_pairs(root, scratch):
+        assert os.path.isdir(scratch)  # a temporary folder for the examples' copies
+        calls.append(('demo', root))
+        return [('lq.png', 'gt.png')]
+
+    def serve(*args):
+        args[6]('serving')
+        calls.append(('serve', [n.label for n in args[0]], *args[1:6]))
+        return 0
+
+    service = types.SimpleNamespace(load_networks=load_networks, demo_pairs=demo_pairs)
+    page = types.SimpleNamespace(serve=serve)
+    for name, module in (('service', service), ('page', page)):  # never imports gradio
+        monkeypatch.setattr(serving, name, module, raising=False)
+        monkeypatch.setitem(sys.modules, f'promptir_basicsr.serving.{name}', module)
+    real_find_spec = importlib.util.find_spec
+    gradio = {'installed': True}
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: (object() if gradio['installed'] else None)
+                        if name == 'gradio' else real_find_spec(name, *a))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(['serve', '--weights', 'a.pth', 'b.onnx']) == 0
+    assert calls == [('load', (['a.pth', 'b.onnx'], 'auto', None, 'torch', None, 0, 32)),
+                     ('demo', str(tmp_path / 'datasets' / 'demo')),
+                     ('serve', ['A', 'B'], [['lq.png', 'gt.png']], '127.0.0.1', 7860, 100.0, None)]
+    assert capsys.readouterr().out.splitlines() == ['loading', 'network: A', 'network: B', 'serving']
+    calls.clear()
+    assert cli.main(['serve', '--weights', 'w', '--host', '0.0.0.0', '--port', '1', '--demo-root', 'none',
+                     '--max-megapixels', '2.5', '--exit-after', '3', '--tile-size', '64', '--tile-overlap', '8',
+                     '--device', 'cpu', '--threads', '2', '--max-memory', '1G', '--backend', 'torch']) == 0
+    assert calls == [('load', (['w'], 'cpu', 2, 'torch', 1024 ** 3, 64, 8)),
+                     ('serve', ['A', 'B'], [], '0.0.0.0', 1, 2.5, 3.0)]
+    calls.clear()
+    for args, message in ((['--port', '0'], '--port 0: choose a port between 1 and 65535'),
+                          (['--port', '65536'], '--port 65536: choose a port'),
+                          (['--tile-size', '16', '--tile-overlap', '16'], '--tile-size 16 --tile-overlap 16: need'),
+                          (['--tile-size', '-1'], '--tile-size -1 --tile-overlap 32: need')):
+        assert cli.main(['serve', '--weights', 'w', *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count('\n') == 1, (args, err)
+    assert cli.main(['serve', '--weights', 'w', '--port', '65535', '--demo-root', 'none']) == 0
+    assert calls[-1][4] == 65535
+    gradio['installed'] = False
+    assert cli.main(['serve', '--weights', 'w']) == 2
+    assert 'gradio is not installed' in capsys.readouterr().err and len(calls) == 2
+
+
+def test_flags_that_must_be_given_and_the_spellings_basicsr_reads(tmp_path, capsys):
+    """-opt (train, test) and --weights (serve) are required; --launcher takes only basicsr's launchers;
+    --local_rank and --local-rank are one integer flag; convert takes -opt as --opt; plot writes curves.png
+    unless told; a test run's file needs no train or logger section (the quick check knows it is a test)."""
+    from promptir_basicsr.cli import subcommands
+    found = subcommands()
+
+    def parsed(command, *argv):
+        return found[command].build_parser(f'basicsr {command}').parse_args(list(argv))
+
+    for command, argv in (('train', []), ('test', []), ('serve', []),
+                          ('train', ['-opt', 'o.yml', '--launcher', 'mpi'])):
+        with pytest.raises(SystemExit) as exit_info:
+            parsed(command, *argv)
+        assert exit_info.value.code == 2, (command, argv)
+    capsys.readouterr()
+    for flag in ('--local_rank', '--local-rank'):
+        assert parsed('train', '-opt', 'o.yml', flag, '3').local_rank == 3
+    assert parsed('test', '-opt', 'o.yml').launcher == 'none'
+    assert parsed('convert', 'in.pth', 'out.pth', '-opt', 'o.yml').opt == 'o.yml'
+    assert parsed('plot', 'run').output == 'curves.png'
+
+
+def test_a_test_run_file_without_training_sections_reaches_basicsr(tmp_path, monkeypatch):
+    import promptir_basicsr.basicsr_patches.behaviour.pipelines as pipelines
+    import promptir_basicsr.options.prepare as prepare
+    calls = []
+    monkeypatch.setattr(pipelines, 'run_pipeline', lambda argv, root, is_train, prog: calls.append(prog))
+    monkeypatch.setattr(prepare, 'prepare_run', lambda path, is_train, force_yml: None)
+    monkeypatch.chdir(tmp_path)
+    write_pairs(tmp_path / 'data', 1, 16, seed=0)
+    opt = {'name': 'x', 'model_type': 'SRModel', 'datasets': {'test_1': paired_set('t', tmp_path / 'data', 'test')},
+           'network_g': {'type': 'Restormer'}, 'path': {}}
+    (tmp_path / 'o.yml').write_text(yaml.safe_dump(opt))
+    assert cli.main(['test', '-opt', 'o.yml']) == 0 and calls == ['basicsr test']
+
+
+@pytest.mark.parametrize('name', ['convert', 'export', 'plot', 'prompts', 'serve', 'table'])
+def test_each_command_module_parses_the_arguments_it_is_given(name, capsys):
+    """``python -m promptir_basicsr.commands.<name>``: main(argv) parses argv (here --help), not sys.argv."""
+    import importlib
+    module = importlib.import_module(f'promptir_basicsr.commands.{name}')
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(['--help'])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.startswith('usage: ')
 
 
 @pytest.mark.parametrize('command', ['train', 'test', 'restore', 'export', 'convert', 'prompts', 'plot', 'table',

@@ -369,6 +369,12 @@ def test_a_mismatch_hint_names_only_what_the_command_accepts(photos, weights, tm
     status = cli.main(['convert', str(extra), str(tmp_path / 'c.pth')])
     err = capsys.readouterr().err
     assert status == 2 and 'or pass --allow-mismatch' in err and not (tmp_path / 'c.pth').exists()
+    # an option that differs from what the weights' shapes tell: one line from both, no --allow-mismatch
+    for args in (['restore', '-i', str(photos / 'odd.png'), '-o', str(tmp_path / 'x'), '--weights', str(weights)],
+                 ['convert', str(weights), str(tmp_path / 'c.pth')]):
+        assert cli.main(args + ['--arch-opt', 'dim=16']) == 2
+        err = capsys.readouterr().err
+        assert 'have dim=8' in err and 'ask dim=16' in err and err.count('\n') == 1 and '--allow-mismatch' not in err
 
 
 def test_an_option_file_given_as_weights_is_named(photos, tmp_path, capsys):
@@ -476,11 +482,14 @@ def test_exports_restore_like_the_network_they_came_from(photos, tmp_path, capsy
                 source = _source(photos / name)
                 kwargs = dict(tile_size=16, tile_overlap=8) if tiles else {}
                 _check(out / name, source, _expected(net, source, **kwargs), atol_levels=1.01)
-        for flag in (['--arch', 'PromptIR'], ['--param-key', 'params'], ['--channels-last'], ['--amp', 'bf16']):
+        # the other engine asked for by name is refused (none asked: the export's own engine runs, above)
+        other = ['--backend', 'torch' if model.endswith('.onnx') else 'onnxruntime']
+        for flag in (['--arch', 'PromptIR'], ['--param-key', 'params'], ['--channels-last'], ['--amp', 'bf16'], other):
             assert cli.main(['restore', '-i', str(photos), '-o', str(tmp_path / 'x'), '--weights',
                              str(tmp_path / model), *flag]) == 2
             err = capsys.readouterr().err
-            assert f'{flag[0]} does not apply to ' in err and err.count('\n') == 1
+            assert f'{" ".join(flag) if flag is other else flag[0]} does not apply to ' in err and \
+                err.count('\n') == 1
     assert cli.main(['restore', '-i', str(photos), '-o', str(tmp_path / 'x'), '--weights',
                      str(tmp_path / 'missing.pt')]) == 2
     assert 'missing.pt' in capsys.readouterr().err and not (tmp_path / 'x').exists()

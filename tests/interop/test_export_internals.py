@@ -193,3 +193,54 @@ def test_onnx_runner_pads_to_its_multiple_and_crops(tmp_path):
         expected = PadNet().eval()(pad_to_multiple(x, 8)[0])[..., :3, :13]
     torch.testing.assert_close(runner(x), expected, rtol=0, atol=1e-5)
     assert json.loads(json.dumps(runner.network_opt)) == {'type': 'PadNet'}
+
+
+def test_onnx_runner_options_threads_providers_and_input_types(monkeypatch):
+    """The export names its graph's input and output 'input' and 'output' (what other tools address); the runner
+    reads the network options back with the architecture (a file without options: the architecture alone), hands
+    onnxruntime the threads and the providers asked for, and runs bfloat16 and float64 inputs (converted to the
+    model's float32), returning float32."""
+    net = PadNet().eval()
+    data, _ = export.onnx_bytes(net, {'type': 'PadNet', 'width': 3}, log=lambda *a: None)
+    model = onnx.load_from_string(data)
+    assert [i.name for i in model.graph.input] == ['input'] and [o.name for o in model.graph.output] == ['output']
+    sessions, real = [], ort.InferenceSession
+
+    def recording(model, options=None, providers=None):
+        sessions.append((options, providers))
+        return real(model, options, providers=providers)
+
+    monkeypatch.setattr(ort, 'InferenceSession', recording)
+    runner = OnnxNetwork(data, device='cpu', threads=2)
+    assert runner.network_opt == {'type': 'PadNet', 'width': 3}
+    options, providers = sessions[-1]
+    assert options.intra_op_num_threads == 2 and providers == ['CPUExecutionProvider']
+    x = torch.rand(1, 3, 12, 10)
+    for dtype in (torch.bfloat16, torch.float64):
+        with torch.no_grad():
+            expected = net(x.to(dtype).float())
+        out = runner(x.to(dtype))
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+    keys = [p.key for p in model.metadata_props]
+    del model.metadata_props[keys.index('network_options')]
+    assert OnnxNetwork(model.SerializeToString()).network_opt == {'type': 'PadNet'}
+
+
+def test_providers_follow_the_device_and_what_is_installed(monkeypatch):
+    """'cuda' and 'auto' (with the CUDA provider and a GPU) put CUDA first with the CPU behind it; 'auto' without
+    either, and 'cpu', run on the CPU."""
+    from types import SimpleNamespace
+
+    from promptir_basicsr.interop.onnx_runtime import providers_for
+    both = SimpleNamespace(get_available_providers=lambda: ['CUDAExecutionProvider', 'CPUExecutionProvider'])
+    cpu_only = SimpleNamespace(get_available_providers=lambda: ['CPUExecutionProvider'], __version__='1')
+    cuda_first = ['CUDAExecutionProvider', 'CPUExecutionProvider']
+    for gpu in (True, False):
+        monkeypatch.setattr(torch.cuda, 'is_available', lambda: gpu)
+        assert providers_for('cuda', both) == cuda_first
+        assert providers_for('auto', both) == (cuda_first if gpu else ['CPUExecutionProvider'])
+        assert providers_for('cpu', both) == ['CPUExecutionProvider']
+        assert providers_for('auto', cpu_only) == ['CPUExecutionProvider']
+        with pytest.raises(UserError, match='pip install onnxruntime-gpu'):
+            providers_for('cuda', cpu_only)

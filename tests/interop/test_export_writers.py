@@ -140,7 +140,8 @@ def test_a_mismatching_export_is_refused(writer):
 
 
 @pytest.mark.parametrize('differences, worst', [
-    ([((64, 64), 0.0), ((45, 61), float('nan'))], 'nan'),  # a NaN after a finite difference (max() would keep 0)
+    ([((64, 64), 0.0), ((45, 61), float('nan'))], 'nan'),  # a NaN after a finite difference
+    ([((64, 64), 1.0), ((45, 61), float('nan'))], 'nan'),  # after a failing finite one (max() would keep 1.0)
     ([((64, 64), float('nan')), ((45, 61), 0.0)], 'nan'),
     ([((64, 64), 1e-6), ((45, 61), float('inf'))], 'inf'),
     ([((64, 64), float('-inf')), ((45, 61), 0.0)], None),  # cannot come from abs(), and is within any tolerance

@@ -84,6 +84,47 @@ def test_progressive_patches_and_batches(tiny_opt):
     assert model.lq.shape[-1] == 16
 
 
+def test_progressive_crop_keeps_whole_samples_and_one_window_at_the_gt_scale(tiny_opt):
+    """A phase of 2 samples of 8 px, fed 4 samples of 16 px (gt 32 px: scale 2): the samples kept are distinct and
+    in order, with their degradation index; lq is an 8 x 8 window of its sample and gt the same window at twice
+    the size; over many draws the window starts anywhere from 0 to 8 on each side. A phase as large as the image
+    crops nothing, whichever side is larger."""
+    import random
+    opt = tiny_opt(train={'mini_batch_sizes': [2], 'iters': [100], 'gt_sizes': [8]})
+    opt['scale'] = 2
+    model = build(opt)
+    lq = torch.arange(4 * 16 * 16, dtype=torch.float32).view(4, 1, 16, 16).expand(4, 3, 16, 16)
+    gt = torch.arange(4 * 32 * 32, dtype=torch.float32).view(4, 1, 32, 32).expand(4, 3, 32, 32) + 1e5
+    starts, every = set(), set()
+    random.seed(0)
+    for _ in range(60):
+        model.update_learning_rate(1)
+        model.feed_data({'lq': lq.clone(), 'gt': gt.clone(), 'deg_index': torch.tensor([10, 11, 12, 13])})
+        assert model.lq.shape == (2, 3, 8, 8) and model.gt.shape == (2, 3, 16, 16)
+        kept = [int(i) - 10 for i in model.deg_index]
+        assert kept == sorted(set(kept))
+        for j, k in enumerate(kept):
+            first = int(model.lq[j, 0, 0, 0]) - k * 256  # the window's first pixel in its sample
+            top, left = divmod(first, 16)
+            assert torch.equal(model.lq[j], lq[k, :, top:top + 8, left:left + 8])
+            assert torch.equal(model.gt[j], gt[k, :, 2 * top:2 * top + 16, 2 * left:2 * left + 16])
+            starts.add((top, left))
+        every.update(kept)
+    assert {t for t, _ in starts} == {l for _, l in starts} == set(range(9)) and every == {0, 1, 2, 3}
+    for size in ((16, 8), (8, 16)) * 10:  # one side as large as the phase, the other larger: still cropped to 8 x 8
+        model.feed_data({'lq': torch.zeros(2, 3, *size), 'gt': torch.zeros(2, 3, 2 * size[0], 2 * size[1])})
+        assert model.lq.shape == (2, 3, 8, 8) and model.gt.shape == (2, 3, 16, 16)
+    model.feed_data({'lq': torch.zeros(2, 3, 8, 8), 'gt': torch.zeros(2, 3, 16, 16)})
+    assert model.lq.shape == (2, 3, 8, 8) and model.gt.shape == (2, 3, 16, 16)
+    model.feed_data({'lq': torch.zeros(1, 3, 8, 8), 'gt': torch.zeros(1, 3, 16, 16)})  # fewer samples than asked
+    assert model.lq.shape[0] == 1
+    del opt['scale']  # a file without scale: 1
+    model = build(opt)
+    model.update_learning_rate(1)
+    model.feed_data({'lq': lq[:2].clone(), 'gt': lq[:2].clone()})
+    assert torch.equal(model.lq, model.gt) and model.gt.shape == (2, 3, 8, 8)
+
+
 def test_progressive_from_restormer_dataset_keys(tiny_opt):
     opt = tiny_opt(datasets={'train': {'name': 't', 'mini_batch_sizes': [2], 'iters': [5], 'gt_sizes': [8]}})
     model = build(opt)
@@ -240,3 +281,77 @@ def test_val_tile_size_restores_tile_by_tile_through_the_model(tiny_opt):
             assert seen == [(1, 3, 16, 16)] * (4 * 5 if name == 'tiled' else 3 * 3)
     torch.testing.assert_close(outputs['tiled'], outputs['whole'], rtol=0, atol=1e-6)
     assert (outputs['no_overlap'] - outputs['whole']).abs().max() > 1e-3
+
+
+def test_saved_images_are_named_by_iteration_or_suffix(tiny_opt, tmp_path):
+    """Training validations name images by iteration; a test run by val: suffix, else by the run's name."""
+    folder = tmp_path / 'visualization' / 'setA'
+    assert build(tiny_opt())._image_path('setA', 'img0', 7) == str(folder / 'img0_7.png')
+    for val, suffix in (({'suffix': 'mine'}, 'mine'), ({}, 'unit')):
+        model = build(tiny_opt(is_train=False, val=val))
+        assert model._image_path('setA', 'img0', 7) == str(folder / f'img0_{suffix}.png')
+
+
+def test_option_rules_of_the_models():
+    """The models' own rules across keys, message by message: the progressive lists (under train, else under
+    datasets:train) of one length each, within the loader's crop and batch; none for a test run. The contrastive
+    model wants an encoder and two crops, and warns when only its encoder stage would run; MoCE-IR's model wants
+    a network with a balance loss."""
+    from promptir_basicsr.models.all_in_one_model import AllInOneModel
+    from promptir_basicsr.models.contrastive_model import ContrastiveModel
+    from promptir_basicsr.models.moce_ir_model import MoCEIRModel
+
+    def opt(train=None, train_set=None, **more):
+        return {'model_type': 'AllInOneModel', 'train': dict(train or {}), 'network_g': {'type': 'Restormer'},
+                'datasets': {'train': dict({'gt_size': 16, 'batch_size_per_gpu': 4}, **(train_set or {}))}, **more}
+
+    good = {'mini_batch_sizes': [4, 2], 'iters': [5, 5], 'gt_sizes': [8, 16]}
+    assert AllInOneModel.option_problems(opt(good), True) == []
+    assert AllInOneModel.option_problems(opt(), True) == []
+    assert AllInOneModel.option_problems(opt(dict(good, iters=[5])), False) == []
+    assert AllInOneModel.option_problems(opt(dict(good, iters=[5])), True) == [
+        'train: mini_batch_sizes, iters and gt_sizes need the same length (one value per phase), got [4, 2], [5], '
+        '[8, 16]']
+    assert AllInOneModel.option_problems(opt(train_set=dict(good, gt_sizes=[8])), True) == [
+        'datasets:train: mini_batch_sizes, iters and gt_sizes need the same length (one value per phase), got '
+        '[4, 2], [5, 5], [8]']
+    empty = {'mini_batch_sizes': [], 'iters': [], 'gt_sizes': []}
+    assert AllInOneModel.option_problems(opt(empty), True) == [
+        'train: mini_batch_sizes, iters and gt_sizes need the same length (one value per phase), got [], [], []']
+    one = {'mini_batch_sizes': [4], 'iters': [5], 'gt_sizes': [16]}  # exactly the loader's crop and batch
+    assert AllInOneModel.option_problems(opt(one), True) == []
+    assert AllInOneModel.option_problems(opt(dict(one, mini_batch_sizes=[5], gt_sizes=[17])), True) == [
+        'train:gt_sizes [17] go beyond datasets:train:gt_size 16: the loader must crop the largest patch (set '
+        'gt_size to max(gt_sizes))',
+        'train:mini_batch_sizes [5] go beyond datasets:train:batch_size_per_gpu 4: the loader must deliver the '
+        'largest batch']
+
+    contrastive = opt(model_type='ContrastiveModel', network_g={'type': 'PromptIR'}, train_set={'num_crops': 2},
+                      train={'total_iter': 10})
+    assert ContrastiveModel.option_problems(contrastive, True) == [
+        'model_type ContrastiveModel trains a contrastive degradation encoder, but network_g PromptIR has none '
+        '(set network_g:prompt_source: cbde)']
+    contrastive['network_g'] = dict(CBDE)
+    assert ContrastiveModel.option_problems(contrastive, True) == []
+    contrastive['datasets']['train']['num_crops'] = 1
+    assert ContrastiveModel.option_problems(contrastive, True)[-1].startswith(
+        'datasets:train:num_crops must be 2 for ContrastiveModel')
+    assert ContrastiveModel.option_problems(contrastive, False) == []
+    assert ContrastiveModel.option_warnings(contrastive) == []  # no encoder stage by default
+    assert ContrastiveModel.option_warnings(dict(contrastive, train={'total_iter': 1})) == []
+    for iters, warned in ((9, False), (10, True), (11, True)):
+        contrastive['train']['encoder_iters'] = iters
+        assert bool(ContrastiveModel.option_warnings(contrastive)) is warned, iters
+    assert ContrastiveModel.option_warnings(contrastive) == [
+        'train:encoder_iters 11 >= train:total_iter 10: only the contrastive encoder stage runs; the restorer is never '
+        'trained']
+    moce = opt(model_type='MoCEIRModel')
+    assert MoCEIRModel.option_problems(moce, True) == [
+        'model_type MoCEIRModel adds the routing balance loss of its network, but network_g Restormer has none '
+        '(MoCEIR has; use AllInOneModel otherwise)']
+    assert MoCEIRModel.option_problems(moce, False) == []
+    moce['network_g'] = {'type': 'MoCEIR'}
+    assert MoCEIRModel.option_problems(moce, True) == []
+
+
+CBDE = {'type': 'PromptIR', 'prompt_source': 'cbde'}

@@ -153,3 +153,14 @@ def test_contrastive_model_logs_and_weights_the_losses(tiny_opt):
     with pytest.raises(ValueError, match='num_crops: 2'):
         model.feed_data({'lq': data['lq'], 'gt': data['gt']})
         model.optimize_parameters(3)
+
+
+def test_contrastive_settings_default_to_the_recipe(tiny_opt):
+    """Without them in the file: no encoder stage (iteration 1 trains the restorer), weight 0.1, AirNet's
+    ContrastiveLoss; a contrastive_opt given is the loss built."""
+    model = build(tiny_opt(model_type='ContrastiveModel', network=dict(CBDE_PROMPTIR)))
+    assert (model.encoder_iters, model.contrastive_weight) == (0, 0.1) and not model.in_encoder_stage(1)
+    assert type(model.cri_contrast).__name__ == 'ContrastiveLoss'
+    model = build(tiny_opt(model_type='ContrastiveModel', network=dict(CBDE_PROMPTIR),
+                           train={'contrastive_opt': {'type': 'L1Loss'}}))
+    assert type(model.cri_contrast).__name__ == 'L1Loss'

@@ -60,6 +60,7 @@ def test_typos_in_three_sections_exit_2_name_all_three_and_write_nothing(in_tmp_
     assert cli.main(['train', '-opt', 'typos.yml']) == 2
     out, err = capsys.readouterr()
     assert out == '' and 'Traceback' not in err
+    # the quick check (options/checker.py) answers: each typo once with the key it should be, and the key left missing
     assert err.startswith('basicsr train: error: typos.yml: 4 problem(s) in the options:')
     assert "unknown key `network_g:dimm` (did you mean 'dim'?)" in err
     assert "unknown key `datasets:train:batch_size_per_gpuu` (did you mean 'batch_size_per_gpu'?)" in err

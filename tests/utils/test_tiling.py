@@ -269,3 +269,32 @@ def test_fitted_tiles_cover_with_the_fewest_tiles_and_least_overlap():
     assert tiling.computed_pixels(4096, 4096, 488, 32) == (9 * 488) ** 2
     assert tiling.computed_pixels(37, 50, None) == 40 * 56  # untiled: the padded image
     assert TileGrid(40, 64, (16, 32), 8).tile_h == 16 and TileGrid(40, 64, (16, 32), 8).tile_w == 32
+
+
+def test_fitted_tile_and_computed_pixels_at_their_edges():
+    """Cases counted by hand that the covering test above does not reach: a maximum that is no multiple of 8, one
+    tile whose side is not above the overlap, no multiple, the overlap equal to the maximum; the pixels of grids
+    with the default overlap, a tile rounded down to the multiple, a multiple other than 8."""
+    # 500 is rounded down to 496 first: 498 px need 2 tiles, each ceil((498 + 32) / 2) = 265 -> 272
+    assert tiling.fitted_tile(498, 500, 32) == 272
+    assert tiling.fitted_tile(16, 16, 32) == 16  # one tile of the (padded) length, whatever the overlap
+    assert tiling.fitted_tile(13, 512, 4, multiple=None) == 13 and tiling.fitted_tile(13, 512, 4, multiple=1) == 13
+    assert type(tiling.fitted_tile(4096, 512, 32)) is int  # a side slices tensors
+    with pytest.raises(ValueError, match='tile side 32 must exceed the overlap 32'):
+        tiling.fitted_tile(100, 32, 32)
+    # the default overlap 32: 128 rows in tiles of 64 start at 0, 32 and 64; the 64 columns are one tile
+    assert tiling.computed_pixels(128, 64, 64) == 3 * 64 * 64
+    assert tiling.computed_pixels(13, 7, 0, multiple=None) == 13 * 7 == tiling.computed_pixels(13, 7, 0, multiple=1)
+    # 40 x 8 in tiles of 20 -> 16 (a multiple of 8) overlapping 4: rows start at 0, 12 and 24
+    assert tiling.computed_pixels(40, 8, 20, 4, 8) == 3 * 16 * 8
+    # with multiple 4 the tile stays 20: rows start at 0, 16 and 20
+    assert tiling.computed_pixels(40, 8, 20, 4, 4) == 3 * 20 * 8
+
+
+def test_tiles_run_one_per_call_unless_batched():
+    """tile_batch None or 0: one tile per call (9 tiles of a 32 x 32 image in tiles of 16 overlapping 8)."""
+    x = torch.rand(1, 3, 32, 32)
+    for batch, expected in ((None, [1] * 9), (0, [1] * 9), (4, [4, 4, 1])):
+        calls = []
+        tiled_forward(lambda t: calls.append(t.shape[0]) or t, x, tile_size=16, tile_overlap=8, tile_batch=batch)
+        assert calls == expected, batch
