@@ -1,31 +1,13 @@
 """AdaIR's option files (options/{train,test,demo}/adair_*.yml) carry the official recipe's numbers (c-yn/AdaIR
 options.py, train.py, utils/dataset_utils.py): epochs converted to iterations as Lightning's DDP loader counts
 them, the schedule, the optimizer, the loss, the data mixes, and test files that read what training validates.
-(That they are valid, documented and build their datasets is tests/option_files/test_shipped_files.py; that the train and
-demo files train under DDP is tests/option_files/test_ddp_shipped_files.py.)"""
+(That they are valid, documented and build their datasets is tests/option_files/test_shipped_files.py; that the
+train and demo files train under DDP is tests/option_files/test_ddp_shipped_files.py.)"""
 import os.path as osp
 
 import pytest
-from basicsr.utils.options import ordered_yaml
 
-import yaml
-
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-# samples per source in one official epoch (utils/dataset_utils.py:60-74, 83, 96, 106, 115)
-IMAGES = {'noise15': 5144, 'noise25': 5144, 'noise50': 5144, 'rain': 200, 'haze': 72135, 'blur': 2103,
-          'lowlight': 485}
-REPEATS = {'noise15': 3, 'noise25': 3, 'noise50': 3, 'rain': 120, 'haze': 1, 'blur': 5, 'lowlight': 20}
-
-
-def _load(*parts):
-    with open(osp.join(REPO, 'options', *parts), encoding='utf-8') as f:
-        return yaml.load(f, Loader=ordered_yaml()[0])
-
-
-def iterations_per_epoch(samples, gpus=4, batch=8):
-    """Lightning's DistributedSampler pads each replica to ceil(N / gpus); the loader drops the last partial batch
-    (train.py:58-59, drop_last=True)."""
-    return -(-samples // gpus) // batch
+from official_recipes import IMAGES, REPEATS, REPO, iterations_per_epoch, load_options
 
 
 @pytest.mark.parametrize('name, sources, samples, per_epoch', [
@@ -33,12 +15,12 @@ def iterations_per_epoch(samples, gpus=4, batch=8):
     ('adair_5task.yml', ['noise15', 'noise25', 'noise50', 'rain', 'haze', 'blur', 'lowlight'], 162646, 5082),
 ])
 def test_recipe_numbers(name, sources, samples, per_epoch):
-    opt = _load('train', name)
+    opt = load_options('train', name)
     train = opt['datasets']['train']
     assert [s['name'] for s in train['sources']] == sources
     assert {s['name']: s.get('repeat', 1) for s in train['sources']} == {k: REPEATS[k] for k in sources}
     assert sum(IMAGES[s['name']] * s.get('repeat', 1) for s in train['sources']) == samples
-    assert iterations_per_epoch(samples) == per_epoch
+    assert iterations_per_epoch(samples, gpus=4, batch=8) == per_epoch
     assert train['gt_size'] == 128 and train['batch_size_per_gpu'] == 8 and train['augment'] == 'official7'
     assert opt['train']['total_iter'] == 150 * per_epoch  # options.py:8
     scheduler = opt['train']['scheduler']
@@ -49,7 +31,7 @@ def test_recipe_numbers(name, sources, samples, per_epoch):
     assert opt['train']['grad_clip'] is None
     assert opt['logger']['save_checkpoint_freq'] == per_epoch
     assert opt['find_unused_parameters'] is False  # the frozen modules: see archs/adair_arch.py
-    assert opt['network_g'] == _load('test', name)['network_g']
+    assert opt['network_g'] == load_options('test', name)['network_g']
     assert opt['network_g'] == {'type': 'AdaIR', 'inp_channels': 3, 'out_channels': 3, 'dim': 48,
                                 'num_blocks': [4, 6, 6, 8], 'num_refinement_blocks': 4, 'heads': [1, 2, 4, 8],
                                 'ffn_expansion_factor': 2.66, 'bias': False, 'LayerNorm_type': 'WithBias',
@@ -61,7 +43,7 @@ def test_recipe_numbers(name, sources, samples, per_epoch):
     ('adair_5task.yml', ['SOTS_outdoor', 'Rain100L', 'BSD68_sigma25', 'GoPro', 'LOL'], '30.20'),
 ])
 def test_test_files_are_the_trainings_validation_and_quote_the_paper(name, sets, paper):
-    train, test = _load('train', name), _load('test', name)
+    train, test = load_options('train', name), load_options('test', name)
     loader_keys = {'num_worker_per_gpu', 'batch_size_per_gpu'}
     val_sets = [{k: v for k, v in d.items() if k not in loader_keys} for k, d in train['datasets'].items()
                 if k.startswith('val')]
@@ -74,6 +56,6 @@ def test_test_files_are_the_trainings_validation_and_quote_the_paper(name, sets,
 
 
 def test_demo_is_a_tiny_adair():
-    demo = _load('demo', 'adair_demo.yml')
+    demo = load_options('demo', 'adair_demo.yml')
     assert demo['network_g']['type'] == 'AdaIR' and demo['network_g']['decoder'] is True
     assert demo['demo_data'] is True and demo['num_gpu'] == 0 and demo['train']['total_iter'] <= 500

@@ -4,46 +4,25 @@ through the real command. (That every shipped file passes the option check and i
 miniature official layout is tests/option_files/test_shipped_files.py.)"""
 import inspect
 import json
-import math
 import os
 import os.path as osp
 import subprocess
 import sys
 
 import pytest
-import yaml
-from basicsr.utils.options import ordered_yaml
 
 from promptir_basicsr.archs.bioir_arch import BioIR
-
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-# images per source in the official training folders and lists: data_dir/noisy/denoise.txt (5,144),
-# rainy/rainTrain.txt (200), hazy/hazy_outside.txt (72,135); GoPro train 2,103 pairs, LOL our485 485 pairs
-IMAGES = {'noise15': 5144, 'noise25': 5144, 'noise50': 5144, 'rain': 200, 'haze': 72135, 'blur': 2103,
-          'lowlight': 485}
-# repeats per source (utils/dataset_utils.py:62-72, 96, 106, 115; haze once, :83)
-REPEATS = {'noise15': 3, 'noise25': 3, 'noise50': 3, 'rain': 120, 'haze': 1, 'blur': 5, 'lowlight': 20}
-
-
-def _load(*parts):
-    with open(osp.join(REPO, 'options', *parts), encoding='utf-8') as f:
-        return yaml.load(f, Loader=ordered_yaml()[0])
-
-
-def _iterations_per_epoch(samples, gpus=2, batch=16):
-    """Lightning's DDP sampler pads to a multiple of the ranks; each rank drops its last partial batch
-    (train_eval.py:235-236)."""
-    return math.ceil(samples / gpus) // batch
+from official_recipes import IMAGES, REPEATS, REPO, iterations_per_epoch, load_options
 
 
 @pytest.mark.parametrize('task, samples, per_epoch', [('allinone', 142431, 4451), ('5task', 162646, 5082)])
 def test_training_recipe_numbers(task, samples, per_epoch):
-    opt = _load('train', f'bioir_{task}.yml')
+    opt = load_options('train', f'bioir_{task}.yml')
     sources = opt['datasets']['train']['sources']
     assert {s['name']: s['repeat'] for s in sources} == {k: v for k, v in REPEATS.items()
                                                         if task == '5task' or k not in ('blur', 'lowlight')}
     assert sum(IMAGES[s['name']] * s['repeat'] for s in sources) == samples
-    assert _iterations_per_epoch(samples) == per_epoch
+    assert iterations_per_epoch(samples, gpus=2, batch=16) == per_epoch
     train = opt['train']
     assert train['total_iter'] == 150 * per_epoch  # --epochs 150 (train_eval.py:195)
     scheduler = train['scheduler']
@@ -68,7 +47,7 @@ def test_training_recipe_numbers(task, samples, per_epoch):
     ('5task', ['BSD68_sigma15', 'BSD68_sigma25', 'BSD68_sigma50', 'Rain100L', 'SOTS_outdoor', 'GoPro', 'LOL'])])
 def test_test_files_are_the_trainings_validation(task, sets):
     """test.py --mode 5 / 6 (test.py:183-244): the sets the training validates on, read the same way."""
-    train, test = _load('train', f'bioir_{task}.yml'), _load('test', f'bioir_{task}.yml')
+    train, test = load_options('train', f'bioir_{task}.yml'), load_options('test', f'bioir_{task}.yml')
     val_sets = [d for k, d in train['datasets'].items() if k.startswith('val')]
     assert list(test['datasets'].values()) == val_sets
     assert [d['name'] for d in val_sets] == sets
@@ -79,7 +58,7 @@ def test_test_files_are_the_trainings_validation(task, sets):
 
 
 def test_demo_test_file_matches_its_training():
-    train, test = _load('demo', 'bioir_demo.yml'), _load('demo', 'bioir_demo_test.yml')
+    train, test = load_options('demo', 'bioir_demo.yml'), load_options('demo', 'bioir_demo_test.yml')
     assert test['network_g'] == train['network_g'] and test['model_type'] == train['model_type'] == 'AllInOneModel'
     assert test['path']['pretrain_network_g'] == 'experiments/bioir_demo/models/net_g_latest.pth'
     assert [d['name'] for d in test['datasets'].values()] == [d['name'] for k, d in train['datasets'].items()
