@@ -71,12 +71,10 @@ AREAS = {
     'models': (['promptir_basicsr/models/*', 'promptir_basicsr/losses/*'], ['promptir_basicsr/models/schedulers.py'],
                ['tests/models']),
     'schedulers': (['promptir_basicsr/models/schedulers.py'], [], ['tests/models/test_schedulers.py']),
-    # the checks of an option file: the quick one (checker.py), the full one (schema.py), preparing a run. The test
-    # of the README's YAML snippets is left out while the README has none (it fails on the unmutated code: its
-    # snippets moved out with the README's rewrite), and mutmut runs nothing when a selected test fails
+    # the checks of an option file: the quick one (checker.py), the full one (schema.py), preparing a run
     'options': (['promptir_basicsr/options/*'], [],
                 ['tests/options', 'tests/option_files/test_shipped_files.py',
-                 'tests/basicsr_patches/test_utils_options.py'], ['-k', 'not readme_yaml_snippets']),
+                 'tests/basicsr_patches/test_utils_options.py']),
     # every subcommand but restore (in the inference area)
     'commands': (['promptir_basicsr/commands/*'], ['promptir_basicsr/commands/restore.py'],
                  ['tests/commands', 'tests/test_cli.py', 'tests/interop/test_export_command.py',
