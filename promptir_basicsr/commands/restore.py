@@ -142,15 +142,14 @@ def run(args):
         # tiles of one image (--tile-size, or the memory budget's): on a terminal only (a log file would get one
         # line per tile)
         tile_bar = tqdm(total=1, unit='tile', leave=False, file=sys.stderr, position=1, disable=None)
+
+        def on_tile(done, total):
+            tile_bar.total = total
+            tile_bar.update(done - tile_bar.n)  # a forward may run several tiles
+
         for path, out_path, compare_path in bar:
             bar.set_postfix_str(osp.basename(path))
-            on_tile = None
-            if tile_bar is not None:
-                tile_bar.reset()
-
-                def on_tile(done, total):
-                    tile_bar.total = total
-                    tile_bar.update(done - tile_bar.n)  # a forward may run several tiles
+            tile_bar.reset()
             try:
                 size = restore_file(restorer, path, out_path, compare_path, on_tile)
             except (ImageError, OSError, cv2.error) as err:
@@ -162,8 +161,7 @@ def run(args):
                     torch.cuda.empty_cache()
                 continue
             megapixels += size
-        if tile_bar is not None:
-            tile_bar.close()
+        tile_bar.close()
     seconds = time.time() - start
     restored = len(plans) - len(failures)
     log(f'restored {restored} image(s), {megapixels:.2f} megapixels in {seconds:.1f} s '

@@ -1,8 +1,9 @@
 """The checks of an option file that need nothing but the file: basicsr's own keys and sections, the options of our
-architectures and the keys of our datasets (read from their source files, not imported), and the data and
-checkpoint paths. They run before torch is even imported, so the commonest mistakes (a misspelt basicsr key,
-architecture option or dataset key, a missing required key, a wrong type, a path that does not exist) are answered in a fraction of a second; the checks that
-need the networks, models and datasets loaded (``options/schema.py``) run once these pass.
+architectures and the keys of our datasets and models (read from their source files, not imported), and the data
+and checkpoint paths. They run before torch is even imported, so the commonest mistakes (a misspelt basicsr key,
+architecture option, dataset or model key, a missing required key, a wrong type, a path that does not exist) are
+answered in a fraction of a second; the checks that need the networks, models and datasets loaded
+(``options/schema.py``) run once these pass.
 
 :class:`Checker` is the walker both use: it compares a mapping with a schema of :class:`Key` declarations and
 collects every problem.
@@ -192,8 +193,9 @@ def _misspelt_dataset_keys(checker, datasets):
             continue
         keys, nested = declared
         here = f'datasets:{phase}'
-        _misspelt_keys(checker, dataset_opt, set(keys) | set(LOADER_KEYS), here)
-        for key, spec in loader_keys('train' if phase == 'train' else 'val').items():  # what every loader needs
+        loader = loader_keys('train' if phase == 'train' else 'val')  # what basicsr's loaders read, per phase
+        _misspelt_keys(checker, dataset_opt, set(keys) | set(loader), here)
+        for key, spec in loader.items():
             if key not in dataset_opt and spec.is_required(checker.is_train):
                 checker.add(f'missing required key `{here}:{key}`')
         for key, entry_keys in nested.items():
@@ -222,10 +224,6 @@ def _misspelt_keys(checker, node, known, where):
             hint = closest_hint(key, missing)
             if hint:
                 checker.add(f'unknown key `{_join(where, key)}`{hint}')
-
-
-#: basicsr's loader keys of every dataset section (the same names as ``utils.option_keys.loader_keys``)
-LOADER_KEYS = tuple(loader_keys('train'))
 
 
 @functools.lru_cache(maxsize=1)
