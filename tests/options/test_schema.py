@@ -323,8 +323,15 @@ def test_options_echo_is_yaml_that_reads_back(caplog):
     from promptir_basicsr.options.files import add_note
     opt = read_option_file(DEMO['promptir'])  # OrderedDicts, as basicsr reads it
     add_note('a consistency warning', 'warning')
-    with caplog.at_level(logging.INFO, logger='basicsr'):
-        text = options_echo(opt)
+    # basicsr's logger may not propagate to the root logger (it stops once basicsr's get_root_logger has set it
+    # up): listen on it directly, whichever test ran first in this process
+    logger = logging.getLogger('basicsr')
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger='basicsr'):
+            text = options_echo(opt)
+    finally:
+        logger.removeHandler(caplog.handler)
     assert ('basicsr', logging.WARNING, 'a consistency warning') in caplog.record_tuples
     assert text.startswith('Options:\n') and 'OrderedDict' not in text
     assert yaml.safe_load(text[len('Options:\n'):]) == json.loads(json.dumps(opt))  # the same options
