@@ -21,7 +21,9 @@ equivalent mutant (the change cannot alter behaviour, listed in EQUIVALENT) or a
 import argparse
 import collections
 import json
+import math
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -62,7 +64,8 @@ AREAS = {
     'inference': (['promptir_basicsr/inference.py', 'promptir_basicsr/image_restoration.py',
                    'promptir_basicsr/utils/images.py', 'promptir_basicsr/commands/restore.py'], [],
                   ['tests/test_inference.py', 'tests/commands/test_restore.py', 'tests/utils/test_images.py',
-                   'tests/interop/test_export_command.py'], FULL_NETWORK_EXPORTS),
+                   'tests/interop/test_export_command.py', 'tests/commands/test_restore_at_scale.py'],
+                  FULL_NETWORK_EXPORTS),
     'tiling': (['promptir_basicsr/utils/tiling.py'], [], ['tests/utils/test_tiling.py', 'tests/test_inference.py']),
     # the slowest tests export full networks (a minute a mutant): their tiny-network counterparts
     # (tests/interop/test_export_internals.py) check the same code
@@ -262,13 +265,15 @@ def _mutmut_env(work):
 NO_MUTANT = 'no-mutant-has-this-name'  # mutmut makes the mutants and maps the tests, then stops: nothing to run
 
 
-def run_area(area, max_children, again=False, behaviour_only=False, resume=False):
+def run_area(area, max_children, again=False, behaviour_only=False, resume=False, sample=None, seed=0):
     """Run mutmut on ``area``: every mutant in a fresh copy, or (``again``) only the last run's survivors, with the
     repository's current tests copied over the last run's folder (and then the mutants of any source file changed
     since, which mutmut made anew and left 'not checked'); or (``resume``) only the mutants an interrupted run
     left 'not checked', with the current tests. ``behaviour_only``: leave the wording mutants
     (:func:`is_text_mutant`) 'not checked' (a quarter to two fifths of an area's mutants, whose time is saved); the
-    behaviour kill rate is the same."""
+    behaviour kill rate is the same. ``sample``: in a fresh copy, run only that many behaviour mutants, drawn at
+    random (``seed``) from the whole area; the rest stay 'not checked' and the report gives the kill rate with its
+    95 % interval (an estimate of the area's rate; ``again`` and ``resume`` then keep to the sample)."""
     work = os.path.join(REPO, 'build', 'mutation', area)
     results = load_results(work) if again or resume else {}
     names = sorted(n for n, (status, _) in results.items()
@@ -276,17 +281,29 @@ def run_area(area, max_children, again=False, behaviour_only=False, resume=False
     again = again or resume
     work = prepare(area, fresh=not again)
     cmd = [sys.executable, '-m', 'mutmut', 'run'] + (['--max-children', str(max_children)] if max_children else [])
-    if behaviour_only and not again:
+    sample_file = os.path.join(work, 'sample.json')
+    drawn = None  # the sample's names, when the run is (or continues) a sample
+    if again and os.path.exists(sample_file):
+        with open(sample_file, encoding='utf-8') as f:
+            drawn = set(json.load(f)['names'])
+    if (behaviour_only or sample) and not again:
         subprocess.run(cmd + [NO_MUTANT], cwd=work, env=_mutmut_env(work), check=False)
         results = load_results(work)
         names = sorted(results)
+        if sample:
+            behaviour = sorted(n for n in names if not is_text_mutant(results[n][1]))
+            drawn = set(random.Random(seed).sample(behaviour, min(sample, len(behaviour))))
+            with open(sample_file, 'w', encoding='utf-8') as f:
+                json.dump(dict(seed=seed, of=len(behaviour), names=sorted(drawn)), f)
     # again: the survivors first, then what is left 'not checked' (mutmut runs the named mutants in its own order)
     for names in ([names, None] if again else [names]):
         if names is None:
             names = sorted(n for n, (status, _) in results.items() if status == 'not checked')
         if behaviour_only:
             names = [n for n in names if not is_text_mutant(results[n][1])]
-        if not names and (again or behaviour_only):
+        if drawn is not None:
+            names = [n for n in names if n in drawn]
+        if not names and (again or behaviour_only or drawn is not None):
             continue  # (no names at all would run every mutant without a result)
         subprocess.run(cmd + names, cwd=work, env=_mutmut_env(work), check=False)
         results = load_results(work)
@@ -310,8 +327,20 @@ KILLED = ('killed', 'timeout', 'segfault')  # the tests noticed the mutant: a fa
 NOT_KILLED = ('survived', 'no tests')  # 'no tests': no selected test calls the mutated function
 
 
-def _rate(killed, judged):
-    return f'{100 * killed / judged:.1f}%' if judged else 'n/a'
+def _rate(killed, judged, whole=None):
+    """``killed / judged`` in per cent; with ``whole`` (the mutants the rate stands for) larger than ``judged`` (a
+    sample or a partial run), also its 95 % Wilson interval: the rate of the whole lies there unless the sample was
+    unusual (for a random sample; a partial run covers the first files only and is no sample)."""
+    if not judged:
+        return 'n/a'
+    text = f'{100 * killed / judged:.1f}%'
+    if whole is not None and whole > judged:
+        z = 1.959964
+        p = killed / judged
+        centre = (p + z * z / (2 * judged)) / (1 + z * z / judged)
+        half = z * math.sqrt(p * (1 - p) / judged + z * z / (4 * judged * judged)) / (1 + z * z / judged)
+        text += f' ({100 * (centre - half):.1f}-{100 * (centre + half):.1f}%)'
+    return text
 
 
 def report(area, work, results):
@@ -329,11 +358,13 @@ def report(area, work, results):
     killed_all, judged_all, statuses = tally(results)
     killed, judged, _ = tally(behaviour)
     other = {k: v for k, v in statuses.items() if k not in KILLED + NOT_KILLED}
+    whole = len(behaviour) if os.path.exists(os.path.join(work, 'sample.json')) else None  # a random sample
     print(f'\n== {area}: {len(results)} mutants, killed {killed_all} of {judged_all}'
           f'{f", other {dict(other)}" if other else ""}; kill rate {_rate(killed_all, judged_all)}')
     print(f'   behaviour mutants (not message/help wording): {len(behaviour)}, killed {killed}, not killed '
-          f'{judged - killed} ({len(listed)} equivalent); kill rate {_rate(killed, judged)} '
-          f'({_rate(killed, judged - len(listed))} of those that can change behaviour)')
+          f'{judged - killed} ({len(listed)} equivalent); kill rate {_rate(killed, judged, whole)} '
+          f'({_rate(killed, judged - len(listed), whole)} of those that can change behaviour)'
+          + (f'; a random sample of {judged}: in brackets, the 95 % interval of the area rate' if whole else ''))
     text = sorted(n for n in wording if results[n][0] in NOT_KILLED)
     print(f'   surviving wording mutants ({len(text)}): {", ".join(n.rsplit(".", 1)[-1] for n in text)}')
     for name in listed:
@@ -346,7 +377,7 @@ def report(area, work, results):
                             ('---', '+++')))
     print(f'   inspect: cd {os.path.relpath(work, os.getcwd())} && mutmut show <name>')
     return dict(area=area, mutants=len(results), behaviour=len(behaviour), killed=killed, judged=judged,
-                equivalent=len(listed))
+                equivalent=len(listed), whole=whole)
 
 
 def summary_table(rows):
@@ -356,8 +387,9 @@ def summary_table(rows):
              '|---|---:|---:|---:|---:|---:|---:|---:|']
     for r in rows:
         lines.append(f'| {r["area"]} | {r["mutants"]} | {r["behaviour"]} | {r["judged"]} | {r["killed"]} | '
-                     f'{r["judged"] - r["killed"]} ({r["equivalent"]}) | {_rate(r["killed"], r["judged"])} | '
-                     f'{_rate(r["killed"], r["judged"] - r["equivalent"])} |')
+                     f'{r["judged"] - r["killed"]} ({r["equivalent"]}) | '
+                     f'{_rate(r["killed"], r["judged"], r["whole"])} | '
+                     f'{_rate(r["killed"], r["judged"] - r["equivalent"], r["whole"])} |')
     return '\n'.join(lines)
 
 
@@ -373,6 +405,10 @@ def main(argv=None):
                         help="run only the last run's survivors again, against the repository's current tests")
     parser.add_argument('--resume', action='store_true',
                         help="go on with an interrupted run: only the mutants it left 'not checked'")
+    parser.add_argument('--sample', type=int, default=None, metavar='N',
+                        help='run N behaviour mutants drawn at random from the area (a fresh run), for an estimate of '
+                             'its kill rate with a 95 %% interval; --again then reruns the sample\'s survivors')
+    parser.add_argument('--seed', type=int, default=0, help='the random draw of --sample (default 0)')
     parser.add_argument('--behaviour-only', action='store_true',
                         help="run only the behaviour mutants, leaving those that change a message's wording 'not "
                              "checked' (a quarter to two fifths of the mutants; the behaviour kill rate is the same)")
@@ -386,7 +422,8 @@ def main(argv=None):
                 continue
             rows.append(report(area, work, load_results(work)))
         else:
-            rows.append(report(area, *run_area(area, args.max_children, args.again, args.behaviour_only, args.resume)))
+            rows.append(report(area, *run_area(area, args.max_children, args.again, args.behaviour_only, args.resume,
+                                               args.sample, args.seed)))
     print('\n' + summary_table(rows))
     return 0
 
