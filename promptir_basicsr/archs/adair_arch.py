@@ -52,6 +52,19 @@ def centred_window(n, rate, unit=WINDOW_UNIT):
     return ((index >= centre - half) & (index < centre + half)).to(rate.dtype)
 
 
+def windows_all_empty(h, w, rates, unit=WINDOW_UNIT):
+    """True when no sample's low-pass window holds a frequency, so the mask of :func:`low_pass_mask` is zero:
+    known from the sizes alone when ``h`` or ``w`` is below ``unit`` (the half-size is then 0 for any rate),
+    otherwise read from the rates (a half-size is 0 below ``2 * unit`` unless the rate rounds to 1).
+
+    A Python answer, for eager code only: a traced or compiled graph must not branch on it."""
+    if h // unit == 0 or w // unit == 0:
+        return True
+    rows = torch.floor((h // unit) * rates[:, 0])
+    cols = torch.floor((w // unit) * rates[:, 1])
+    return not bool(((rows > 0) & (cols > 0)).any())
+
+
 def low_pass_mask(h, w, rates, unit=WINDOW_UNIT):
     """(B, 1, h, w) 0/1 mask of the low band, laid out like the unshifted spectrum ``fft2`` returns.
 
@@ -164,7 +177,9 @@ class FreModule(nn.Module):
        (h or w) the window is empty: the low band is zero and the high band is the whole embedding.
     3. The embedding's spectrum (``fft2`` with norm='forward') times the mask and times one minus the
        mask, transformed back (``ifft2``, norm='forward'), gives the two bands as magnitudes (``torch.abs``
-       of the complex inverse, net/model.py:351-364).
+       of the complex inverse, net/model.py:351-364). Computed with one inverse transform (the high band's is
+       x minus the low band's), and eagerly with none when every window is empty (:func:`windows_all_empty`:
+       the bands are then |x| and 0); an exported graph computes the transforms for every size.
     4. Each band attends to the features (q from the band; ``channel_cross_l`` takes the HIGH band and
        ``channel_cross_h`` the LOW one, as in the official code), :class:`FreRefine` merges them, and the
        features attend to the result (``channel_cross_agg``, q from the features).
@@ -198,17 +213,24 @@ class FreModule(nn.Module):
 
     def bands(self, image):
         """(high, low) bands of ``image`` (B, in, h, w) resized to its level: each (B, C, h, w), non-negative."""
-        embedded = self.conv1(image)
+        embedded = self.conv1(channels_last(image))  # channels-last bands: what the attentions read
         rates = torch.sigmoid(self.rate_conv(F.adaptive_avg_pool2d(embedded, 1))).flatten(1)  # (B, 2)
         dtype = embedded.dtype
         if dtype in (torch.float16, torch.bfloat16):
             embedded, rates = embedded.float(), rates.float()
         h, w = embedded.shape[-2:]
+        eager = not (fourier.uses_matmul() or torch.jit.is_tracing() or torch.compiler.is_compiling())
+        if eager and windows_all_empty(h, w, rates, self.window_unit):
+            # the mask is zero (every level below 256 px, for any rate): the low band is |ifft2(0)| = 0 and the
+            # high band |ifft2(fft2(x))| = |x|, with no transform at all
+            return embedded.abs().to(dtype), torch.zeros_like(embedded, dtype=dtype)
         mask = low_pass_mask(h, w, rates, self.window_unit)
         re, im = fourier.fft2(embedded.contiguous(), norm='forward')
-        keep = 1 - mask
-        high = fourier.magnitude(*fourier.ifft2(re * keep, im * keep, norm='forward'))
-        low = fourier.magnitude(*fourier.ifft2(re * mask, im * mask, norm='forward'))
+        # the inverse transform is linear and inverts fft2: ifft2(F * (1 - mask)) = x - ifft2(F * mask), so one
+        # inverse transform gives both bands
+        low_re, low_im = fourier.ifft2(re * mask, im * mask, norm='forward')
+        high = fourier.magnitude(embedded - low_re, -low_im)
+        low = fourier.magnitude(low_re, low_im)
         return high.to(dtype), low.to(dtype)
 
     def forward(self, image, y):

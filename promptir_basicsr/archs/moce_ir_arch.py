@@ -150,10 +150,7 @@ class FFTAttention(nn.Module):
         q = self.q_dwconv(self.q(x))
         k, v = self.kv_dwconv(self.kv(x)).chunk(2, dim=1)
         dtype = torch.promote_types(q.dtype, torch.float32)
-        p = self.patch_size
-        q_hat = fourier.rfft2(self.to_patches(q.to(dtype)))
-        k_hat = fourier.rfft2(self.to_patches(k.to(dtype)))
-        out = fourier.irfft2(*fourier.multiply(q_hat, k_hat), (p, p))
+        out = fourier.circular_convolution(self.to_patches(q.to(dtype)), self.to_patches(k.to(dtype)))
         out = self.norm(self.from_patches(out, h, w))
         return self.proj_out(out * v)
 
@@ -303,18 +300,23 @@ class AdapterLayer(nn.Module):
             for e, expert in enumerate(experts):
                 out = out + gates[:, e].view(-1, 1, 1, 1) * expert(x, shared).to(acc)
             return out
-        out = torch.zeros_like(x, dtype=acc, memory_format=torch.channels_last)
+        # None until an expert contributes: an expert chosen by the whole batch (always so at batch 1 with
+        # top-1, the released inference) starts the sum itself, with no zero map to add into
+        out = None
         chosen = gates != 0
         for e, expert in enumerate(experts):
             rows = chosen[:, e].nonzero().squeeze(1)
             if rows.numel() == 0:
                 continue
             if rows.numel() == x.shape[0]:
-                y = expert(x, shared) * gates[:, e].view(-1, 1, 1, 1)
-            else:
-                y = expert(x[rows], shared[rows]) * gates[rows, e].view(-1, 1, 1, 1)
+                y = (expert(x, shared) * gates[:, e].view(-1, 1, 1, 1)).to(acc)
+                out = y if out is None else out + y
+                continue
+            if out is None:
+                out = torch.zeros_like(x, dtype=acc, memory_format=torch.channels_last)
+            y = expert(x[rows], shared[rows]) * gates[rows, e].view(-1, 1, 1, 1)
             out = out.index_add(0, rows, y.to(acc))
-        return out
+        return torch.zeros_like(x, dtype=acc, memory_format=torch.channels_last) if out is None else out
 
     def forward(self, x, freq_emb, shared):
         """-> (adapter output (B, C, H, W), balance loss of the block)."""

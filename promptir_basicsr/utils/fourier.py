@@ -132,6 +132,21 @@ def multiply(a, b):
     return ar * br - ai * bi, ar * bi + ai * br
 
 
+def circular_convolution(a, b):
+    """The circular convolution of two real signals over their last two axes, through the spectrum:
+    ``irfft2(rfft2(a) * rfft2(b))`` at ``a``'s size (..., H, W), norm 'backward' (the forward transform
+    unscaled): sum_{m,n} a[m, n] * b[(i - m) % H, (j - n) % W].
+
+    Eagerly one product of the complex ``torch.fft`` spectra, where the (real, imaginary) pairs of
+    :func:`rfft2`, :func:`multiply` and :func:`irfft2` cost four real products, two sums and a
+    ``torch.complex`` copy of the spectrum; under :func:`uses_matmul` (export) those pair functions, the
+    DFT-matrix products."""
+    size = (a.shape[-2], a.shape[-1])
+    if uses_matmul():
+        return irfft2(*multiply(rfft2(a), rfft2(b)), size)
+    return torch.fft.irfft2(torch.fft.rfft2(a) * torch.fft.rfft2(b), s=size)
+
+
 def magnitude(real, imag):
     """|real + i*imag|. Eagerly ``torch.abs`` of the complex number, whose gradient at 0 is 0 (a square root
     of the squares would give NaN there); exported, the square root of the squares."""

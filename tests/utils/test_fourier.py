@@ -70,6 +70,23 @@ def test_round_trips_and_helpers():
     _close(fourier.multiply(a, b), (torch.tensor([5.0]), torch.tensor([5.0])))  # (1+2i)(3-i) = 5+5i
 
 
+@pytest.mark.parametrize('size', SIZES)
+def test_circular_convolution_is_the_direct_sum_eagerly_and_as_matrices(size):
+    """sum_{m,n} a[m, n] b[(i - m) % H, (j - n) % W], computed here by loops; the eager complex product and the
+    DFT-matrix pairs agree with it (and with each other) on a batch of channels."""
+    gen = torch.Generator().manual_seed(3)
+    a, b = torch.randn(2, 2, 3, *size, generator=gen, dtype=torch.float64)
+    h, w = size
+    expected = torch.zeros_like(a)
+    for i in range(h):
+        for j in range(w):
+            expected[..., i, j] = sum(a[..., m, n] * b[..., (i - m) % h, (j - n) % w]
+                                      for m in range(h) for n in range(w))
+    eager, matmul = _both(fourier.circular_convolution, a, b)
+    _close(eager, expected, tol=1e-10)
+    _close(matmul, expected, tol=1e-10)
+
+
 def test_magnitude_gradient_is_finite_at_zero():
     re = torch.zeros(3, requires_grad=True)
     im = torch.zeros(3, requires_grad=True)
