@@ -268,7 +268,8 @@ def test_checker_walks_lists_of_mappings(base):
      ['missing required key `datasets:train:num_worker_per_gpu`',
       '`datasets:train:persistent_workers: true` needs loader workers, but this set is loaded in the main process '
       '(`num_worker_per_gpu: 0`; basicsr always does so for val/test sets): remove it']),
-    (dict(datasets__train__batch_size_per_gpu=KeyError), True, ['missing required key `datasets:train:batch_size_per_gpu`']),
+    (dict(datasets__train__batch_size_per_gpu=KeyError), True,
+     ['missing required key `datasets:train:batch_size_per_gpu`']),
     # basicsr's train loop builds the set named `train` and those named val*; it refuses any other phase
     (dict(datasets__train_2=dict(BASE_PAIRED, name='t2', gt_size=16, use_hflip=True, use_rot=False,
                                  batch_size_per_gpu=2, num_worker_per_gpu=0)), True,
