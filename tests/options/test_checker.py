@@ -174,6 +174,21 @@ def test_a_misspelt_source_key_is_found_in_each_entry(tmp_path):
         "unknown key `datasets:train:sources[1]:dataroot_gtt` (did you mean 'dataroot_gt'?)"]
 
 
+def test_quick_check_of_our_datasets_past_sets_it_does_not_read():
+    """Sets that are not mappings, have no type or are not ours are left to the full check without ending the walk:
+    our train set after them is still read (a misspelt key, a missing loader key of the train set)."""
+    opt = read_option_file(DEMO)
+    train = opt['datasets']['train']
+    train['gt_sise'] = train.pop('gt_size')
+    del train['batch_size_per_gpu']
+    paired = {'name': 'p', 'type': 'PairedImageDataset', 'dataroot_gt': '.', 'dataroot_lq': '.',
+              'io_backend': {'type': 'disk'}}
+    opt['datasets'] = {'val_0': 5, 'val_00': {'name': 'x'}, 'val_p': paired, **opt['datasets']}
+    assert static_problems(opt, check_paths=False) == [
+        "unknown key `datasets:train:gt_sise` (did you mean 'gt_size'?)",
+        'missing required key `datasets:train:batch_size_per_gpu`']
+
+
 def test_an_unknown_dataset_key_close_to_no_missing_key_waits_for_the_full_check(tmp_path):
     """Only a near-miss of a key the section lacks is told from the file alone (a model may declare keys of the
     train set): `patch_size` (no missing key is near it) is left to the full check, which names it."""
