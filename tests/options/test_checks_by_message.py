@@ -339,6 +339,16 @@ def test_optimizer_scheduler_and_degradation_names(base):
         assert [p for p in problems if 'degradation' in p] == expected, ops
 
 
+def test_sets_that_cannot_be_checked_do_not_end_the_walk(base):
+    """A set that is not a mapping, or whose type is unknown, is reported; the sets after it are still checked."""
+    datasets = {'val_0': 5, 'val_x': {'name': 'x', 'type': 'Nope'}, **changed(base['datasets'], train__gt_size=KeyError)}
+    problems = collect_problems(changed(base, datasets=datasets))
+    assert len(problems) == 3, problems
+    assert problems[0] == 'datasets:val_0: expected a mapping of dataset options'
+    assert problems[1].startswith("datasets:val_x:type: unknown dataset 'Nope'; known: ")
+    assert problems[2] == 'missing required key `datasets:train:gt_size`'
+
+
 def test_optimizer_options_are_listed_for_an_unknown_key(base):
     import inspect
     import torch
