@@ -203,7 +203,9 @@ def _check_datasets(checker, node, where):
     for phase, dataset_opt in node.items():
         here = _join(where, phase)
         kind = str(phase).split('_')[0]  # basicsr's rule: val_1 -> val
-        if checker.is_train and kind not in ('train', 'val'):
+        # basicsr's train loop builds the set named `train` and those named val*; any other phase stops it with
+        # a ValueError after the experiment folder is made (train_2 too, though its kind reads `train`)
+        if checker.is_train and phase != 'train' and kind != 'val':
             checker.add(f"{here}: a training run's phases are `train` and `val*`")
         if not isinstance(dataset_opt, Mapping):
             checker.add(f'{here}: expected a mapping of dataset options')

@@ -380,6 +380,21 @@ def test_option_problems_are_refused_with_reasons():
     AdaIR(dim=4, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 1, 1, 1], decoder=False)
 
 
+@pytest.mark.parametrize('options, expected', [
+    # a key left out takes the constructor's default: dim 48, heads [1, 2, 4, 8] (heads[2] = 4), decoder on
+    ({}, []),
+    ({'heads': [1, 2, 5, 8]}, ['heads[2] (5) must divide 2*dim (96): the frequency modules use heads[2] at every '
+                               'level, fre3 at 2*dim channels']),
+    ({'dim': 9}, ['heads[2] (4) must divide 2*dim (18): the frequency modules use heads[2] at every level, fre3 at '
+                  '2*dim channels']),
+    ({'dim': 4, 'heads': [1, 1, 1, 1]}, ['dim must be at least 8 with decoder: true (the channel gate of fre3 has '
+                                         '2*dim//16 channels), got 4']),
+    ({'dim': 9, 'decoder': False}, []),
+])
+def test_option_problems_of_the_options_given_and_the_defaults(options, expected):
+    assert AdaIR.option_problems(options) == expected
+
+
 def test_channels_last_checkpointing_and_modes_change_nothing():
     torch.manual_seed(0)
     net = perturbed(AdaIR(**TINY_ADAIR))

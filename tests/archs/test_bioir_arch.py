@@ -232,6 +232,10 @@ def test_official_arguments_without_effect_and_refused_values():
     with pytest.raises(ValueError, match='LayerNorm_type'):
         BioIR(LayerNorm_type='Nope')
     assert BioIR.option_problems({'num_blocks': [1, 1]}) and BioIR.option_problems({}) == []
+    assert BioIR.option_problems({'LayerNorm_type': 'Nope'}) == [
+        "LayerNorm_type must be one of WithBias, BiasFree, got 'Nope'"]  # num_blocks left out: the official 3 levels
+    assert BioIR.option_problems({'num_blocks': [1, 1], 'LayerNorm_type': 'BiasFree'}) == [
+        "num_blocks must give the blocks of BioIR's three levels (official [6, 6, 14]), got [1, 1]"]
 
 
 def test_bias_free_norms_have_no_bias_keys():

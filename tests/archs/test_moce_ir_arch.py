@@ -464,6 +464,72 @@ def test_impossible_options_are_refused_with_a_reason(options, problem):
         MoCEIR(**options)
 
 
+_EXPERT_DEPTH = 'gives an expert depth < 1 (the official expert then fails: it returns a result it never computed)'
+
+
+@pytest.mark.parametrize('options, expected', [
+    # every key left out takes the released default (dim 48, 4 levels, 4 experts top-1, spread ranks, depth 1)
+    ({}, []),
+    ({'levels': 1}, ['levels must be an integer >= 2, got 1']),
+    ({'levels': '4'}, ["levels must be an integer >= 2, got '4'"]),
+    ({'levels': 2, 'num_blocks': [1, 1], 'heads': [1, 1], 'num_dec_blocks': [1], 'stage_depth': [1]}, []),
+    # the lengths come first: with one wrong, nothing else is looked at
+    ({'num_blocks': [1, 1, 1], 'heads': 4, 'num_dec_blocks': (1, 1, 1, 1), 'stage_depth': [1, 1],
+      'LayerNorm_type': 'Nope'},
+     ['num_blocks must list 4 values (levels 4), got [1, 1, 1]', 'heads must list 4 values (levels 4), got 4',
+      'num_dec_blocks must list 3 values (levels 4), got (1, 1, 1, 1)',
+      'stage_depth must list at least 3 values (one per decoder level), got [1, 1]']),
+    ({'stage_depth': 5}, ['stage_depth must list at least 3 values (one per decoder level), got 5']),
+    ({'stage_depth': [1, 1, 1, 0]}, []),  # one value per decoder level is read; a fourth is not
+    ({'num_dec_blocks': [0, 0, 0]},
+     ['num_dec_blocks must give at least one decoder block (the balance loss is their mean)']),
+    ({'num_dec_blocks': [0, 0, 1]}, []),
+    ({'dim': 8, 'heads': [3, 2, 4, 6]},  # widths 8, 16, 32, 64
+     ['heads[0] = 3 does not divide the width 8 of level 0', 'heads[3] = 6 does not divide the width 64 of level 3']),
+    ({'LayerNorm_type': 'Nope'}, ["LayerNorm_type must be one of WithBias, BiasFree, got 'Nope'"]),
+    # too few experts: their ranks and depths are not looked at
+    ({'num_experts': 1, 'rank_type': 'constant', 'rank': 0, 'stage_depth': [0, 0, 0]},
+     ['num_experts must be >= 2 (the balance loss is a variance over the experts), got 1']),
+    ({'num_experts': '4'}, ["num_experts must be >= 2 (the balance loss is a variance over the experts), got '4'"]),
+    ({'num_experts': 2, 'topk': 2}, []),
+    ({'topk': 4}, []),
+    ({'topk': 0}, ['topk must be between 1 and num_experts (4), got 0']),
+    ({'topk': 5}, ['topk must be between 1 and num_experts (4), got 5']),
+    ({'topk': 1.0}, ['topk must be between 1 and num_experts (4), got 1.0']),
+    ({'rank_type': 'bogus'}, ["rank_type must be one of constant, lin, double, exp, fact, spread, got 'bogus'"]),
+    # ranks: the first decoder level with a rank < 1 is named (spread: width // 2^(E-1-i) for expert i)
+    ({'rank_type': 'constant', 'rank': 0},
+     ['rank_type constant with rank 0 gives the experts of decoder level 0 the ranks [0, 0, 0, 0]; every rank must '
+      'be >= 1']),
+    ({'dim': 4, 'heads': [1, 1, 1, 1]},
+     ['rank_type spread with rank 2 gives the experts of decoder level 0 the ranks [0, 1, 2, 4]; every rank must be '
+      '>= 1']),
+    ({'rank_type': 'lin', 'rank': 1}, []),
+    ({'depth_type': 'bogus'}, ["depth_type must be one of lin, double, exp, fact, constant or an integer, got 'bogus'"]),
+    ({'depth_type': True}, ['depth_type must be one of lin, double, exp, fact, constant or an integer, got True']),
+    ({'depth_type': 3}, []),
+    ({'depth_type': 0}, [f'depth_type 0 with stage_depth [1, 1, 1] {_EXPERT_DEPTH}']),
+    ({'stage_depth': [1, 0, 1]}, [f"depth_type 'constant' with stage_depth [1, 0, 1] {_EXPERT_DEPTH}"]),
+    ({'stage_depth': [1, 1, 0]}, [f"depth_type 'constant' with stage_depth [1, 1, 0] {_EXPERT_DEPTH}"]),
+    ({'depth_type': 'lin', 'stage_depth': [0, 1, 1]}, [f"depth_type 'lin' with stage_depth [0, 1, 1] {_EXPERT_DEPTH}"]),
+    ({'depth_type': 'exp', 'stage_depth': [0, 0, 0]}, []),  # exp and fact depths do not read stage_depth
+    ({'complexity_scale': 'mean'}, ["complexity_scale must be one of max, min, none, got 'mean'"]),
+    ({'out_channels': 1}, ['out_channels (1) must equal inp_channels (3): the output adds the input image']),
+    ({'inp_channels': 1, 'out_channels': 1}, []),
+    # every problem at once, in this order
+    ({'LayerNorm_type': 'Nope', 'complexity_scale': 'mean', 'out_channels': 1, 'topk': 9, 'rank_type': 'x',
+      'depth_type': 'y'},
+     ["LayerNorm_type must be one of WithBias, BiasFree, got 'Nope'",
+      'topk must be between 1 and num_experts (4), got 9',
+      "rank_type must be one of constant, lin, double, exp, fact, spread, got 'x'",
+      "depth_type must be one of lin, double, exp, fact, constant or an integer, got 'y'",
+      "complexity_scale must be one of max, min, none, got 'mean'",
+      'out_channels (1) must equal inp_channels (3): the output adds the input image']),
+])
+def test_option_problems_list_every_problem_of_the_values_given_and_the_defaults(options, expected):
+    assert MoCEIR.option_problems(options) == expected
+
+
 # ---- speed paths: channels-last, checkpointing, the export formulation ------------------------------------------
 def test_channels_last_weights_and_grad_checkpoint_change_nothing():
     """Checkpointing recomputes the decoder levels in the backward pass; the routing noise is replayed (the RNG state

@@ -17,6 +17,9 @@ from promptir_basicsr.options.schema import collect_problems, registry_lookup
 from promptir_basicsr.utils.option_keys import Key
 
 
+BASE_PAIRED = {'type': 'PairedImageDataset', 'dataroot_gt': '.', 'dataroot_lq': '.', 'io_backend': {'type': 'disk'}}
+
+
 @pytest.fixture
 def base(tmp_path):
     """A valid training option dict (PairedImageDataset, Restormer, Adam) whose data folder exists."""
@@ -73,9 +76,35 @@ def test_the_base_options_are_valid(base):
     (dict(logger__print_freq=1.5, logger__save_checkpoint_freq=KeyError), True,
      ['missing required key `logger:save_checkpoint_freq`']),
     (dict(val__metrics=[1]), True, ['`val:metrics` must be a mapping or ~ (null), got [1]']),
+    # a near-miss of a key missing in a training run only; of a key that is there (the full check decides)
+    (dict(logger=KeyError, loger={'print_freq': 1}), True,
+     ["unknown key `loger` (did you mean 'logger'?)", 'missing required key `logger`']),
+    (dict(logger=KeyError, loger={'print_freq': 1}), False, []),
+    (dict(datasetss=1), True, []),
+    # a section that is not there, or not read, does not end the walk of those after it
+    (dict(path=KeyError, logger__prnt_freq=1), True,
+     ['missing required key `path`', "unknown key `logger:prnt_freq` (did you mean 'print_freq'?)"]),
+    (dict(dist_params={'backend': 1}), False, ['`dist_params:backend` must be a string, got 1']),
+    (dict(network_g=5), True, ['`network_g` must be a mapping, got 5']),
+    (dict(network_g={'type': 'SwinIR', 'zzz': 1}), True, []),  # not ours: the full check reads its signature
+    # the model's own keys: a near-miss in train, not in a test run, not with plugins (they may declare keys)
+    (dict(train__grad_chekpoint=True), True, ["unknown key `train:grad_chekpoint` (did you mean 'grad_checkpoint'?)"]),
+    (dict(train__grad_chekpoint=True), False, []),
+    (dict(plugins=['math'], train__grad_chekpoint=True), True, []),
 ])
 def test_static_problems_from_the_file_alone(base, changes, is_train, expected):
     assert static_problems(changed(base, **changes), is_train=is_train) == expected
+
+
+def test_unknown_architecture_option_lists_the_options(base):
+    """An unknown key of our architecture with no close name: both checks list what the architecture reads (its
+    constructor's arguments, sorted)."""
+    import inspect
+    from basicsr.utils.registry import ARCH_REGISTRY
+    names = ', '.join(sorted(inspect.signature(ARCH_REGISTRY.get('Restormer')).parameters))
+    expected = [f'unknown key `network_g:zzz`; Restormer reads: {names}']
+    opt = changed(base, network_g__zzz=1)
+    assert static_problems(opt) == expected and collect_problems(opt) == expected
 
 
 def test_path_problems(base, tmp_path):
@@ -98,6 +127,20 @@ def test_path_problems(base, tmp_path):
     assert path_problems({'datasets': [1], 'path': 'x'}) == []
 
 
+def test_path_problems_of_paths_that_exist(base, tmp_path, monkeypatch):
+    """Checkpoints and data that exist, written with ~ too, are no problem; a path under a folder about to be
+    generated is skipped without skipping the paths after it."""
+    monkeypatch.setenv('HOME', str(tmp_path))
+    (tmp_path / 'w.pth').write_bytes(b'x')
+    (tmp_path / 'data' / 'list.txt').write_text('a\n')
+    sources = [{'name': 'a', 'dataroot_gt': str(tmp_path / 'gen' / 'a'), 'dataroot_lq': '/nope/lq'},
+               {'name': 'b', 'dataroot_gt': '~/data', 'list_file': '~/data/list.txt'}]
+    opt = changed(base, datasets__val_1__sources=sources, path__pretrain_network_g=str(tmp_path / 'w.pth'),
+                  path__resume_state='~/w.pth')
+    assert path_problems(opt, unbuilt_root=str(tmp_path / 'gen')) == [
+        'datasets:val_1:sources[0]:dataroot_lq: /nope/lq does not exist']
+
+
 def test_check_file_applies_force_yml_and_lists_every_problem(base, tmp_path):
     path = tmp_path / 'train.yml'
     path.write_text(yaml.safe_dump(base))
@@ -109,10 +152,24 @@ def test_check_file_applies_force_yml_and_lists_every_problem(base, tmp_path):
     demo = changed(base, demo_data=True, datasets__train__dataroot_gt='/nope')
     path.write_text(yaml.safe_dump(demo))
     assert check_file(str(path))['demo_data'] is True  # paths wait for the demo data to be written
+    path.write_text(yaml.safe_dump(changed(base, path__pretrain_network_g='/nope/w.pth')))
+    with pytest.raises(OptionError, match='path:pretrain_network_g: /nope/w.pth does not exist'):
+        check_file(str(path))
     path.write_text(yaml.safe_dump(changed(base, logger=KeyError)))
     assert check_file(str(path), is_train=False)['name'] == 'x'
     with pytest.raises(OptionError, match='missing required key `logger`'):
         check_file(str(path))
+
+
+def test_checker_runs_a_nested_check_only_on_a_well_typed_value():
+    """A key's own check sees only values of its types, never ~ (null) nor a value already reported."""
+    seen = []
+    schema = {'net': Key(dict, None, check=lambda checker, value, where: seen.append((value, where)))}
+    checker = Checker({}, is_train=True)
+    for value in ({'a': 1}, None, 5):
+        checker.mapping({'net': value}, schema, 'top')
+    assert seen == [({'a': 1}, 'top:net')]
+    assert checker.problems == ['`top:net` must be a mapping or ~ (null), got 5']
 
 
 def test_checker_walks_lists_of_mappings(base):
@@ -129,6 +186,9 @@ def test_checker_walks_lists_of_mappings(base):
         "`datasets:train:sources[1]` must be a mapping of keys, got 'b'",
         "`datasets:train:sources[2]:weight` must be a number, got 'x'",
         'missing required key `datasets:train:sources[2]:name`']
+    entries = Checker({}, is_train=True)  # a val set's entries: train=False holds for them too
+    entries.mapping({'sources': [{}]}, {'sources': Key(list, items={'w': Key(required='train')})}, 'd', train=False)
+    assert entries.problems == []
     train_only = {'gt_size': Key(int, required='train')}
     tested = Checker({}, is_train=True)
     tested.mapping({}, train_only, 'd', train=False)
@@ -194,6 +254,28 @@ def test_checker_walks_lists_of_mappings(base):
     (dict(train__mini_batch_sizes=5, train__iters=[5], train__gt_sizes=[8, 16]), True,
      ['`train:mini_batch_sizes` must be a list or ~ (null), got 5']),  # the model's rules crash quietly
     (dict(foo=1), True, ['unknown key `foo`']),
+    # a section's own check runs only on a value of its type; ~ where allowed is no problem
+    (dict(network_g=5), True, ['`network_g` must be a mapping, got 5']),
+    (dict(val__metrics=None), True, []),
+    (dict(network_g=KeyError), True, ['missing required key `network_g`']),
+    # an unknown key with no close name: what the class named by `type` reads
+    (dict(train__pixel_opt={'type': 'L1Loss', 'zzz': 1}), True,
+     ['unknown key `train:pixel_opt:zzz`; L1Loss reads: loss_weight, reduction']),
+    (dict(train__scheduler={'type': 'StepLR', 'step_size': 3, 'zzz': 1}), True,
+     ['unknown key `train:scheduler:zzz`; StepLR reads: gamma, step_size']),
+    (dict(val__metrics={'psnr': {'type': 'calculate_psnr_protocol', 'zzz': 1}}), True, []),  # takes **kwargs
+    (dict(datasets__train__num_worker_per_gpu=KeyError, datasets__train__persistent_workers=True), True,
+     ['missing required key `datasets:train:num_worker_per_gpu`',
+      '`datasets:train:persistent_workers: true` needs loader workers, but this set is loaded in the main process '
+      '(`num_worker_per_gpu: 0`; basicsr always does so for val/test sets): remove it']),
+    (dict(datasets__train__batch_size_per_gpu=KeyError), True,
+     ['missing required key `datasets:train:batch_size_per_gpu`']),
+    # basicsr's train loop builds the set named `train` and those named val*; it refuses any other phase
+    (dict(datasets__train_2=dict(BASE_PAIRED, name='t2', gt_size=16, use_hflip=True, use_rot=False,
+                                 batch_size_per_gpu=2, num_worker_per_gpu=0)), True,
+     ["datasets:train_2: a training run's phases are `train` and `val*`"]),
+    (dict(dist_params={'backend': 1}), False, ['`dist_params:backend` must be a string, got 1']),
+    (dict(model_type='SRModel'), True, []),  # basicsr's model: no keys of its own declared
 ])
 def test_collect_problems_one_mistake_at_a_time(base, changes, is_train, expected):
     opt = changed(base, **changes)
@@ -257,6 +339,73 @@ def test_optimizer_scheduler_and_degradation_names(base):
         assert [p for p in problems if 'degradation' in p] == expected, ops
 
 
+def test_sets_that_cannot_be_checked_do_not_end_the_walk(base):
+    """A set that is not a mapping, or whose type is unknown, is reported; the sets after it are still checked."""
+    datasets = {'val_0': 5, 'val_x': {'name': 'x', 'type': 'Nope'}, **changed(base['datasets'], train__gt_size=KeyError)}
+    problems = collect_problems(changed(base, datasets=datasets))
+    assert len(problems) == 3, problems
+    assert problems[0] == 'datasets:val_0: expected a mapping of dataset options'
+    assert problems[1].startswith("datasets:val_x:type: unknown dataset 'Nope'; known: ")
+    assert problems[2] == 'missing required key `datasets:train:gt_size`'
+
+
+def test_optimizer_options_are_listed_for_an_unknown_key(base):
+    import inspect
+    import torch
+    names = ', '.join(sorted(set(inspect.signature(torch.optim.Adam).parameters) - {'params'}))
+    assert collect_problems(changed(base, train__optim_g={'type': 'Adam', 'lr': 1, 'zzz': 1})) == [
+        f'unknown key `train:optim_g:zzz`; Adam reads: {names}']
+    (problem, ) = collect_problems(changed(base, train__optim_g={'type': 'Adamm', 'lr': 1}))
+    listed = problem.split('; a torch.optim class: ')[1].split(', ')
+    assert all(issubclass(getattr(torch.optim, name), torch.optim.Optimizer) for name in listed), listed
+    assert len(listed) >= 10 and 'Optimizer' not in listed
+
+
+def test_a_plugins_metric_without_kwargs_lists_its_options(base, monkeypatch):
+    """A metric a plugin registers, whose function takes no **kwargs: an unknown key is named with what it reads."""
+    from basicsr.utils.registry import METRIC_REGISTRY
+
+    def plain_metric(img, img2, crop_border, scale=1.0):
+        return 0.0
+
+    monkeypatch.setitem(METRIC_REGISTRY._obj_map, 'plain_metric', plain_metric)
+    assert collect_problems(changed(base, val__metrics={'m': {'type': 'plain_metric', 'crop_border': 0, 'zzz': 1}})) \
+        == ['unknown key `val:metrics:m:zzz`; plain_metric reads: better, crop_border, scale']
+
+
+def test_degradation_op_known_only_under_its_basicsr_name(base, monkeypatch):
+    """A plugin's op registered as `<name>_basicsr` passes the registry lookup (basicsr's fallback) but not the
+    dataset's pipeline, which looks the name up as written: its error is one line, without the quotes of a
+    KeyError's text."""
+    from promptir_basicsr.data.degradations import DEGRADATION_REGISTRY, known_degradations
+
+    def fancy(img, rng):
+        return img
+
+    monkeypatch.setitem(DEGRADATION_REGISTRY._obj_map, 'fancy_basicsr', fancy)
+    train = {'name': 't', 'type': 'AllInOneDataset', 'gt_size': 16, 'batch_size_per_gpu': 2, 'num_worker_per_gpu': 0,
+             'sources': [{'name': 'a', 'dataroot_gt': base['datasets']['val_1']['dataroot_gt'],
+                          'degradation': [{'type': 'fancy'}]}]}
+    assert collect_problems(changed(base, datasets__train=train)) == [
+        "datasets:train:sources[0]:degradation[0]: unknown degradation type 'fancy'. Known degradations: "
+        f"{', '.join(known_degradations())}. A new one can be registered with @DEGRADATION_REGISTRY.register() in a "
+        'module listed under `plugins:`.']
+
+
+@pytest.mark.parametrize('available, count, num_gpu, expected', [
+    (False, 3, 0, []),
+    (False, 3, 1, ['`num_gpu: 1` but this machine has 0 CUDA device(s); use `num_gpu: auto` (the CPU here)']),
+    (True, 2, 2, []),
+    (True, 2, 3, ['`num_gpu: 3` but this machine has 2 CUDA device(s); use `num_gpu: auto` (2 here)']),
+])
+def test_num_gpu_against_the_cuda_devices(base, monkeypatch, available, count, num_gpu, expected):
+    """CUDA devices count only when CUDA is available (device_count may see devices a broken driver cannot use)."""
+    import torch
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: available)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: count)
+    assert collect_problems(changed(base, num_gpu=num_gpu)) == expected
+
+
 def test_registry_lookup_takes_basicsr_suffixed_names():
     from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
     assert registry_lookup(ARCH_REGISTRY, 'Restormer').__name__ == 'Restormer'
@@ -318,6 +467,10 @@ def test_options_yaml_style():
     assert options_yaml(opt) == (
         "name: Méthode\nzeta: ~\nalpha: [1, 2]\ndatasets:\n  train:\n    sources:\n    - {name: a, weight: 1}\n"
         f"    note: {'x' * 150}\n")
+    # a long text is folded at its first space past column 200: 'note: ' and 49 words of 3 letters end there
+    words = ' '.join(['abc'] * 60)
+    first, second = options_yaml({'note': words}).splitlines()
+    assert first == 'note: ' + ' '.join(['abc'] * 49) and len(first) == 201 and second == '  ' + ' '.join(['abc'] * 11)
 
 
 # ---- options/prepare.py --------------------------------------------------------------------------------------
@@ -358,6 +511,42 @@ def test_consistency_warnings(base, monkeypatch):
     assert prepare.consistency_warnings(changed(base, datasets__notes='x')) == []
 
 
+def test_consistency_warnings_loader_processes(base, monkeypatch):
+    """The loader processes of each set basicsr loads with workers (phase train*): workers x the GPUs given (or
+    CUDA's count for auto, when CUDA is available), x the processes under torchrun instead; no workers given is none."""
+    import torch
+    monkeypatch.setattr(prepare, '_cpu_cores', lambda: 4)
+    monkeypatch.delenv('LOCAL_WORLD_SIZE', raising=False)
+    three = changed(base, datasets__train__num_worker_per_gpu=3)
+    assert prepare.consistency_warnings(changed(three, num_gpu=2)) == [
+        'datasets:train:num_worker_per_gpu 3 x 2 GPU(s) = 6 data loader processes on 4 CPU cores: they compete with '
+        'training for the cores; at most 2 per GPU fits this machine']
+    assert prepare.consistency_warnings(changed(three, num_gpu=KeyError)) == []  # auto, no CUDA here: 3 x 1
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    assert prepare.consistency_warnings(changed(three, num_gpu='auto'))[0].startswith(
+        'datasets:train:num_worker_per_gpu 3 x 2 GPU(s) = 6 data loader processes')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)  # devices a broken driver cannot use
+    assert prepare.consistency_warnings(changed(three, num_gpu='auto')) == []
+    monkeypatch.setenv('LOCAL_WORLD_SIZE', '8')
+    assert prepare.consistency_warnings(changed(base, datasets__train__num_worker_per_gpu=KeyError)) == []
+    # a set that is not a mapping first does not end the walk; a test run loads a train* set with its workers too
+    train_b = changed(base['datasets']['train'], num_worker_per_gpu=1)
+    assert prepare.consistency_warnings(changed(base, datasets={'notes': 'x', 'train_b': train_b}), is_train=False) == [
+        'datasets:train_b:num_worker_per_gpu 1 x 8 processes = 8 data loader processes on 4 CPU cores: they compete '
+        'with training for the cores; at most 1 per GPU fits this machine']
+
+
+def test_consistency_warnings_without_frequencies_and_with_the_models_own(base, monkeypatch):
+    monkeypatch.setattr(prepare, '_cpu_cores', lambda: 64)
+    assert prepare.consistency_warnings(changed(base, val=KeyError, logger__save_checkpoint_freq=KeyError)) == []
+    contrastive = changed(base, model_type='ContrastiveModel', train__encoder_iters=10, val__val_freq=20)
+    assert prepare.consistency_warnings(contrastive) == [
+        'val:val_freq 20 is beyond train:total_iter 10: no validation runs during training, only the final one',
+        'train:encoder_iters 10 >= train:total_iter 10: only the contrastive encoder stage runs; the restorer is never '
+        'trained']
+
+
 def test_cpu_cores_counts_this_process_cores(monkeypatch):
     assert prepare._cpu_cores() == len(os.sched_getaffinity(0))
     monkeypatch.delattr(os, 'sched_getaffinity')
@@ -387,6 +576,12 @@ def test_prepare_run(base, tmp_path, monkeypatch):
     assert prepare.prepare_run(str(path), is_train=False)['name'] == 'x'  # a test run reads no train section
     with pytest.raises(OptionError, match="`train:total_iter` must be a number, got 'x'"):
         prepare.prepare_run(str(path))
+    test_opt = changed(test_opt, train__total_iter=10, val__val_freq=50)  # a test run reads no train section
+    path.write_text(yaml.safe_dump(test_opt))
+    prepare.prepare_run(str(path), is_train=False)
+    assert take_notes() == []
+    with pytest.raises(OptionError, match='missing required key `logger`'):
+        prepare.validate_options(test_opt, str(path), check_paths=False)  # a training run's by default
     path.write_text(yaml.safe_dump(changed(base, path__pretrain_network_g='/nope.pth')))
     with pytest.raises(OptionError, match='path:pretrain_network_g: /nope.pth does not exist'):
         prepare.validate_options(read_option_file(str(path)), str(path))
@@ -414,3 +609,24 @@ def test_prepare_run_writes_the_demo_data_first(base, tmp_path, monkeypatch):
     (tmp_path / 'demo.yml').write_text(yaml.safe_dump(demo))
     with pytest.raises(OptionError, match='dataroot_lq: demo_here/no_such_folder does not exist'):
         prepare.prepare_run('demo.yml')
+
+
+def test_prepare_run_checks_the_demo_datas_paths_once_written(base, tmp_path, monkeypatch):
+    """A path under the demo folder that its writing does not make is found by the check after the writing, under
+    the option file's name; a test run's is checked as a test run (no train or logger section)."""
+    monkeypatch.chdir(tmp_path)
+    demo = {'name': 'x', 'model_type': 'AllInOneModel', 'num_gpu': 0, 'demo_data': 'demo_here', 'path': {},
+            'datasets': {'test_1': changed(base['datasets']['val_1'], dataroot_gt='demo_here/val/clean',
+                                           dataroot_lq='demo_here/val/clean')},
+            'network_g': base['network_g']}
+    (tmp_path / 'test.yml').write_text(yaml.safe_dump(demo))
+    assert prepare.prepare_run('test.yml', is_train=False)['name'] == 'x'
+    assert take_notes()[-1][1].endswith('(written now from scikit-image\'s photos; `python scripts/make_demo_data.py` '
+                                        'rebuilds it)')
+    demo['demo_data'] = 'demo_there'
+    demo['datasets']['test_1']['dataroot_lq'] = 'demo_there/no_such_folder'
+    (tmp_path / 'test.yml').write_text(yaml.safe_dump(demo))
+    with pytest.raises(OptionError) as err:
+        prepare.prepare_run('test.yml', is_train=False)
+    assert str(err.value) == ('test.yml: 1 problem(s) in the options:\n  - datasets:test_1:dataroot_lq: '
+                              'demo_there/no_such_folder does not exist')
