@@ -146,6 +146,80 @@ EQUIVALENT = {
         'promptir_basicsr.commands.serve.x_run__mutmut_38':
             "prefix=None: only the temporary folder's name changes",
     },
+    'options': {
+        'promptir_basicsr.options.checker.xǁ_SourceModuleǁ__init____mutmut_9':
+            'the file name appears only in the SyntaxError of a broken package file',
+        'promptir_basicsr.options.checker.xǁ_SourceModuleǁ__init____mutmut_11':
+            'the file name appears only in the SyntaxError of a broken package file',
+        'promptir_basicsr.options.checker.xǁ_SourceModuleǁ__init____mutmut_6':
+            "'UTF-8' is the same codec as 'utf-8'",
+        'promptir_basicsr.options.checker.xǁ_SourceModuleǁ__init____mutmut_2':
+            "the locale's encoding for UTF-8: the same on a UTF-8 system (the tests')",
+        'promptir_basicsr.options.checker.xǁ_SourceModuleǁ__init____mutmut_4':
+            "the locale's encoding for UTF-8: the same on a UTF-8 system (the tests')",
+        'promptir_basicsr.options.files.x_read_option_file__mutmut_5':
+            "the locale's encoding for UTF-8: the same on a UTF-8 system (the tests')",
+        'promptir_basicsr.options.files.x_read_option_file__mutmut_7':
+            "the locale's encoding for UTF-8: the same on a UTF-8 system (the tests')",
+        'promptir_basicsr.options.checker.x_static_problems__mutmut_4':
+            'Checker.opt is never read',
+        'promptir_basicsr.options.schema.xǁSchemaCheckerǁ__init____mutmut_1':
+            'Checker.opt is never read',
+        'promptir_basicsr.options.checker.x_static_problems__mutmut_5':
+            'is_train=None: the keys it reaches are required always or never, so is_train is not read',
+        'promptir_basicsr.options.checker.x__misspelt_dataset_keys__mutmut_38':
+            'the keys it reaches are required always or never, so is_train is not read',
+        'promptir_basicsr.options.checker.x__misspelt_model_keys__mutmut_29':
+            'every registered model declares train and val, so the fallback is never taken',
+        'promptir_basicsr.options.checker.x__misspelt_model_keys__mutmut_31':
+            'every registered model declares train and val, so the fallback is never taken',
+        'promptir_basicsr.options.files.x_force_yml_value__mutmut_25':
+            "with count('.') < 2 there is at most one dot: how many replace removes is the same",
+        'promptir_basicsr.options.files.x_force_yml_value__mutmut_26':
+            "with count('.') < 2 there is at most one dot: how many replace removes is the same",
+        'promptir_basicsr.options.files.x_force_yml_value__mutmut_32':
+            "with count('.') < 2 there is at most one dot: how many replace removes is the same",
+        'promptir_basicsr.options.files.x_force_yml_value__mutmut_35':
+            "with count('.') < 2 there is at most one dot: how many replace removes is the same",
+        'promptir_basicsr.options.files.x_options_yaml__mutmut_3':
+            'sort_keys: our representer passes data.items(), which PyYAML never sorts',
+        'promptir_basicsr.options.files.x_options_yaml__mutmut_8':
+            'sort_keys: our representer passes data.items(), which PyYAML never sorts',
+        'promptir_basicsr.options.files.x_options_yaml__mutmut_12':
+            'sort_keys: our representer passes data.items(), which PyYAML never sorts',
+        'promptir_basicsr.options.prepare.x_consistency_warnings__mutmut_14':
+            'the warnings list is still empty at that point',
+        'promptir_basicsr.options.prepare.x_consistency_warnings__mutmut_84':
+            "a num_gpu of None and 'auto' take the same branch",
+        'promptir_basicsr.options.prepare.x_consistency_warnings__mutmut_86':
+            "a num_gpu of None and 'auto' take the same branch",
+        'promptir_basicsr.options.prepare.x_consistency_warnings__mutmut_97':
+            'num_gpu is only read as max(int(num_gpu), 1)',
+        'promptir_basicsr.options.prepare.x_prepare_run__mutmut_52':
+            'the first check, with the real is_train, already passed; is_train=False checks less',
+        'promptir_basicsr.options.schema.x__with_check__mutmut_3':
+            'no basicsr key with a section check has choices or items',
+        'promptir_basicsr.options.schema.x__with_check__mutmut_4':
+            'no basicsr key with a section check has choices or items',
+        'promptir_basicsr.options.schema.x__with_check__mutmut_8':
+            'no basicsr key with a section check has choices or items',
+        'promptir_basicsr.options.schema.x__with_check__mutmut_9':
+            'no basicsr key with a section check has choices or items',
+        'promptir_basicsr.options.schema.xǁSchemaCheckerǁcall__mutmut_10':
+            'call runs only after type was found in its registry as a string',
+        'promptir_basicsr.options.schema.xǁSchemaCheckerǁcall__mutmut_11':
+            'call runs only after type was found in its registry as a string',
+        'promptir_basicsr.options.schema.xǁSchemaCheckerǁcall__mutmut_12':
+            'call runs only after type was found in its registry as a string',
+        'promptir_basicsr.options.schema.xǁSchemaCheckerǁcall__mutmut_13':
+            'call runs only after type was found in its registry as a string',
+        'promptir_basicsr.options.schema.xǁSchemaCheckerǁsection__mutmut_8':
+            'section() is called only with names in BASICSR_OPTIONS',
+        'promptir_basicsr.options.schema.x__check_datasets__mutmut_105':
+            'a workers default of None or 0 gives the same `not workers`',
+        'promptir_basicsr.options.schema.x__check_datasets__mutmut_107':
+            'a workers default of None or 0 gives the same `not workers`',
+    },
     'tiling': {
         'promptir_basicsr.utils.tiling.x__blend_profile__mutmut_15':
             'arange without float32 is int64, and the division that follows gives the same float32 ramp',
