@@ -548,3 +548,34 @@ def test_validation_grid_gets_each_images_name_input_result_and_target(tiny_opt,
         assert torch.equal(lq, dataset.lq[i]) and torch.equal(gt, dataset.gt[i])
         np.testing.assert_allclose(output.clamp(0, 1).permute(1, 2, 0).numpy(), _restored(model.net_g, dataset.lq[i]),
                                    rtol=0, atol=1e-6)
+
+
+def test_results_table_is_written_by_rank_0_and_printed_after_the_last_set(tiny_opt, tmp_path, basicsr_log):
+    """basicsr test: the table file is rewritten after every set (rank 0, also when the file has no rank key) and
+    printed once, after the last set of the run's datasets; its row is named val.table_name; another rank writes
+    nothing (no table, no grid)."""
+    datasets = {'test_1': {'name': 'setA'}, 'test_2': {'name': 'setB'}}
+    opt = tiny_opt(is_train=False, datasets=datasets, val={'metrics': {'psnr': {'type': 'calculate_psnr_protocol'}},
+                                                           'table_name': 'Mine'})
+    del opt['rank']
+    model = build(opt)
+    table_file = tmp_path / 'results' / 'results_table.json'
+    set_a = PairSet('setA', ['a'], size=(9, 10))
+    model.validation(loader(set_a), 'unit', None)
+    table = json.loads(table_file.read_text())
+    assert table['sets'] == ['setA'] and [r['model'] for r in table['rows']] == ['Mine', 'Input (degraded)']
+    assert table['rows'][0]['results']['setA']['psnr'] == pytest.approx(_protocol_psnrs(model.net_g, set_a)[0][0])
+    assert _logged(basicsr_log, 'Results table') == []
+    assert os.listdir(tmp_path / 'visualization' / 'setA') == ['grid_unit.png']
+    model.validation(loader(PairSet('setB', ['a'], size=(9, 10), seed=2)), 'unit', None)
+    assert json.loads(table_file.read_text())['sets'] == ['setA', 'setB']
+    printed, = _logged(basicsr_log, 'Results table')
+    assert printed.startswith(f"Results table ({tmp_path / 'results' / 'results_table.md'}):\n")
+    assert '| Mine |' in printed and '| Input (degraded) |' in printed
+
+    table_file.unlink()
+    opt = tiny_opt(is_train=False, datasets=datasets)
+    opt['rank'] = 1
+    opt['path']['visualization'] = str(tmp_path / 'rank1')
+    build(opt).validation(loader(set_a), 'unit', None)
+    assert not table_file.exists() and not (tmp_path / 'rank1').exists()  # nor a grid
