@@ -69,3 +69,51 @@ def test_deterministic_option_turns_on_deterministic_algorithms():
     finally:
         torch.use_deterministic_algorithms(before[0])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[1], before[2]
+
+
+def _types(value):
+    """The value's structure with each leaf replaced by its type."""
+    if isinstance(value, dict):
+        return {k: _types(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_types(v) for v in value]
+    return type(value)
+
+
+def test_best_metric_records_are_saved_as_plain_python_and_resumed(tiny_opt, tmp_path):
+    """The training state keeps the best-metric records as plain Python (keys str; numpy and torch numbers float;
+    ints, bools, None and strings as they are; tuples as lists), so it loads with weights_only=True, and a resumed
+    model gets them back."""
+    import numpy as np
+    from promptir_basicsr.models.training_guards import _plain
+    record = {'setA': {'psnr': {'better': 'higher', 'val': np.float64(30.25), 'iter': 7}},
+              5: [np.float32(0.5), (True, None, 'x', 3), torch.tensor(2.5)]}
+    plain = {'setA': {'psnr': {'better': 'higher', 'val': 30.25, 'iter': 7}}, '5': [0.5, [True, None, 'x', 3], 2.5]}
+    assert _plain(record) == plain
+    assert _types(_plain(record)) == {'setA': {'psnr': {'better': str, 'val': float, 'iter': int}},
+                                      '5': [float, [bool, type(None), str, int], float]}
+    model = build(tiny_opt())
+    model.best_metric_results = record
+    model.save_training_state(4, 9)
+    state = torch.load(tmp_path / 'training_states' / '9.state', weights_only=True)
+    assert (state['epoch'], state['iter'], state['best_metric_results']) == (4, 9, plain)
+    resumed = build(tiny_opt())
+    resumed.resume_training(state)
+    assert resumed.best_metric_results == plain
+    resumed.resume_training(dict(state, best_metric_results={}))  # a state without records keeps the model's
+    assert resumed.best_metric_results == plain
+
+
+def test_a_state_saved_by_the_guards_records_the_samplers_epoch(tiny_opt, tmp_path, monkeypatch):
+    """The last good state saved before a non-finite loss stops the run carries the epoch train_pipeline is in
+    (EnlargedSampler.current_epoch), 0 when no epoch was recorded."""
+    from basicsr.data.data_sampler import EnlargedSampler
+    for epoch, expected in ((7, 7), (None, 0)):
+        if epoch is None:
+            monkeypatch.delattr(EnlargedSampler, 'current_epoch', raising=False)
+        else:
+            monkeypatch.setattr(EnlargedSampler, 'current_epoch', epoch, raising=False)
+        model = build(tiny_opt())
+        with pytest.raises(NonFiniteLossError):
+            model.loss_is_finite(NAN, 3)
+        assert torch.load(tmp_path / 'training_states' / '2.state', weights_only=True)['epoch'] == expected
