@@ -579,3 +579,40 @@ def test_results_table_is_written_by_rank_0_and_printed_after_the_last_set(tiny_
     opt['path']['visualization'] = str(tmp_path / 'rank1')
     build(opt).validation(loader(set_a), 'unit', None)
     assert not table_file.exists() and not (tmp_path / 'rank1').exists()  # nor a grid
+
+
+def test_grad_clip_bounds_the_update_with_and_without_the_fp16_scaler(tiny_opt):
+    """grad_clip 0.01 with SGD at lr 1: the update is the gradient clipped to norm 0.01 exactly (the tiny net's
+    gradient is far larger), also under fp16 amp, where the scaled gradient is unscaled before clipping."""
+    for amp in (None, 'fp16'):
+        opt = tiny_opt(train={'grad_clip': 0.01, 'optim_g': {'type': 'SGD', 'lr': 1.0}})
+        opt['amp'] = amp
+        model = build(opt)
+        if amp:  # a start scale whose scaled fp16 gradients stay finite, so the first step is taken
+            model.grad_scaler = torch.amp.GradScaler('cpu', init_scale=2.0 ** 8)
+        before = torch.cat([p.detach().flatten().clone() for p in model.net_g.parameters()])
+        _step(model, _batch(), 1)
+        after = torch.cat([p.detach().flatten() for p in model.net_g.parameters()])
+        assert float((after - before).norm()) == pytest.approx(0.01, rel=1e-3), amp
+
+
+def test_test_pads_to_val_pad_to_multiple_and_tiles_with_the_default_overlap(tiny_opt):
+    """val.pad_to_multiple replaces the network's multiple (8): 13 x 18 is padded to 16 x 20 for 4. val.tile_size
+    48 without tile_overlap overlaps tiles by 32: an 80 px side takes tiles at 0, 16 and 32 (by 33 it would take
+    four); the stitched image equals the whole one."""
+    model = build(tiny_opt(is_train=False, val={'metrics': {}, 'pad_to_multiple': 4}))
+    seen = _spy_forward(model)
+    model.feed_data({'lq': torch.rand(1, 3, 13, 18)})
+    model.test()
+    assert seen == [(1, 3, 16, 20)] and model.output.shape == (1, 3, 13, 18)
+
+    lq = torch.rand(1, 3, 80, 48)
+    outputs = {}
+    for name, val in (('whole', {}), ('tiled', {'tile_size': 48})):
+        model = build(tiny_opt(is_train=False, val=dict(val, metrics={})))
+        seen = _spy_forward(model)
+        model.feed_data({'lq': lq})
+        model.test()
+        outputs[name] = model.output
+    assert seen == [(1, 3, 48, 48)] * 3
+    torch.testing.assert_close(outputs['tiled'], outputs['whole'], rtol=0, atol=1e-6)
