@@ -616,3 +616,68 @@ def test_test_pads_to_val_pad_to_multiple_and_tiles_with_the_default_overlap(tin
         outputs[name] = model.output
     assert seen == [(1, 3, 48, 48)] * 3
     torch.testing.assert_close(outputs['tiled'], outputs['whole'], rtol=0, atol=1e-6)
+
+
+def test_losses_add_pixel_perceptual_and_style_terms_that_are_given(tiny_opt):
+    """SRModel's perceptual loss returns (perceptual, style), either None when its weight is 0: the total adds the
+    pixel loss and the terms given, each logged under its name, none logged when absent."""
+    model = build(tiny_opt())
+    output, target = torch.full((1, 3, 2, 2), 0.5), torch.zeros(1, 3, 2, 2)  # L1: 0.5
+    for percep, style in ((2.0, 3.0), (2.0, None), (None, 3.0)):
+        seen = []
+        model.cri_perceptual = lambda o, t: (seen.append((o, t)), (
+            None if percep is None else torch.tensor(percep), None if style is None else torch.tensor(style)))[1]
+        total, terms = model.compute_losses(output, target)
+        assert seen[0][0] is output and seen[0][1] is target
+        assert float(total) == pytest.approx(0.5 + (percep or 0) + (style or 0))
+        expected = {'l_pix': 0.5, **({'l_percep': percep} if percep else {}), **({'l_style': style} if style else {})}
+        assert {k: float(v) for k, v in terms.items()} == pytest.approx(expected)
+    model.cri_pix = None  # a perceptual loss alone
+    total, terms = model.compute_losses(output, target)
+    assert float(total) == 3.0 and list(terms) == ['l_style']
+
+
+def test_feed_data_drops_the_crops_a_batch_does_not_carry(tiny_opt):
+    """A batch without a target or second crop leaves none from the batch before (a stale lq2 or gt would be
+    trained or measured against the wrong image); deg_index follows the batch."""
+    model = build(tiny_opt())
+    model._validating = True
+    full = {'lq': torch.rand(2, 3, 8, 8), 'gt': torch.rand(2, 3, 8, 8), 'lq2': torch.rand(2, 3, 8, 8),
+            'gt2': torch.rand(2, 3, 8, 8), 'deg_index': torch.tensor([1, 2])}
+    model.feed_data(full)
+    for key in ('lq', 'gt', 'lq2', 'gt2'):
+        assert torch.equal(getattr(model, key), full[key]), key
+    assert model.deg_index.tolist() == [1, 2]
+    model.feed_data({'lq': full['gt']})
+    assert torch.equal(model.lq, full['gt']) and model.deg_index is None
+    assert not any(hasattr(model, key) for key in ('gt', 'lq2', 'gt2'))
+
+
+def test_frozen_parameters_are_left_out_of_the_optimizer_and_named_once(tiny_opt, basicsr_log):
+    """Parameters with requires_grad False are not optimized; one log line counts them and names the first
+    three."""
+    model = build(tiny_opt())
+    names = [name for name, _ in model.net_g.named_parameters()]  # body.0.weight, body.0.bias, body.2.*
+    for frozen in (1, 3, 4):
+        for i, param in enumerate(model.net_g.parameters()):
+            param.requires_grad_(i < len(names) - frozen)
+        basicsr_log.clear()
+        params = model.optimized_parameters()
+        assert [p.data_ptr() for p in params] == [p.data_ptr() for p in list(model.net_g.parameters())[:-frozen]]
+        line, = _logged(basicsr_log, f'{frozen} parameter tensors are not optimized')
+        assert line.endswith(': ' + ', '.join(names[-frozen:][:3]) + (', ...' if frozen > 3 else ''))
+
+
+def test_cpu_threads_sets_torchs_threads_on_the_cpu(tiny_opt):
+    before = torch.get_num_threads()
+    try:
+        opt = tiny_opt()
+        build(opt)
+        assert torch.get_num_threads() == before  # not asked: unchanged
+        for threads in (2, 3):
+            opt = tiny_opt()
+            opt['cpu_threads'] = threads
+            build(opt)
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)

@@ -242,3 +242,6 @@ def test_contrastive_option_rules_name_the_network_and_default_to_one_crop():
     opt['network_g'] = {'type': '_TestContrastNet'}
     assert ContrastiveModel.option_problems(opt, False) == []
     assert len(ContrastiveModel.option_problems(opt, True)) == 1
+    assert ContrastiveModel.option_warnings({'train': {'total_iter': 0}}) == [  # no encoder_iters: 0
+        'train:encoder_iters 0 >= train:total_iter 0: only the contrastive encoder stage runs; the restorer is never '
+        'trained']
