@@ -142,6 +142,10 @@ def test_flatten_one_per_source():
     assert out['lq_path'] == ['a0', 'b0', 'c0', 'a1', 'b1', 'c1']
     plain = _batch(2)
     assert flatten_sources(plain) is plain
+    # per-sample values without the source axis pass unchanged: a list of B names, a (B,) tensor
+    mixed = dict(data, names=['x', 'y'], index=torch.tensor([7, 8]))
+    out = flatten_sources(mixed)
+    assert out['names'] == ['x', 'y'] and out['index'].tolist() == [7, 8]
 
 
 def test_test_pads_to_multiple(tiny_opt):
@@ -600,7 +604,9 @@ def test_test_pads_to_val_pad_to_multiple_and_tiles_with_the_default_overlap(tin
     """val.pad_to_multiple replaces the network's multiple (8): 13 x 18 is padded to 16 x 20 for 4. val.tile_size
     48 without tile_overlap overlaps tiles by 32: an 80 px side takes tiles at 0, 16 and 32 (by 33 it would take
     four); the stitched image equals the whole one."""
-    model = build(tiny_opt(is_train=False, val={'metrics': {}, 'pad_to_multiple': 4}))
+    opt = tiny_opt(is_train=False, val={'metrics': {}, 'pad_to_multiple': 4})
+    del opt['scale']  # a file without scale: 1
+    model = build(opt)
     seen = _spy_forward(model)
     model.feed_data({'lq': torch.rand(1, 3, 13, 18)})
     model.test()
