@@ -22,7 +22,7 @@ def test_stage_switch(tiny_opt):
     opt = tiny_opt(model_type='AirNetModel', network=TINY_AIRNET,
                    train={'encoder_iters': 2, 'contrastive_weight': 0.1,
                           'scheduler': {'type': 'AirNetStepLR', 'encoder_step': 1, 'restore_step': 10,
-                                        'restore_lr': 1e-4}})
+                                        'restore_lr': 2e-4}})
     model = build(opt)
     r_before = {k: v.detach().clone() for k, v in model.net_g.R.named_parameters()}
     for it in (1, 2):
@@ -42,7 +42,7 @@ def test_stage_switch(tiny_opt):
     grads = _grads(model)
     assert all(g is not None for k, g in grads.items() if k.startswith('R.'))
     assert set(model.get_current_log()) == {'l_pix', 'l_contrast'}
-    assert model.get_current_learning_rate()[0] == 1e-4
+    assert model.get_current_learning_rate()[0] == 2e-4  # restore_lr: not the encoder stage's 1e-3 x 0.1
     # the key encoder never gets gradients
     assert all(not p.requires_grad for p in model.net_g.E.E.encoder_k.parameters())
 

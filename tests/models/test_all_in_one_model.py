@@ -142,6 +142,10 @@ def test_flatten_one_per_source():
     assert out['lq_path'] == ['a0', 'b0', 'c0', 'a1', 'b1', 'c1']
     plain = _batch(2)
     assert flatten_sources(plain) is plain
+    # per-sample values without the source axis pass unchanged: a list of B names, a (B,) tensor
+    mixed = dict(data, names=['x', 'y'], index=torch.tensor([7, 8]))
+    out = flatten_sources(mixed)
+    assert out['names'] == ['x', 'y'] and out['index'].tolist() == [7, 8]
 
 
 def test_test_pads_to_multiple(tiny_opt):
@@ -355,3 +359,331 @@ def test_option_rules_of_the_models():
 
 
 CBDE = {'type': 'PromptIR', 'prompt_source': 'cbde'}
+
+
+class _Tty:
+    """A stream whose isatty() answers ``tty`` (the progress bar's default follows the terminal)."""
+
+    def __init__(self, tty):
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, text):
+        return len(text)
+
+    def flush(self):
+        pass
+
+
+def test_progress_bar_follows_val_pbar_else_a_terminal_on_both_streams(monkeypatch):
+    """val.pbar true/false wins whatever the streams are; unset, the bar is on only when stdout and stderr are
+    both terminals (tqdm writes to stderr, the log to stdout)."""
+    from promptir_basicsr.models.all_in_one_model import _wants_pbar
+    for out_tty, err_tty in ((True, True), (True, False), (False, True), (False, False)):
+        monkeypatch.setattr('sys.stdout', _Tty(out_tty))
+        monkeypatch.setattr('sys.stderr', _Tty(err_tty))
+        assert _wants_pbar({}) is (out_tty and err_tty), (out_tty, err_tty)
+        assert _wants_pbar({'pbar': None}) is (out_tty and err_tty), (out_tty, err_tty)
+        assert _wants_pbar({'pbar': True}) is True and _wants_pbar({'pbar': 1}) is True
+        assert _wants_pbar({'pbar': False}) is False and _wants_pbar({'pbar': 0}) is False
+
+
+class _RecordingBar:
+    """Stands in for tqdm in the model's module: records how it was made and used."""
+    made = []
+
+    def __init__(self, **kwargs):
+        self.kwargs, self.updates, self.descriptions, self.closed = kwargs, [], [], False
+        _RecordingBar.made.append(self)
+
+    def update(self, n):
+        self.updates.append(n)
+
+    def set_description(self, text):
+        self.descriptions.append(text)
+
+    def close(self):
+        self.closed = True
+
+
+def test_validation_progress_bar_counts_the_images_and_is_closed(tiny_opt, monkeypatch):
+    """val.pbar true: one bar per set over its images (total = batches of the loader, unit 'image', not left on
+    the screen), advanced and named per image, closed at the end; val.pbar false: none."""
+    monkeypatch.setattr('promptir_basicsr.models.all_in_one_model.tqdm', _RecordingBar)
+    _RecordingBar.made = []
+    model = build(tiny_opt(val={'metrics': {}, 'pbar': True}))
+    model.validation(loader(PairSet('setA', ['a', 'b', 'c'], size=8)), 1, None, save_img=False)
+    bar, = _RecordingBar.made
+    assert bar.kwargs == {'total': 3, 'unit': 'image', 'leave': False}
+    assert bar.updates == [1, 1, 1] and bar.descriptions == ['Test a', 'Test b', 'Test c'] and bar.closed
+    _RecordingBar.made = []
+    model = build(tiny_opt(val={'metrics': {}, 'pbar': False}))
+    model.validation(loader(PairSet('setA', ['a'], size=8)), 1, None, save_img=False)
+    assert _RecordingBar.made == []
+
+
+def test_float_rgb_clamps_to_the_unit_range_without_quantising():
+    """The protocol metrics' input: (C, H, W) -> (H, W, C) float32, values below 0 and above 1 clamped, the rest
+    kept exactly (no rounding to 1/255)."""
+    from promptir_basicsr.models.all_in_one_model import _float_rgb
+    tensor = torch.tensor([[[-0.5, 0.25]], [[1.5, 0.123456]], [[1.0, 0.0]]], dtype=torch.float64)  # (3, 1, 2)
+    out = _float_rgb(tensor)
+    assert out.dtype == np.float32 and out.shape == (1, 2, 3)
+    np.testing.assert_array_equal(out, np.array([[[0.0, 1.0, 1.0], [0.25, 0.123456, 0.0]]], np.float32))
+
+
+def test_metrics_take_float_rgb_only_when_they_declare_it():
+    from promptir_basicsr.models.all_in_one_model import wants_float_rgb
+    assert wants_float_rgb({'type': 'calculate_psnr_protocol'}) is True
+    assert wants_float_rgb({'type': 'calculate_psnr'}) is False  # basicsr's: uint8 BGR
+    assert wants_float_rgb({'type': 'no_such_metric'}) is False  # unknown: basicsr's own error comes later
+
+
+class _KeyedSet(torch.utils.data.Dataset):
+    """Validation pairs (or lq alone) whose items carry only the path keys given."""
+
+    def __init__(self, name, names, keys, with_gt=True, size=(9, 10)):
+        self.opt = {'name': name}
+        self.pairs = PairSet(name, names, size=size)
+        self.keys, self.with_gt = keys, with_gt
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def __getitem__(self, i):
+        item = self.pairs[i]
+        return {k: v for k, v in item.items() if k in self.keys or k == 'lq' or (k == 'gt' and self.with_gt)}
+
+
+def test_saved_images_are_named_by_the_lq_path_else_the_gt_path_else_by_count(tiny_opt, tmp_path):
+    """Each image is saved (and put in the grid) under its lq file's name, else its gt file's, else its number; a
+    set without targets is restored and saved without metrics."""
+    model = build(tiny_opt(val={'metrics': {}}))
+    cases = {'lq_only': (['lq_path'], True), 'gt_only': (['gt_path'], True), 'none': ([], True),
+             'no_gt': (['lq_path'], False)}
+    for name, (keys, with_gt) in cases.items():
+        model.validation(loader(_KeyedSet(name, ['p', 'q'], keys, with_gt)), 3, None, save_img=True)
+    expected = {'lq_only': ['p_3.png', 'q_3.png'], 'gt_only': ['p_3.png', 'q_3.png'],
+                'none': ['00000_3.png', '00001_3.png'], 'no_gt': ['p_3.png', 'q_3.png']}
+    for name, files in expected.items():
+        assert sorted(os.listdir(tmp_path / 'visualization' / name)) == sorted(['grid_3.png'] + files), name
+    saved = cv2.imread(str(tmp_path / 'visualization' / 'no_gt' / 'q_3.png'))[..., ::-1]
+    np.testing.assert_array_equal(saved, _quantised(_restored(model.net_g, _KeyedSet('x', ['p', 'q'], []).pairs.lq[1])))
+
+
+def test_validation_of_a_progressive_model_sees_whole_images_and_every_sample(tiny_opt):
+    """Progressive training crops training batches only: a validation in the middle of a 1-sample, 8 px phase
+    measures whole 16 x 16 images (the PSNR computed here over the whole image) and leaves training batches
+    cropped again afterwards."""
+    model = build(tiny_opt(train={'mini_batch_sizes': [1], 'iters': [100], 'gt_sizes': [8]}))
+    _step(model, _batch(2, 16), 1)
+    dataset = PairSet('setA', ['a', 'b'], size=16)
+    model.validation(torch.utils.data.DataLoader(dataset, batch_size=2), 1, None, save_img=False)
+    assert model.metric_results['psnr'] == pytest.approx(np.mean(_protocol_psnrs(model.net_g, dataset)[0]), abs=1e-6)
+    model.feed_data(_batch(2, 16))
+    assert model.lq.shape == (1, 3, 8, 8)
+
+
+def _logged(records, start):
+    return [r.getMessage() for r in records if r.getMessage().startswith(start)]
+
+
+@pytest.fixture
+def basicsr_log():
+    """The messages of basicsr's logger (where get_root_logger writes; it may not propagate to the root)."""
+    import logging
+
+    class Keep(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.INFO)
+            self.records = []
+
+        def emit(self, record):
+            self.records.append(record)
+
+    logger = logging.getLogger('basicsr')
+    handler, level = Keep(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler.records
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def test_input_metrics_once_per_set_in_training_every_time_in_testing_and_not_when_off(tiny_opt, basicsr_log):
+    """The degraded input's metrics: in training once per set (the input does not change), in testing at every
+    validation (a set of the same name measured again is measured anew), never with val.input_metrics false."""
+    val = {'metrics': {'psnr': {'type': 'calculate_psnr_protocol'}}}
+    model = build(tiny_opt(val=val))
+    dataset = PairSet('setA', ['a'], size=(9, 10))
+    model.validation(loader(dataset), 1, None)
+    _step(model, _batch(), 2)
+    model.validation(loader(dataset), 2, None)
+    assert len(_logged(basicsr_log, 'Input (degraded) setA: psnr: ')) == 1
+    assert model.input_results_by_set['setA']['psnr'] == pytest.approx(_protocol_psnrs(model.net_g, dataset)[1][0])
+
+    model = build(tiny_opt(is_train=False, val=val))
+    model.validation(loader(PairSet('setA', ['a'], size=(9, 10))), 'unit', None)
+    other = PairSet('setA', ['a'], size=(9, 10), seed=3)
+    model.validation(loader(other), 'unit', None)
+    assert model.input_results_by_set['setA']['psnr'] == pytest.approx(_protocol_psnrs(model.net_g, other)[1][0])
+
+    basicsr_log.clear()
+    for is_train in (True, False):
+        model = build(tiny_opt(is_train=is_train, val=dict(val, input_metrics=False)))
+        model.validation(loader(dataset), 1, None)
+        assert model.input_results_by_set == {} and 'psnr' in model.metric_results
+    assert _logged(basicsr_log, 'Input (degraded)') == []
+
+
+def test_validation_grid_gets_each_images_name_input_result_and_target(tiny_opt, monkeypatch):
+    """The grid is drawn from the image's name, its degraded input, its restored image and its target."""
+    from promptir_basicsr.visual.grids import ValidationGrid
+    added = []
+    original = ValidationGrid.add
+    monkeypatch.setattr(ValidationGrid, 'add', lambda self, *args: (added.append(args), original(self, *args))[1])
+    model = build(tiny_opt(val={'metrics': {}}))
+    dataset = PairSet('setA', ['a', 'b'], size=(9, 10))
+    model.validation(loader(dataset), 1, None)
+    assert [args[0] for args in added] == ['a', 'b']
+    for (name, lq, output, gt), i in zip(added, (0, 1)):
+        assert torch.equal(lq, dataset.lq[i]) and torch.equal(gt, dataset.gt[i])
+        np.testing.assert_allclose(output.clamp(0, 1).permute(1, 2, 0).numpy(), _restored(model.net_g, dataset.lq[i]),
+                                   rtol=0, atol=1e-6)
+
+
+def test_results_table_is_written_by_rank_0_and_printed_after_the_last_set(tiny_opt, tmp_path, basicsr_log):
+    """basicsr test: the table file is rewritten after every set (rank 0, also when the file has no rank key) and
+    printed once, after the last set of the run's datasets; its row is named val.table_name; another rank writes
+    nothing (no table, no grid)."""
+    datasets = {'test_1': {'name': 'setA'}, 'test_2': {'name': 'setB'}}
+    opt = tiny_opt(is_train=False, datasets=datasets, val={'metrics': {'psnr': {'type': 'calculate_psnr_protocol'}},
+                                                           'table_name': 'Mine'})
+    del opt['rank']
+    model = build(opt)
+    table_file = tmp_path / 'results' / 'results_table.json'
+    set_a = PairSet('setA', ['a'], size=(9, 10))
+    model.validation(loader(set_a), 'unit', None)
+    table = json.loads(table_file.read_text())
+    assert table['sets'] == ['setA'] and [r['model'] for r in table['rows']] == ['Mine', 'Input (degraded)']
+    assert table['rows'][0]['results']['setA']['psnr'] == pytest.approx(_protocol_psnrs(model.net_g, set_a)[0][0])
+    assert _logged(basicsr_log, 'Results table') == []
+    assert os.listdir(tmp_path / 'visualization' / 'setA') == ['grid_unit.png']
+    model.validation(loader(PairSet('setB', ['a'], size=(9, 10), seed=2)), 'unit', None)
+    assert json.loads(table_file.read_text())['sets'] == ['setA', 'setB']
+    printed, = _logged(basicsr_log, 'Results table')
+    assert printed.startswith(f"Results table ({tmp_path / 'results' / 'results_table.md'}):\n")
+    assert '| Mine |' in printed and '| Input (degraded) |' in printed
+
+    table_file.unlink()
+    opt = tiny_opt(is_train=False, datasets=datasets)
+    opt['rank'] = 1
+    opt['path']['visualization'] = str(tmp_path / 'rank1')
+    build(opt).validation(loader(set_a), 'unit', None)
+    assert not table_file.exists() and not (tmp_path / 'rank1').exists()  # nor a grid
+
+
+def test_grad_clip_bounds_the_update_with_and_without_the_fp16_scaler(tiny_opt):
+    """grad_clip 0.01 with SGD at lr 1: the update is the gradient clipped to norm 0.01 exactly (the tiny net's
+    gradient is far larger), also under fp16 amp, where the scaled gradient is unscaled before clipping."""
+    for amp in (None, 'fp16'):
+        opt = tiny_opt(train={'grad_clip': 0.01, 'optim_g': {'type': 'SGD', 'lr': 1.0}})
+        opt['amp'] = amp
+        model = build(opt)
+        if amp:  # a start scale whose scaled fp16 gradients stay finite, so the first step is taken
+            model.grad_scaler = torch.amp.GradScaler('cpu', init_scale=2.0 ** 8)
+        before = torch.cat([p.detach().flatten().clone() for p in model.net_g.parameters()])
+        _step(model, _batch(), 1)
+        after = torch.cat([p.detach().flatten() for p in model.net_g.parameters()])
+        assert float((after - before).norm()) == pytest.approx(0.01, rel=1e-3), amp
+
+
+def test_test_pads_to_val_pad_to_multiple_and_tiles_with_the_default_overlap(tiny_opt):
+    """val.pad_to_multiple replaces the network's multiple (8): 13 x 18 is padded to 16 x 20 for 4. val.tile_size
+    48 without tile_overlap overlaps tiles by 32: an 80 px side takes tiles at 0, 16 and 32 (by 33 it would take
+    four); the stitched image equals the whole one."""
+    opt = tiny_opt(is_train=False, val={'metrics': {}, 'pad_to_multiple': 4})
+    del opt['scale']  # a file without scale: 1
+    model = build(opt)
+    seen = _spy_forward(model)
+    model.feed_data({'lq': torch.rand(1, 3, 13, 18)})
+    model.test()
+    assert seen == [(1, 3, 16, 20)] and model.output.shape == (1, 3, 13, 18)
+
+    lq = torch.rand(1, 3, 80, 48)
+    outputs = {}
+    for name, val in (('whole', {}), ('tiled', {'tile_size': 48})):
+        model = build(tiny_opt(is_train=False, val=dict(val, metrics={})))
+        seen = _spy_forward(model)
+        model.feed_data({'lq': lq})
+        model.test()
+        outputs[name] = model.output
+    assert seen == [(1, 3, 48, 48)] * 3
+    torch.testing.assert_close(outputs['tiled'], outputs['whole'], rtol=0, atol=1e-6)
+
+
+def test_losses_add_pixel_perceptual_and_style_terms_that_are_given(tiny_opt):
+    """SRModel's perceptual loss returns (perceptual, style), either None when its weight is 0: the total adds the
+    pixel loss and the terms given, each logged under its name, none logged when absent."""
+    model = build(tiny_opt())
+    output, target = torch.full((1, 3, 2, 2), 0.5), torch.zeros(1, 3, 2, 2)  # L1: 0.5
+    for percep, style in ((2.0, 3.0), (2.0, None), (None, 3.0)):
+        seen = []
+        model.cri_perceptual = lambda o, t: (seen.append((o, t)), (
+            None if percep is None else torch.tensor(percep), None if style is None else torch.tensor(style)))[1]
+        total, terms = model.compute_losses(output, target)
+        assert seen[0][0] is output and seen[0][1] is target
+        assert float(total) == pytest.approx(0.5 + (percep or 0) + (style or 0))
+        expected = {'l_pix': 0.5, **({'l_percep': percep} if percep else {}), **({'l_style': style} if style else {})}
+        assert {k: float(v) for k, v in terms.items()} == pytest.approx(expected)
+    model.cri_pix = None  # a perceptual loss alone
+    total, terms = model.compute_losses(output, target)
+    assert float(total) == 3.0 and list(terms) == ['l_style']
+
+
+def test_feed_data_drops_the_crops_a_batch_does_not_carry(tiny_opt):
+    """A batch without a target or second crop leaves none from the batch before (a stale lq2 or gt would be
+    trained or measured against the wrong image); deg_index follows the batch."""
+    model = build(tiny_opt())
+    model._validating = True
+    full = {'lq': torch.rand(2, 3, 8, 8), 'gt': torch.rand(2, 3, 8, 8), 'lq2': torch.rand(2, 3, 8, 8),
+            'gt2': torch.rand(2, 3, 8, 8), 'deg_index': torch.tensor([1, 2])}
+    model.feed_data(full)
+    for key in ('lq', 'gt', 'lq2', 'gt2'):
+        assert torch.equal(getattr(model, key), full[key]), key
+    assert model.deg_index.tolist() == [1, 2]
+    model.feed_data({'lq': full['gt']})
+    assert torch.equal(model.lq, full['gt']) and model.deg_index is None
+    assert not any(hasattr(model, key) for key in ('gt', 'lq2', 'gt2'))
+
+
+def test_frozen_parameters_are_left_out_of_the_optimizer_and_named_once(tiny_opt, basicsr_log):
+    """Parameters with requires_grad False are not optimized; one log line counts them and names the first
+    three."""
+    model = build(tiny_opt())
+    names = [name for name, _ in model.net_g.named_parameters()]  # body.0.weight, body.0.bias, body.2.*
+    for frozen in (1, 3, 4):
+        for i, param in enumerate(model.net_g.parameters()):
+            param.requires_grad_(i < len(names) - frozen)
+        basicsr_log.clear()
+        params = model.optimized_parameters()
+        assert [p.data_ptr() for p in params] == [p.data_ptr() for p in list(model.net_g.parameters())[:-frozen]]
+        line, = _logged(basicsr_log, f'{frozen} parameter tensors are not optimized')
+        assert line.endswith(': ' + ', '.join(names[-frozen:][:3]) + (', ...' if frozen > 3 else ''))
+
+
+def test_cpu_threads_sets_torchs_threads_on_the_cpu(tiny_opt):
+    before = torch.get_num_threads()
+    try:
+        opt = tiny_opt()
+        build(opt)
+        assert torch.get_num_threads() == before  # not asked: unchanged
+        for threads in (2, 3):
+            opt = tiny_opt()
+            opt['cpu_threads'] = threads
+            build(opt)
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)

@@ -164,3 +164,84 @@ def test_contrastive_settings_default_to_the_recipe(tiny_opt):
     model = build(tiny_opt(model_type='ContrastiveModel', network=dict(CBDE_PROMPTIR),
                            train={'contrastive_opt': {'type': 'L1Loss'}}))
     assert type(model.cri_contrast).__name__ == 'L1Loss'
+
+
+class _FakeTwoRanks:
+    """torch.distributed as two ranks would look to rank 0: all_reduce (a sum) adds the other rank's gradient,
+    ``other`` x the tensor's shape of ones, and records the tensors it was given."""
+
+    def __init__(self, initialized=True, other=4.0):
+        self.initialized, self.other, self.reduced = initialized, other, []
+
+    def install(self, monkeypatch):
+        import torch.distributed as dist
+        monkeypatch.setattr(dist, 'is_available', lambda: True)
+        monkeypatch.setattr(dist, 'is_initialized', lambda: self.initialized)
+        monkeypatch.setattr(dist, 'get_world_size', lambda group=None: 2)
+        monkeypatch.setattr(dist, 'all_reduce', self.all_reduce)
+
+    def all_reduce(self, tensor, op=None, group=None, async_op=False):
+        self.reduced.append(tensor)
+        tensor.add_(torch.full_like(tensor, self.other))
+
+
+def test_encoder_stage_gradients_are_averaged_over_the_ranks(tiny_opt, monkeypatch):
+    """Stage 1 runs the encoder outside DDP's forward, so the model averages its gradients itself: in a distributed
+    run each gradient becomes (this rank's + the other rank's) / 2; parameters without a gradient are left alone.
+    Not in stage 2 (DDP averaged them), not when the run is not distributed or torch.distributed not set up."""
+    model = build(tiny_opt(model_type='ContrastiveModel', network={'type': '_TestContrastNet'},
+                           train={'encoder_iters': 2}))
+    net = model.get_bare_model(model.net_g)
+
+    def set_gradients():
+        net.scale.grad = torch.tensor(1.0)
+        net.restore.weight.grad = torch.arange(9.0).view(3, 3, 1, 1)
+        net.restore.bias.grad = None
+
+    for dist_opt, initialized, iteration, averaged in ((True, True, 2, True), (True, True, 3, False),
+                                                        (False, True, 1, False), (True, False, 1, False)):
+        fake = _FakeTwoRanks(initialized)
+        fake.install(monkeypatch)
+        model.opt['dist'] = dist_opt
+        model.current_iter = iteration
+        set_gradients()
+        model.sync_gradients()
+        case = (dist_opt, initialized, iteration)
+        if averaged:
+            assert net.scale.grad.item() == (1.0 + 4.0) / 2, case
+            assert torch.equal(net.restore.weight.grad, (torch.arange(9.0).view(3, 3, 1, 1) + 4.0) / 2), case
+            assert net.restore.bias.grad is None and len(fake.reduced) == 2, case
+        else:
+            assert net.scale.grad.item() == 1.0 and fake.reduced == [], case
+            assert torch.equal(net.restore.weight.grad, torch.arange(9.0).view(3, 3, 1, 1)), case
+
+
+def test_stage_two_keeps_the_restored_batch_as_the_output(tiny_opt):
+    """After a joint step, ``output`` (what basicsr's visuals and logs read) is the restored batch of that step."""
+    model = build(tiny_opt(model_type='ContrastiveModel', network={'type': '_TestContrastNet'},
+                           train={'optim_g': {'type': 'SGD', 'lr': 0.0}}))
+    net = model.get_bare_model(model.net_g)
+    data = _contrast_batch(3)
+    model.feed_data(data)
+    model.optimize_parameters(1)
+    with torch.no_grad():
+        expected = net.restore(data['lq'])
+    torch.testing.assert_close(model.output.detach(), expected, rtol=0, atol=1e-7)
+
+
+def test_contrastive_option_rules_name_the_network_and_default_to_one_crop():
+    """A network without a contrastive encoder is named (the PromptIR hint only for PromptIR); a training set
+    without num_crops has one crop, which the model refuses; a test run needs none."""
+    from promptir_basicsr.models.contrastive_model import ContrastiveModel
+    opt = {'model_type': 'ContrastiveModel', 'network_g': {'type': 'Restormer'}, 'train': {'total_iter': 10},
+           'datasets': {'train': {'gt_size': 16, 'batch_size_per_gpu': 2}}}
+    assert ContrastiveModel.option_problems(opt, True) == [
+        'model_type ContrastiveModel trains a contrastive degradation encoder, but network_g Restormer has none',
+        'datasets:train:num_crops must be 2 for ContrastiveModel: its contrastive loss compares two crops of each '
+        'degraded image (MoCo query and key)']
+    opt['network_g'] = {'type': '_TestContrastNet'}
+    assert ContrastiveModel.option_problems(opt, False) == []
+    assert len(ContrastiveModel.option_problems(opt, True)) == 1
+    assert ContrastiveModel.option_warnings({'train': {'total_iter': 0}}) == [  # no encoder_iters: 0
+        'train:encoder_iters 0 >= train:total_iter 0: only the contrastive encoder stage runs; the restorer is never '
+        'trained']
