@@ -117,6 +117,16 @@ EQUIVALENT = {
             'mini_size <= height: a window as large as the image is the image',
         'promptir_basicsr.models.all_in_one_model.xǁAllInOneModelǁ_progressive_crop__mutmut_36':
             'mini_size <= width: a window as large as the image is the image',
+        'promptir_basicsr.models.all_in_one_model.xǁAllInOneModelǁ__init____mutmut_18':
+            "channels_last's default None: read as a bool, False like the default",
+        'promptir_basicsr.models.all_in_one_model.xǁAllInOneModelǁ__init____mutmut_37':
+            "grad_checkpoint's default dropped: None, read as a bool, False like the default",
+        'promptir_basicsr.models.all_in_one_model.xǁAllInOneModelǁinit_training_settings__mutmut_62':
+            'training=None: only tested for truth, false like False',
+        'promptir_basicsr.models.all_in_one_model.xǁAllInOneModelǁoptimize_parameters__mutmut_12':
+            '_train_steps counted down: only compared for equality (the validation stamp), which changes at every step alike',
+        'promptir_basicsr.models.training_guards.xǁTrainingGuardsMixinǁloss_is_finite__mutmut_18':
+            "nan_policy's default None: only 'skip' is tested for, so None stops like 'stop'",
         'promptir_basicsr.models.all_in_one_model.xǁAllInOneModelǁmodel_ema__mutmut_1':
             "the default decay is never used: every caller (ours, basicsr's) passes one",
     },

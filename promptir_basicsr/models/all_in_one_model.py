@@ -427,7 +427,7 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
 
         pbar = tqdm(total=len(dataloader), unit='image', leave=False) if _wants_pbar(val_opt) else None
         grid = ValidationGrid.from_options(val_opt)
-        count = 0
+        count = measured = input_measured = 0  # images; of them with a target; with a target of the input's size
         self._validating = True
         try:
             for val_data in dataloader:
@@ -447,9 +447,11 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
                         gt_img = tensor2img([gt[b]])
                         self._add_metrics(self.metric_results, metrics_opt, float_metric, output[b], sr_img, gt[b],
                                           gt_img)
+                        measured += 1
                         if want_input and lq[b].shape == gt[b].shape:
                             self._add_metrics(input_sums, metrics_opt, float_metric, lq[b], tensor2img([lq[b]]), gt[b],
                                               gt_img)
+                            input_measured += 1
                     count += 1
                     if pbar:
                         pbar.update(1)
@@ -468,12 +470,17 @@ class AllInOneModel(TrainingGuardsMixin, SRModel):
             grid.write(self.opt['path']['visualization'], dataset_name, current_iter, tb_logger)
         if not with_metrics or count == 0:
             return
+        if measured == 0:
+            # a set of inputs alone (no gt): averaging nothing would log 0 for every metric and record it as a best
+            get_root_logger().warning(f'Validation set {dataset_name} has no targets (gt): its metrics are not '
+                                      'computed (remove val:metrics, or give the set its gt images).')
+            return
         for name in self.metric_results:
-            self.metric_results[name] /= count
+            self.metric_results[name] /= measured
             self._update_best_metric_result(dataset_name, name, self.metric_results[name], current_iter)
         self.results_by_set[dataset_name] = dict(self.metric_results)
-        if want_input:
-            self.input_results_by_set[dataset_name] = {k: v / count for k, v in input_sums.items()}
+        if want_input and input_measured:
+            self.input_results_by_set[dataset_name] = {k: v / input_measured for k, v in input_sums.items()}
             get_root_logger().info(f'Input (degraded) {dataset_name}: ' + ', '.join(
                 f'{k}: {v:.4f}' for k, v in self.input_results_by_set[dataset_name].items()))
         self._last_validation[dataset_name] = (stamp, dict(self.metric_results))

@@ -473,6 +473,34 @@ def test_saved_images_are_named_by_the_lq_path_else_the_gt_path_else_by_count(ti
     np.testing.assert_array_equal(saved, _quantised(_restored(model.net_g, _KeyedSet('x', ['p', 'q'], []).pairs.lq[1])))
 
 
+class _PartlyPairedSet(_KeyedSet):
+    """Validation items of which only the first ``paired`` carry a target."""
+
+    def __init__(self, name, names, paired):
+        super().__init__(name, names, ['lq_path'])
+        self.paired = paired
+
+    def __getitem__(self, i):
+        item = super().__getitem__(i)
+        return item if i < self.paired else {k: v for k, v in item.items() if k != 'gt'}
+
+
+def test_metrics_average_the_images_with_targets_and_a_set_without_any_records_none(tiny_opt, basicsr_log):
+    """A set of inputs alone, validated with metrics on, logs a warning and records no metric (averaging nothing gave
+    0 dB, logged and kept as a best); a set where only some images have targets averages over those only."""
+    model = build(tiny_opt(val={'metrics': {'psnr': {'type': 'calculate_psnr_protocol'}}}))
+    model.validation(torch.utils.data.DataLoader(_PartlyPairedSet('alone', ['p', 'q'], 0)), 3, None, save_img=False)
+    assert 'alone' not in model.results_by_set and 'alone' not in model.input_results_by_set
+    assert 'alone' not in getattr(model, 'best_metric_results', {}) or all(
+        record['iter'] == -1 for record in model.best_metric_results['alone'].values())
+    assert _logged(basicsr_log, 'Validation set alone has no targets (gt)')
+    partly = _PartlyPairedSet('partly', ['p', 'q', 'r'], 1)
+    model.validation(torch.utils.data.DataLoader(partly), 3, None, save_img=False)
+    restored, degraded = _protocol_psnrs(model.net_g, partly.pairs)
+    assert model.results_by_set['partly']['psnr'] == pytest.approx(restored[0], abs=1e-6)
+    assert model.input_results_by_set['partly']['psnr'] == pytest.approx(degraded[0], abs=1e-6)
+
+
 def test_validation_of_a_progressive_model_sees_whole_images_and_every_sample(tiny_opt):
     """Progressive training crops training batches only: a validation in the middle of a 1-sample, 8 px phase
     measures whole 16 x 16 images (the PSNR computed here over the whole image) and leaves training batches
