@@ -124,7 +124,7 @@ EQUIVALENT = {
         'promptir_basicsr.models.all_in_one_model.xǁAllInOneModelǁinit_training_settings__mutmut_62':
             'training=None: only tested for truth, false like False',
         'promptir_basicsr.models.all_in_one_model.xǁAllInOneModelǁoptimize_parameters__mutmut_12':
-            '_train_steps counted down: only compared for equality (the validation stamp), which changes at every step alike',
+            '_train_steps counted down: only compared for equality (the validation stamp), changed at every step alike',
         'promptir_basicsr.models.training_guards.xǁTrainingGuardsMixinǁloss_is_finite__mutmut_18':
             "nan_policy's default None: only 'skip' is tested for, so None stops like 'stop'",
         'promptir_basicsr.models.all_in_one_model.xǁAllInOneModelǁmodel_ema__mutmut_1':
