@@ -156,6 +156,24 @@ EQUIVALENT = {
         'promptir_basicsr.commands.serve.x_run__mutmut_38':
             "prefix=None: only the temporary folder's name changes",
     },
+    'new_archs': {
+        'promptir_basicsr.archs.adair_arch.xǁFreModuleǁforward__mutmut_9':
+            "bilinear interpolate without align_corners=False: torch's default for None is False",
+        'promptir_basicsr.archs.moce_ir_arch.xǁModExpertǁ__init____mutmut_7':
+            'Conv2d(bias=None) instead of bias=False: tested for truth, no bias either way',
+        'promptir_basicsr.archs.adair_arch.xǁAdaIRǁoption_problems__mutmut_20':
+            "a changed entry of the heads default (1, 2, 4, 8) other than heads[2], the only one read",
+        'promptir_basicsr.archs.adair_arch.xǁAdaIRǁoption_problems__mutmut_21':
+            "a changed entry of the heads default (1, 2, 4, 8) other than heads[2], the only one read",
+        'promptir_basicsr.archs.adair_arch.xǁAdaIRǁoption_problems__mutmut_23':
+            "a changed entry of the heads default (1, 2, 4, 8) other than heads[2], the only one read",
+        'promptir_basicsr.archs.bioir_arch.xǁBioIRǁoption_problems__mutmut_11':
+            'a changed entry of the num_blocks default (6, 6, 14): only its length is read',
+        'promptir_basicsr.archs.bioir_arch.xǁBioIRǁoption_problems__mutmut_12':
+            'a changed entry of the num_blocks default (6, 6, 14): only its length is read',
+        'promptir_basicsr.archs.bioir_arch.xǁBioIRǁoption_problems__mutmut_13':
+            'a changed entry of the num_blocks default (6, 6, 14): only its length is read',
+    },
     'options': {
         'promptir_basicsr.options.checker.xǁ_SourceModuleǁ__init____mutmut_9':
             'the file name appears only in the SyntaxError of a broken package file',

@@ -536,3 +536,10 @@ def test_spandrel_loads_an_official_checkpoint(tmp_path):
     x = torch.rand(1, 3, 21, 30)
     with torch.no_grad():
         assert (model.model(x) - net(x)).abs().max() <= 1e-5
+
+
+def test_spandrel_tags_name_the_width_and_a_network_without_frequency_modules():
+    """spandrel's tags: the width, and 'no-frequency-modules' only where decoder is false (the default is true)."""
+    assert AdaIR.spandrel_tags({'dim': 48}) == ['48dim']
+    assert AdaIR.spandrel_tags({'dim': 48, 'decoder': True}) == ['48dim']
+    assert AdaIR.spandrel_tags({'dim': 24, 'decoder': False}) == ['24dim', 'no-frequency-modules']

@@ -626,3 +626,11 @@ def test_official_ckpt_exports_with_nothing_but_weights(official_ckpt, tmp_path)
     proc = run_cli(['export', '--weights', str(ckpt), '--format', 'onnx', '--output', 'moce.onnx'], cwd=tmp_path)
     assert 'exported with routing_noise=False' in proc.stdout
     assert all(d <= 1e-4 for _, _, d in _onnx_differences(proc.stdout))
+
+
+def test_expert_depths_follow_the_official_rules():
+    """Each depth rule of moce_ir.py:404-417 for four experts at a stage depth of 3, by hand."""
+    expected = {'lin': [3, 4, 5, 6], 'double': [3, 5, 7, 9], 'exp': [1, 2, 4, 8], 'fact': [1, 2, 6, 24],
+                'constant': [3, 3, 3, 3], 2: [2, 2, 2, 2]}
+    for depth_type, depths in expected.items():
+        assert moce_ir_arch.expert_depths(4, depth_type, 3) == depths, depth_type
