@@ -253,6 +253,52 @@ def test_restorer_tiles_and_counts_them():
     assert net.seen == [(16, 16)] * 6 and calls == [(i, 6) for i in range(1, 7)] and out.shape == (1, 3, 37, 20)
 
 
+def test_restorer_counts_pixels_computed_and_restored():
+    """Two 37 x 20 images: 1480 pixels restored; untiled the network computes the padded 40 x 24 of each (1920);
+    in the 6 tiles of 16 x 16 above, 6 x 256 each (3072). The counts add up over calls."""
+    x = torch.rand(2, 3, 37, 20)
+    whole = Restorer(_MeanShift(), 'cpu')
+    whole(x)
+    assert (whole.pixels_computed, whole.pixels_restored) == (1920, 1480)
+    whole(x[:1])
+    assert (whole.pixels_computed, whole.pixels_restored) == (2880, 2220)
+    tiled = Restorer(_MeanShift(), 'cpu', tile_size=16, tile_overlap=4)
+    tiled(x)
+    assert (tiled.pixels_computed, tiled.pixels_restored) == (3072, 1480)
+
+
+def test_restorer_runs_the_planners_tiles_and_batches():
+    """Each call asks the planner (height, width, channels of this input) and runs its tiles, several per forward:
+    (16, 24) tiles over a 37 x 20 single-channel input padded to 40 x 24 are 3, in forwards of 2 and 1."""
+    asked = []
+
+    def planner(height, width, channels):
+        asked.append((height, width, channels))
+        return (16, 24), 2
+
+    net = _MeanShift()
+    restorer = Restorer(net, 'cpu', tile_overlap=4, tile_planner=planner)
+    restorer(torch.rand(1, 1, 37, 20))
+    assert asked == [(37, 20, 1)] and (restorer.tile_size, restorer.tile_batch) == ((16, 24), 2)
+    assert net.seen == [(16, 24), (16, 24)] and restorer.pixels_computed == 3 * 16 * 24
+
+
+def test_tile_count_asks_the_planner():
+    """With a tile planner (restore's memory budget) the tiles are the planner's for this image (asked with its
+    height, width and 3 channels): (16, 24) tiles overlapping 4 over 37 x 20 (padded to 40 x 24) are 3 rows of
+    one; a planner that keeps the image whole: 1."""
+    asked = []
+
+    def planner(height, width, channels):
+        asked.append((height, width, channels))
+        return (16, 24), 5
+
+    restorer = Restorer(_MeanShift(), 'cpu', tile_size=8, tile_overlap=4, tile_planner=planner)
+    assert restorer.tile_count(37, 20) == 3 and asked == [(37, 20, 3)]
+    restorer.tile_planner = lambda height, width, channels: (None, 1)
+    assert restorer.tile_count(37, 20) == 1
+
+
 class _Upscale(torch.nn.Module):
     def forward(self, x):
         return torch.nn.functional.interpolate(x, scale_factor=2, mode='nearest')

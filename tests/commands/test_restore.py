@@ -493,3 +493,63 @@ def test_exports_restore_like_the_network_they_came_from(photos, tmp_path, capsy
     assert cli.main(['restore', '-i', str(photos), '-o', str(tmp_path / 'x'), '--weights',
                      str(tmp_path / 'missing.pt')]) == 2
     assert 'missing.pt' in capsys.readouterr().err and not (tmp_path / 'x').exists()
+
+
+def test_the_ext_check_counts_the_other_inputs(tmp_path):
+    """One input --ext cannot store: named alone; two: the first and '(and 1 more input(s))'; none: no error."""
+    from promptir_basicsr.commands.restore import check_output_format
+    from promptir_basicsr.errors import UserError
+    write_png(tmp_path / 'a16.png', np.full((3, 4), 500, np.uint16))
+    write_png(tmp_path / 'b16.png', np.full((3, 4), 500, np.uint16))
+    write_png(tmp_path / 'c8.png', np.full((3, 4), 5, np.uint8))
+    plans = [(str(tmp_path / name), 'out', None) for name in ('c8.png', 'a16.png', 'b16.png')]
+    problem = '.jpg cannot store gray uint16 samples without loss; use --ext png (or .tif); nothing was restored'
+    with pytest.raises(UserError) as one:
+        check_output_format(plans[:2], 'jpg')
+    assert str(one.value) == f'--ext jpg: {tmp_path / "a16.png"}: {problem}'
+    with pytest.raises(UserError) as two:
+        check_output_format(plans, 'jpg')
+    assert str(two.value) == f'--ext jpg: {tmp_path / "a16.png"} (and 1 more input(s)): {problem}'
+    assert check_output_format(plans, 'png') is None
+
+
+def test_main_parses_the_arguments_it_is_given(tmp_path):
+    from promptir_basicsr.commands import restore
+    from promptir_basicsr.errors import UserError
+    with pytest.raises(UserError, match=f'^--input {tmp_path / "none"}: no such file or folder$'):
+        restore.main(['-i', str(tmp_path / 'none'), '-o', str(tmp_path / 'o'), '--weights', 'w.pth'])
+
+
+def test_other_files_are_listed_ten_at_most(tmp_path, capsys):
+    """A folder of 10 text files names all ten; of 11, ten and '...'; either way no images is one error."""
+    from promptir_basicsr.commands import restore
+    from promptir_basicsr.errors import UserError
+    for count in (10, 11):
+        folder = tmp_path / f'notes{count}'
+        folder.mkdir()
+        for i in range(count):
+            (folder / f'n{i:02d}.txt').write_text('x')
+        with pytest.raises(UserError, match='no images found'):
+            restore.main(['-i', str(folder), '-o', str(tmp_path / 'o'), '--weights', 'w.pth'])
+        line = capsys.readouterr().out.split(f'not images (skipped): {count} file(s): ')[1].split('\n')[0]
+        assert line.count('.txt') == 10 and line.startswith(str(folder / 'n00.txt'))
+        assert line.endswith(('.txt, ... ' if count == 11 else 'n09.txt ') + '(readable: .png, .jpg, .jpeg, .bmp, '
+                             '.tif, .tiff, .webp)')
+
+
+def test_a_tiling_note_is_given_for_tile_size(photos, weights, tmp_path, capsys, monkeypatch):
+    """An architecture that restores tiles differently (its tiling_note, asked of the network that runs) is warned
+    about when --tile-size asks for tiles; not otherwise."""
+    from promptir_basicsr.commands import restore
+    asked = []
+
+    def declaration(arch, name):
+        asked.append((arch, name))
+        return 'tiles differ from the whole image' if name == 'tiling_note' else None
+
+    monkeypatch.setattr(restore, 'declaration', declaration)
+    for tiles, warned in (([], False), (['--tile-size', '64'], True)):
+        assert cli.main(['restore', '-i', str(photos / 'odd.png'), '-o', str(tmp_path / f'o{len(tiles)}'),
+                         '--weights', str(weights), *tiles]) == 0
+        assert ('warning: tiles differ from the whole image' in capsys.readouterr().out) is warned
+        assert type(asked[-1][0]).__name__ == 'PromptIR' and asked[-1][1] == 'tiling_note'

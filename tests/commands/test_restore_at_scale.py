@@ -388,9 +388,10 @@ def test_a_budget_short_of_one_tile_says_what_it_needs(monkeypatch):
     monkeypatch.setattr(memory, 'lifetime_peak', lambda: 3 * 2**30)
     assert planner(4096, 4096) == ((128, 128), 1)
     assert planner(4096, 4096) == ((128, 128), 1)
+    # per side: tiles of 128 at 0, 96, ..., 41 x 96 and 3968: 43
     assert lines == [f'warning: {text}',
                      '4096x4096: 1849 tiles of 128x128 px, 1 per forward, about 516 MiB at the peak (budget 500 MiB; '
-                     'the process peaked at 3.00 GiB so far)']  # per side: tiles of 128 at 0, 96, ..., 41 x 96 and 3968: 43
+                     'the process peaked at 3.00 GiB so far)']
     planner(4000, 4096)
     assert len(lines) == 4 and lines[2].startswith('warning: --max-memory 500 MiB is too small for a 4096x4000 image')
 
@@ -420,6 +421,12 @@ def test_a_tiled_image_measures_the_slope_then_plans(monkeypatch):
     assert calls == [((64,), 3), ((64, 120), 3)]
     # a 200 x 200 image with the line: 1.25 x (2 MiB + 200 x 40 000) = 12.1 MiB fits
     assert planner(200, 200, 3) == (None, 1) and len(calls) == 2
+    # 400 x 400 first: room 80 MiB - 3 840 000 B = 76.3 MiB; the bound (572 MiB) does not fit, and allows 21 346
+    # pixels: side 144, so the slope is measured at 128; the line (1.25 x (2 MiB + 32 000 000 B) = 40.6 MiB) fits
+    calls.clear()
+    planner = MemoryBudget(restorer, 100 * mib, explicit=True, log=lambda line: None)
+    planner._holding = lambda: 20 * mib
+    assert planner(400, 400, 3) == (None, 1) and calls == [((64,), 3), ((64, 128), 3)]
     monkeypatch.setattr(image_restoration, 'default_budget', lambda device: None)
     unbounded = MemoryBudget(restorer, None, log=lambda line: None)
     assert unbounded(5000, 5000) == (512, 1)
@@ -638,3 +645,199 @@ def test_an_export_runs_on_the_device_and_threads_asked_for(tmp_path, monkeypatc
         image_restoration._exported_network(str(tmp_path / 'm.pt'), 'cpu', None, {'--amp': None, '--compile': True})
     with pytest.raises(image_restoration.UserError, match=r'm\.pt: no such file$'):
         image_restoration._exported_network(str(tmp_path / 'm.pt'), 'cpu', None, {})
+
+
+# ---- open_network: the backend, the tiles, what it says ---------------------------------------------------------
+def _opened(**kwargs):
+    lines = []
+    restorer = image_restoration.open_network(kwargs.pop('net', None) or torch.nn.Identity(), device='cpu',
+                                              log=lines.append, **kwargs)
+    return restorer, lines
+
+
+def test_open_network_sets_the_tiles_and_the_budget_and_says_so():
+    """--tile-size alone: those tiles, no planner; with --max-memory: a planner for the batch (explicit, the
+    budget given); neither: a planner from the free memory (not explicit); the device line says which."""
+    restorer, lines = _opened(tile_size=16, tile_overlap=8)
+    assert (restorer.tile_size, restorer.tile_overlap, restorer.tile_planner) == (16, 8, None)
+    assert lines == ['backend: torch (asked for)', 'device: cpu; tiles of 16 px overlapping 8 px']
+    restorer, lines = _opened(tile_size=16, tile_overlap=8, max_memory=2**30)
+    planner = restorer.tile_planner
+    assert (planner.budget, planner.fixed_tile, planner.explicit, planner.restorer) == (2**30, 16, True, restorer)
+    assert lines[1] == ('device: cpu; tiles of 16 px overlapping 8 px, as many per forward as the memory budget '
+                        '1.00 GiB allows')
+    restorer, lines = _opened(max_memory=3 * 2**29)
+    planner = restorer.tile_planner
+    assert (restorer.tile_size, planner.budget, planner.fixed_tile, planner.explicit) == (None, 3 * 2**29, None, True)
+    assert lines[1] == ('device: cpu; whole images, or tiles overlapping 32 px where the memory budget 1.50 GiB needs '
+                        'them')
+    restorer, lines = _opened()
+    planner = restorer.tile_planner
+    assert (planner.budget, planner.fixed_tile, planner.explicit) == (None, None, False)
+    assert lines[1] == ('device: cpu; whole images, or tiles overlapping 32 px where the memory budget from the free '
+                        'memory needs them')
+    planner.log('x')
+    assert lines[-1] == 'x'  # the planner says its plans where the command logs
+
+
+def test_open_network_speed_options_and_threads():
+    threads = torch.get_num_threads()
+    try:
+        restorer, lines = _opened(net=torch.nn.Conv2d(3, 3, 1), amp='bf16', channels_last=True, threads=1,
+                                  compile_backend='eager', tile_size=64)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert restorer.amp_dtype is torch.bfloat16
+    assert lines == ['backend: torch (asked for)',
+                     'device: cpu, autocast bf16, channels-last weights, torch.compile (backend eager); tiles of 64 px '
+                     'overlapping 32 px']
+    with pytest.raises(image_restoration.UserError, match='^--amp fp16 needs CUDA'):
+        _opened(amp='fp16')
+
+
+def test_open_network_auto_falls_back_to_torch_when_the_export_fails(monkeypatch):
+    """auto: an export that fails is a note and torch; onnxruntime asked for by name: the failure itself. The
+    export is asked for with the options given, else the network's class name as its type."""
+    asked = []
+
+    def failing(net, network_opt, log):
+        asked.append(network_opt)
+        raise RuntimeError('cannot trace this\nsecond line')
+
+    monkeypatch.setattr(image_restoration, 'interop_installed', lambda: True)
+    monkeypatch.setattr(image_restoration, 'cached_onnx_export', failing)
+    restorer, lines = _opened(backend='auto', tile_size=64)
+    assert isinstance(restorer.net, torch.nn.Identity) and asked == [{'type': 'Identity'}]
+    assert lines[:2] == ['note: the ONNX export failed (cannot trace this); restoring with torch',
+                         'backend: torch (auto: the network does not export to ONNX)']
+    pytest.importorskip('onnxruntime')
+    with pytest.raises(RuntimeError, match='cannot trace this'):
+        _opened(backend='onnxruntime', network_opt={'type': 'Identity', 'dim': 3})
+    assert asked[-1] == {'type': 'Identity', 'dim': 3}
+
+
+def test_open_network_runs_the_export_that_auto_measured_faster(tmp_path, monkeypatch):
+    """auto, the export made: the measured verdict decides; onnxruntime runs the cached export (on the CPU, whatever
+    the device) and the device line names its providers; torch keeps the network."""
+    class FakeOnnx(_FakeOnnxNetwork):
+        providers = ['CPUExecutionProvider']
+        network_opt = None
+
+    model = tmp_path / 'PromptIR-x.onnx'
+    model.write_bytes(b'')
+    monkeypatch.setattr('promptir_basicsr.interop.onnx_runtime.OnnxNetwork', FakeOnnx)
+    monkeypatch.setattr(image_restoration, 'interop_installed', lambda: True)
+    monkeypatch.setattr(image_restoration, 'cached_onnx_export', lambda net, network_opt, log: str(model))
+    for verdict in ('onnxruntime', 'torch'):
+        measured = []
+
+        def fake_measured(net, model_path, threads, log, verdict=verdict):
+            measured.append((model_path, threads))
+            return verdict, 'auto: measured'
+
+        monkeypatch.setattr(image_restoration, 'measured_backend', fake_measured)
+        FakeOnnx.made.clear()
+        restorer, lines = _opened(backend='auto', tile_size=64, threads=None)
+        assert measured == [(str(model), None)] and lines[0] == f'backend: {verdict} (auto: measured)'
+        if verdict == 'onnxruntime':
+            assert isinstance(restorer.net, FakeOnnx) and FakeOnnx.made == [(str(model), 'cpu', None)]
+            assert lines[1] == 'device: onnxruntime CPUExecutionProvider; tiles of 64 px overlapping 32 px'
+        else:
+            assert isinstance(restorer.net, torch.nn.Identity) and FakeOnnx.made == []
+            assert lines[1] == 'device: cpu; tiles of 64 px overlapping 32 px'
+
+
+def test_open_network_of_an_export_file_names_it(tmp_path, monkeypatch):
+    class FakeOnnx(_FakeOnnxNetwork):
+        providers = ['CPUExecutionProvider']
+        network_opt = None
+
+    model = tmp_path / 'm.onnx'
+    model.write_bytes(b'')
+    monkeypatch.setattr('promptir_basicsr.interop.onnx_runtime.OnnxNetwork', FakeOnnx)
+    lines = []
+    restorer = image_restoration.open_network(str(model), device='cpu', log=lines.append, tile_size=32)
+    assert isinstance(restorer.net, FakeOnnx) and restorer.device.type == 'cpu'
+    assert lines == [f'weights: {model} (ONNX); network: not recorded in the file',
+                     'device: onnxruntime CPUExecutionProvider; tiles of 32 px overlapping 32 px']
+
+
+# ---- the backend rule, the default budget, the summary -----------------------------------------------------------
+def test_choose_backend_on_cuda_and_without_the_extra(monkeypatch):
+    monkeypatch.setattr(image_restoration, 'interop_installed', lambda: True)
+    monkeypatch.setattr(image_restoration, 'resolve_device', lambda device: torch.device('cuda'))
+    assert choose_backend('auto', 'cuda', {'--amp': None}) == ('torch', 'the network runs on CUDA')
+    assert choose_backend('auto', 'cuda', {'--amp': 'bf16', '--compile': True, '--channels-last': False}) == (
+        'torch', '--amp, --compile apply to torch only')
+    monkeypatch.setattr(image_restoration, 'resolve_device', lambda device: torch.device('cpu'))
+    assert choose_backend('auto', 'cpu', {'--amp': None}) == ('measure', 'the faster here')
+    monkeypatch.setattr(image_restoration, 'interop_installed', lambda: False)
+    assert choose_backend('auto', 'cpu', {}) == ('torch', 'the interop extra (onnxruntime) is not installed')
+    monkeypatch.undo()
+    if not torch.cuda.is_available():
+        with pytest.raises(image_restoration.UserError, match='^--device cuda, but no CUDA device'):
+            choose_backend('torch', 'cuda', {})
+    pytest.importorskip('onnxruntime')
+    assert choose_backend('onnxruntime', 'cpu', {'--amp': None}) == ('onnxruntime', 'asked for')
+
+
+def test_default_budget_is_what_is_held_plus_three_quarters_of_the_free(monkeypatch):
+    monkeypatch.setattr(memory, 'resident', lambda: 1000)
+    monkeypatch.setattr(memory, 'available', lambda: 4001)
+    assert image_restoration.default_budget(torch.device('cpu')) == 1000 + 3000
+    monkeypatch.setattr(memory, 'available', lambda: None)
+    assert image_restoration.default_budget(torch.device('cpu')) is None
+    monkeypatch.setattr(memory, 'available', lambda: 4001)
+    monkeypatch.setattr(memory, 'resident', lambda: None)
+    assert image_restoration.default_budget(torch.device('cpu')) is None
+    gpu = torch.device('cuda', 1)
+    monkeypatch.setattr(torch.cuda, 'mem_get_info', lambda device: (8001, 16000) if device == gpu else (0, 0))
+    monkeypatch.setattr(torch.cuda, 'memory_allocated', lambda device: 500 if device == gpu else 0)
+    assert image_restoration.default_budget(gpu) == 500 + 6000
+
+
+def test_the_budget_counts_what_is_held_now(monkeypatch):
+    """CPU: the resident size after giving freed memory back (0 if unknown); CUDA: the allocator's bytes."""
+    events = []
+    monkeypatch.setattr(memory, 'trim', lambda: events.append('trim'))
+    monkeypatch.setattr(memory, 'resident', lambda: events.append('resident') or 7000)
+    planner = MemoryBudget(Restorer(torch.nn.Identity(), 'cpu'), 2**30)
+    assert planner._holding() == 7000 and events == ['trim', 'resident']
+    monkeypatch.setattr(memory, 'resident', lambda: None)
+    assert planner._holding() == 0
+    planner.restorer.device = torch.device('cuda', 1)
+    monkeypatch.setattr(torch.cuda, 'memory_allocated', lambda device: 900 if device == torch.device('cuda', 1) else 0)
+    assert planner._holding() == 900
+
+
+def test_the_budget_pads_counts_channels_and_caps_batches():
+    """Worked by hand as above (1.25 x (10 MiB + 1000 B per pixel), 100 MiB held). 1001 x 999 pads to 1008 x 1000,
+    whose whole forward needs 1.25 x (10 MiB + 1 008 000 000 B) = 1214.1 MiB. In 1330 MiB its two 1-channel float
+    copies (8 064 000 B) leave 1222.3 MiB: whole; 3 channels (24 192 000 B) leave 1206.9 MiB: tiles, of at most
+    1 001 959 pixels: sides of 1000; 1008 rows in 2 tiles overlapping 32: ceil((1008 + 32) / 2) = 520; the 1000
+    columns in one. A fixed tile of 128 on a 200 x 200 image with room for hundreds: its 4 tiles in one forward.
+    Overlap 8: the smallest tile is 64 (4 x the overlap would be 32)."""
+    mib = 2**20
+    model = MemoryModel(10 * mib, 1000, measured=[(1, 1), (2, 2)])
+    assert _planner(model, 100 * mib, 1330 * mib)(1001, 999, 1) == (None, 1)
+    assert _planner(model, 100 * mib, 1330 * mib)(1001, 999, 3) == ((520, 1000), 1)
+    fixed = _planner(model, 100 * mib, 1024 * mib)
+    fixed.fixed_tile = 128
+    assert fixed(200, 200) == ((128, 128), 4)
+    small = _planner(model, 100 * mib, 120 * mib, overlap=8)  # room for 1258 pixels: a side of 32 -> 64
+    small.explicit = False
+    assert small.min_tile == 64 and small(512, 512) == ((64, 64), 1)
+
+
+def test_tile_overhead_and_the_closing_summary(monkeypatch):
+    restorer = Restorer(torch.nn.Identity(), 'cpu')
+    monkeypatch.setattr(memory, 'lifetime_peak', lambda: 3 * 2**30)
+    assert image_restoration.tile_overhead(restorer) is None
+    assert image_restoration.scale_summary(restorer) == '; peak memory 3.00 GiB'
+    restorer.pixels_computed, restorer.pixels_restored = 150, 100
+    assert image_restoration.tile_overhead(restorer) == 1.5
+    assert image_restoration.scale_summary(restorer) == ('; tile overhead 1.50 (pixels computed / pixels restored); '
+                                                         'peak memory 3.00 GiB')
+    monkeypatch.setattr(memory, 'lifetime_peak', lambda: None)
+    assert image_restoration.scale_summary(restorer) == '; tile overhead 1.50 (pixels computed / pixels restored)'
