@@ -95,7 +95,7 @@ def weights_digest(net):
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f'{name}:{tensor.dtype}:{tuple(tensor.shape)};'.encode())
         # flattened first: a 0-d tensor (BatchNorm's counter, in AirNet) cannot be viewed as bytes
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b'')
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

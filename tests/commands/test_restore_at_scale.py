@@ -541,6 +541,8 @@ def test_cached_onnx_export_is_keyed_by_weights_options_and_export_version(tmp_p
     lines.clear()
     assert image_restoration.cached_onnx_export(net, dict(TINY), lines.append) == path and len(exported) == 1
     assert lines == [f'onnxruntime: the export of these weights from {path}']
+    reordered = dict(reversed(list(TINY.items())))  # the same options written in another order: the same export
+    assert image_restoration.cached_onnx_export(net, reordered, lines.append) == path and len(exported) == 1
     twin = build_network(dict(TINY))
     twin.load_state_dict(net.state_dict())
     assert image_restoration.cached_onnx_export(twin, dict(TINY), lines.append) == path and len(exported) == 1
