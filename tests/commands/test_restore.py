@@ -553,3 +553,72 @@ def test_a_tiling_note_is_given_for_tile_size(photos, weights, tmp_path, capsys,
                          '--weights', str(weights), *tiles]) == 0
         assert ('warning: tiles differ from the whole image' in capsys.readouterr().out) is warned
         assert type(asked[-1][0]).__name__ == 'PromptIR' and asked[-1][1] == 'tiling_note'
+
+
+class _FakeBar:
+    """Stands for tqdm in restore (progress bars draw nothing in tests): records what each bar is told."""
+    bars = []
+
+    def __init__(self, iterable=None, total=None, **kwargs):
+        self.iterable, self.total, self.kwargs, self.n, self.events = iterable, total, kwargs, 0, []
+        _FakeBar.bars.append(self)
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.events.append('exit')
+
+    def update(self, count):
+        self.n += count
+        self.events.append(('update', count, self.total))
+
+    def reset(self):
+        self.n = 0
+        self.events.append('reset')
+
+    def close(self):
+        self.events.append('close')
+
+    def set_postfix_str(self, text):
+        self.events.append(('postfix', text))
+
+    @staticmethod
+    def write(message, file=None):
+        print(message, file=file)
+
+
+def test_progress_bars_count_images_and_tiles(photos, weights, tmp_path, capsys, monkeypatch):
+    """One bar over the images (named as they go), one over the tiles of the current image: reset per image, its
+    total the image's tile count, advanced by the tiles each forward ran (a memory budget may run several)."""
+    import tqdm
+    _FakeBar.bars.clear()
+    monkeypatch.setattr(tqdm, 'tqdm', _FakeBar)
+    folder = tmp_path / 'two'
+    folder.mkdir()
+    for name in ('odd.png', 'gray8.png'):  # 37 x 29 and 25 x 31
+        (folder / name).write_bytes((photos / name).read_bytes())
+    assert cli.main(['restore', '-i', str(folder), '-o', str(tmp_path / 'o'), '--weights', str(weights),
+                     '--tile-size', '16', '--tile-overlap', '8']) == 0
+    images, tiles = _FakeBar.bars
+    assert images.kwargs['unit'] == 'image' and tiles.kwargs['unit'] == 'tile'
+    assert [e for e in images.events if e != 'exit'] == [('postfix', 'gray8.png'), ('postfix', 'odd.png')]
+    # gray8 (25 x 31, padded 32 x 32): 3 x 3 tiles of 16 overlapping 8; odd (37 x 29 -> 40 x 32): 4 x 3
+    assert tiles.events == ['reset', *[('update', 1, 9)] * 9, 'reset', *[('update', 1, 12)] * 12, 'close']
+
+
+def test_a_file_that_cannot_be_written_is_listed_and_the_rest_restored(photos, weights, tmp_path, capsys):
+    """An output path taken by a folder (an OSError on writing): that file is listed as failed, exit status 1, the
+    other image written."""
+    folder = tmp_path / 'two'
+    folder.mkdir()
+    for name in ('odd.png', 'gray8.png'):
+        (folder / name).write_bytes((photos / name).read_bytes())
+    (tmp_path / 'o' / 'odd.png').mkdir(parents=True)
+    assert cli.main(['restore', '-i', str(folder), '-o', str(tmp_path / 'o'), '--weights', str(weights)]) == 1
+    log = capsys.readouterr().out
+    assert 'restored 1 image(s)' in log and f'failed 1 file(s):\n  {folder / "odd.png"}: ' in log
+    assert cv2.imread(str(tmp_path / 'o' / 'gray8.png')) is not None
