@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from promptir_basicsr.archs.arch_api import options_from_weights as infer_network_options
 from promptir_basicsr.weights.files import network_metadata
 from promptir_basicsr.weights.network import load_network
-from promptir_basicsr.errors import CheckpointError
+from promptir_basicsr.errors import CheckpointError, UserError
 from promptir_basicsr.inference import Restorer
 from promptir_basicsr.weights.convert import convert_checkpoint
 
@@ -193,7 +193,6 @@ def test_restorer_bf16_autocast_and_unsupported_ops():
     """--amp bf16 runs PromptIR and AirNet (its deformable conv in float32, which torchvision's CPU kernel
     needs) in bfloat16 on the CPU, close to float32, float32 out; an operation without a bfloat16 kernel
     gives a one-line user error instead of a traceback."""
-    from promptir_basicsr.errors import UserError
     from promptir_basicsr.inference import Restorer
     x = torch.rand(1, 3, 20, 28)
     for arch in ('PromptIR', 'AirNet'):
@@ -281,6 +280,29 @@ def test_restorer_runs_the_planners_tiles_and_batches():
     restorer(torch.rand(1, 1, 37, 20))
     assert asked == [(37, 20, 1)] and (restorer.tile_size, restorer.tile_batch) == ((16, 24), 2)
     assert net.seen == [(16, 24), (16, 24)] and restorer.pixels_computed == 3 * 16 * 24
+
+
+class _Failing(torch.nn.Module):
+    def __init__(self, message):
+        super().__init__()
+        self.message = message
+
+    def forward(self, x):
+        raise RuntimeError(self.message)
+
+
+def test_restorer_names_an_operation_its_precision_lacks_and_passes_other_errors_on():
+    """Under --amp, "not implemented for" is one line with the end (80 characters) of the error's first line;
+    any other error, and every error without --amp, goes on as it is."""
+    x = torch.rand(1, 3, 8, 8)
+    first = 'x' * 50 + '"slow_conv2d_cpu" not implemented for \'BFloat16\''
+    with pytest.raises(UserError) as err:
+        Restorer(_Failing(first + '\nmore detail'), 'cpu', amp='bf16')(x)
+    assert str(err.value) == (f'--amp: _Failing has an operation without torch.bfloat16 support on cpu ({first[-80:]}); '
+                              'run without --amp')
+    for amp, message in ((None, 'not implemented for this input'), ('bf16', 'shapes do not match')):
+        with pytest.raises(RuntimeError, match=f'^{message}$'):
+            Restorer(_Failing(message), 'cpu', amp=amp)(x)
 
 
 def test_tile_count_asks_the_planner():

@@ -427,6 +427,13 @@ def test_a_tiled_image_measures_the_slope_then_plans(monkeypatch):
     planner = MemoryBudget(restorer, 100 * mib, explicit=True, log=lambda line: None)
     planner._holding = lambda: 20 * mib
     assert planner(400, 400, 3) == (None, 1) and calls == [((64,), 3), ((64, 128), 3)]
+    # the same, but the process holds 70 MiB after calibrating (measured again): room 26.3 MiB, the line does not
+    # fit: (26.3 MiB / 1.25 - 2 MiB) / 200 = 99 983 pixels -> side 312 -> 400 in 2 tiles: ceil(432 / 2) = 216;
+    # 99 983 // 216^2 = 2 of the 4 per forward
+    held = iter([20 * mib, 70 * mib])
+    planner = MemoryBudget(restorer, 100 * mib, explicit=True, log=lambda line: None)
+    planner._holding = lambda: next(held)
+    assert planner(400, 400, 3) == ((216, 216), 2)
     monkeypatch.setattr(image_restoration, 'default_budget', lambda device: None)
     unbounded = MemoryBudget(restorer, None, log=lambda line: None)
     assert unbounded(5000, 5000) == (512, 1)
@@ -732,10 +739,11 @@ def test_open_network_runs_the_export_that_auto_measured_faster(tmp_path, monkey
     monkeypatch.setattr(image_restoration, 'interop_installed', lambda: True)
     monkeypatch.setattr(image_restoration, 'cached_onnx_export', lambda net, network_opt, log: str(model))
     for verdict in ('onnxruntime', 'torch'):
-        measured = []
+        measured, timed_threads = [], []
 
         def fake_measured(net, model_path, threads, log, verdict=verdict):
             measured.append((model_path, threads))
+            timed_threads.append(torch.get_num_threads())
             return verdict, 'auto: measured'
 
         monkeypatch.setattr(image_restoration, 'measured_backend', fake_measured)
@@ -744,6 +752,13 @@ def test_open_network_runs_the_export_that_auto_measured_faster(tmp_path, monkey
         assert measured == [(str(model), None)] and lines[0] == f'backend: {verdict} (auto: measured)'
         if verdict == 'onnxruntime':
             assert isinstance(restorer.net, FakeOnnx) and FakeOnnx.made == [(str(model), 'cpu', None)]
+            # --threads applies to torch before the two are timed
+            threads, timed_threads = torch.get_num_threads(), []
+            try:
+                _opened(backend='auto', tile_size=64, threads=1)
+                assert timed_threads == [1] and measured[-1] == (str(model), 1)
+            finally:
+                torch.set_num_threads(threads)
             assert lines[1] == 'device: onnxruntime CPUExecutionProvider; tiles of 64 px overlapping 32 px'
         else:
             assert isinstance(restorer.net, torch.nn.Identity) and FakeOnnx.made == []
@@ -763,6 +778,15 @@ def test_open_network_of_an_export_file_names_it(tmp_path, monkeypatch):
     assert isinstance(restorer.net, FakeOnnx) and restorer.device.type == 'cpu'
     assert lines == [f'weights: {model} (ONNX); network: not recorded in the file',
                      'device: onnxruntime CPUExecutionProvider; tiles of 32 px overlapping 32 px']
+    # onnxruntime takes its input from host memory whichever device it runs on; --threads applies to torch too
+    threads = torch.get_num_threads()
+    try:
+        FakeOnnx.made.clear()
+        restorer = image_restoration.open_network(str(model), device='cuda', threads=1, log=lines.append)
+        assert restorer.device.type == 'cpu' and FakeOnnx.made == [(str(model), 'cuda', 1)]
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ---- the backend rule, the default budget, the summary -----------------------------------------------------------
@@ -843,3 +867,43 @@ def test_tile_overhead_and_the_closing_summary(monkeypatch):
                                                          'peak memory 3.00 GiB')
     monkeypatch.setattr(memory, 'lifetime_peak', lambda: None)
     assert image_restoration.scale_summary(restorer) == '; tile overhead 1.50 (pixels computed / pixels restored)'
+
+
+class _Noted(torch.nn.Identity):
+    tiling_note = 'tiles are restored differently'
+
+
+def test_the_budget_warns_once_of_an_architecture_that_tiles_differently():
+    """When the budget cuts an image into tiles: the architecture's tiling note, once (the network's own, or the one
+    its export records); not for whole images, nor for --tile-size (restore gives it then)."""
+    mib = 2**20
+    model = MemoryModel(10 * mib, 1000, measured=[(1, 1), (2, 2)])
+    for net, note in ((_Noted(), 'tiles are restored differently'), (torch.nn.Identity(), None)):
+        lines = []
+        planner = _planner(model, 100 * mib, 1024 * mib)
+        planner.restorer.net, planner.log = net, lines.append
+        planner(512, 512)  # whole
+        assert lines == []
+        planner(4096, 4096)
+        planner(4096, 2048)
+        assert [line for line in lines if line.startswith('warning')] == ([f'warning: {note}'] if note else [])
+        assert len(lines) == 2 + bool(note)
+    exported = torch.nn.Identity()
+    exported.network_opt = {'type': 'AdaIR'}
+    lines = []
+    planner = _planner(model, 100 * mib, 1024 * mib)
+    planner.restorer.net, planner.log = exported, lines.append
+    planner(4096, 4096)
+    assert lines[0].startswith('warning: AdaIR restores each tile on its own')
+    planner.fixed_tile, lines = 128, []
+    planner.log = lines.append
+    planner(4096, 2048)
+    assert len(lines) == 1 and not lines[0].startswith('warning')
+
+
+def test_a_forward_that_needs_exactly_the_room_left_runs_whole():
+    """1.25 x 1 byte per pixel: a 64 x 64 RGB image needs 5120 bytes beside its two float copies (98 304 B)."""
+    model = MemoryModel(0, 1, measured=[(1, 1), (2, 2)])
+    assert _planner(model, 1000, 1000 + 98_304 + 5120)(64, 64) == (None, 1)
+    with pytest.raises(image_restoration.UserError, match='too small'):  # a byte less: not even as one tile
+        _planner(model, 1000, 1000 + 98_304 + 5119)(64, 64)

@@ -312,5 +312,7 @@ def test_to_samples_rounds_clamps_and_averages():
     gray = ImageFile(rgb=None, gray=True, alpha=np.array([[7, 9]], np.uint16), dtype=np.uint16)
     np.testing.assert_array_equal(to_samples(restored.copy(), gray),
                                   [[[32768] * 3 + [7], [30583] * 3 + [9]]])  # (0.5 + 1 + 0) / 3; 1.4 / 3
+    gray8 = ImageFile(rgb=None, gray=True, alpha=None, dtype=np.uint8)  # one plane: (H, W), as OpenCV writes gray
+    np.testing.assert_array_equal(to_samples(restored.copy(), gray8), [[128, 119]])  # 1.5 / 3 -> 127.5; 1.4 / 3
     floats = ImageFile(rgb=None, gray=False, alpha=None, dtype=np.float32)
     np.testing.assert_array_equal(to_samples(restored.copy(), floats), restored[..., ::-1])
