@@ -298,8 +298,8 @@ def test_restorer_names_an_operation_its_precision_lacks_and_passes_other_errors
     first = 'x' * 50 + '"slow_conv2d_cpu" not implemented for \'BFloat16\''
     with pytest.raises(UserError) as err:
         Restorer(_Failing(first + '\nmore detail'), 'cpu', amp='bf16')(x)
-    assert str(err.value) == (f'--amp: _Failing has an operation without torch.bfloat16 support on cpu ({first[-80:]}); '
-                              'run without --amp')
+    assert str(err.value) == ('--amp: _Failing has an operation without torch.bfloat16 support on cpu '
+                              f'({first[-80:]}); run without --amp')
     for amp, message in ((None, 'not implemented for this input'), ('bf16', 'shapes do not match')):
         with pytest.raises(RuntimeError, match=f'^{message}$'):
             Restorer(_Failing(message), 'cpu', amp=amp)(x)
