@@ -622,3 +622,32 @@ def test_a_file_that_cannot_be_written_is_listed_and_the_rest_restored(photos, w
     log = capsys.readouterr().out
     assert 'restored 1 image(s)' in log and f'failed 1 file(s):\n  {folder / "odd.png"}: ' in log
     assert cv2.imread(str(tmp_path / 'o' / 'gray8.png')) is not None
+
+
+def test_inputs_are_collected_in_order_and_outputs_planned(tmp_path):
+    """A file alone; a folder walked in sorted order (sub-folders too, any case of extension), other files listed,
+    the output folder inside it left out. Outputs: the relative path under -o, --suffix before the extension,
+    --ext replacing it, the compare picture beside; a compare picture that would overwrite another output is
+    refused, as is an output that is an input."""
+    from promptir_basicsr.commands.restore import collect_inputs, plan_outputs
+    from promptir_basicsr.errors import UserError
+    root = tmp_path / 'in'
+    for rel in ('b/z.png', 'b/a.JPG', 'a.tif', 'c.webp', 'notes.txt', 'out/old.png', 'a/readme.md'):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b'')
+    assert collect_inputs(str(root / 'c.webp'), str(tmp_path / 'o')) == ([(str(root / 'c.webp'), 'c.webp')], [])
+    images, skipped = collect_inputs(str(root), str(root / 'out'))
+    assert images == [(str(root / rel), rel) for rel in ('a.tif', 'c.webp', 'b/a.JPG', 'b/z.png')]
+    assert skipped == [str(root / 'notes.txt'), str(root / 'a' / 'readme.md')]
+    plans = plan_outputs(images, 'o', '_r', None, True)
+    assert plans == [(str(root / 'a.tif'), 'o/a_r.tif', 'o/a_r_compare.png'),
+                     (str(root / 'c.webp'), 'o/c_r.webp', 'o/c_r_compare.png'),
+                     (str(root / 'b/a.JPG'), 'o/b/a_r.JPG', 'o/b/a_r_compare.png'),
+                     (str(root / 'b/z.png'), 'o/b/z_r.png', 'o/b/z_r_compare.png')]
+    assert plan_outputs(images[:1], 'o', '', 'png', False) == [(str(root / 'a.tif'), 'o/a.png', None)]
+    clash = [('x/p.png', 'p.png'), ('x/p_compare.png', 'p_compare.png')]
+    with pytest.raises(UserError, match='x/p.png and x/p_compare.png would both be written to o/p_compare.png'):
+        plan_outputs(clash, 'o', '', None, True)
+    assert len(plan_outputs(clash, 'o', '', None, False)) == 2
+    with pytest.raises(UserError, match=f'^the output {root}/a.tif would overwrite an input'):
+        plan_outputs(images, str(root), '', None, False)
