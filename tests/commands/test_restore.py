@@ -651,3 +651,31 @@ def test_inputs_are_collected_in_order_and_outputs_planned(tmp_path):
     assert len(plan_outputs(clash, 'o', '', None, False)) == 2
     with pytest.raises(UserError, match=f'^the output {root}/a.tif would overwrite an input'):
         plan_outputs(images, str(root), '', None, False)
+
+
+def test_codec_errors_and_out_of_memory_are_listed_and_the_gpu_cache_emptied(photos, weights, tmp_path, capsys,
+                                                                             monkeypatch):
+    """An OpenCV error on one file and running out of memory on another: both listed, the third written; after
+    running out of memory on a GPU machine its cache is emptied (torch.cuda stood in for here)."""
+    import promptir_basicsr.image_restoration as image_restoration
+    folder = tmp_path / 'three'
+    folder.mkdir()
+    for name in ('odd.png', 'gray8.png', 'rgba.png'):
+        (folder / name).write_bytes((photos / name).read_bytes())
+    real, emptied = image_restoration.restore_file, []
+
+    def restore_file(restorer, path, *args):
+        if path.endswith('gray8.png'):
+            raise cv2.error('codec trouble')
+        if path.endswith('odd.png'):
+            raise torch.OutOfMemoryError('out of memory (simulated)')
+        return real(restorer, path, *args)
+
+    monkeypatch.setattr(image_restoration, 'restore_file', restore_file)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'empty_cache', lambda: emptied.append(True))
+    assert cli.main(['restore', '-i', str(folder), '-o', str(tmp_path / 'o'), '--weights', str(weights),
+                     '--device', 'cpu']) == 1
+    log = capsys.readouterr().out
+    assert 'restored 1 image(s)' in log and 'failed 2 file(s):' in log and 'codec trouble' in log
+    assert emptied == [True] and (tmp_path / 'o' / 'rgba.png').is_file()
