@@ -755,8 +755,9 @@ def test_open_network_runs_the_export_that_auto_measured_faster(tmp_path, monkey
             # --threads applies to torch before the two are timed
             threads, timed_threads = torch.get_num_threads(), []
             try:
-                _opened(backend='auto', tile_size=64, threads=1)
-                assert timed_threads == [1] and measured[-1] == (str(model), 1)
+                torch.set_num_threads(1)
+                _opened(backend='auto', tile_size=64, threads=2)
+                assert timed_threads == [2] and measured[-1] == (str(model), 2)
             finally:
                 torch.set_num_threads(threads)
             assert lines[1] == 'device: onnxruntime CPUExecutionProvider; tiles of 64 px overlapping 32 px'
@@ -782,9 +783,10 @@ def test_open_network_of_an_export_file_names_it(tmp_path, monkeypatch):
     threads = torch.get_num_threads()
     try:
         FakeOnnx.made.clear()
-        restorer = image_restoration.open_network(str(model), device='cuda', threads=1, log=lines.append)
-        assert restorer.device.type == 'cpu' and FakeOnnx.made == [(str(model), 'cuda', 1)]
-        assert torch.get_num_threads() == 1
+        torch.set_num_threads(1)
+        restorer = image_restoration.open_network(str(model), device='cuda', threads=2, log=lines.append)
+        assert restorer.device.type == 'cpu' and FakeOnnx.made == [(str(model), 'cuda', 2)]
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
 
@@ -895,8 +897,9 @@ def test_the_budget_warns_once_of_an_architecture_that_tiles_differently():
     planner.restorer.net, planner.log = exported, lines.append
     planner(4096, 4096)
     assert lines[0].startswith('warning: AdaIR restores each tile on its own')
-    planner.fixed_tile, lines = 128, []
-    planner.log = lines.append
+    lines = []
+    planner = _planner(model, 100 * mib, 1024 * mib)
+    planner.restorer.net, planner.log, planner.fixed_tile = exported, lines.append, 128
     planner(4096, 2048)
     assert len(lines) == 1 and not lines[0].startswith('warning')
 
