@@ -632,14 +632,17 @@ def test_inputs_are_collected_in_order_and_outputs_planned(tmp_path):
     from promptir_basicsr.commands.restore import collect_inputs, plan_outputs
     from promptir_basicsr.errors import UserError
     root = tmp_path / 'in'
-    for rel in ('b/z.png', 'b/a.JPG', 'a.tif', 'c.webp', 'notes.txt', 'out/old.png', 'a/readme.md'):
+    # names whose order on disk (a hash, on ext4) is not sorted
+    for rel in ('b/z.png', 'b/a.JPG', 'z.png', 'a.tif', 'y.png', 'c.webp', 'm.png', 'notes.txt', 'out/old.png',
+                'a/readme.md'):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b'')
     assert collect_inputs(str(root / 'c.webp'), str(tmp_path / 'o')) == ([(str(root / 'c.webp'), 'c.webp')], [])
     images, skipped = collect_inputs(str(root), str(root / 'out'))
-    assert images == [(str(root / rel), rel) for rel in ('a.tif', 'c.webp', 'b/a.JPG', 'b/z.png')]
+    assert images == [(str(root / rel), rel) for rel in ('a.tif', 'c.webp', 'm.png', 'y.png', 'z.png', 'b/a.JPG',
+                                                          'b/z.png')]
     assert skipped == [str(root / 'notes.txt'), str(root / 'a' / 'readme.md')]
-    plans = plan_outputs(images, 'o', '_r', None, True)
+    plans = plan_outputs(images[:2] + images[-2:], 'o', '_r', None, True)
     assert plans == [(str(root / 'a.tif'), 'o/a_r.tif', 'o/a_r_compare.png'),
                      (str(root / 'c.webp'), 'o/c_r.webp', 'o/c_r_compare.png'),
                      (str(root / 'b/a.JPG'), 'o/b/a_r.JPG', 'o/b/a_r_compare.png'),
