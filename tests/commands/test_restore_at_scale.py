@@ -904,9 +904,14 @@ def test_the_budget_warns_once_of_an_architecture_that_tiles_differently():
     assert len(lines) == 1 and not lines[0].startswith('warning')
 
 
-def test_a_forward_that_needs_exactly_the_room_left_runs_whole():
-    """1.25 x 1 byte per pixel: a 64 x 64 RGB image needs 5120 bytes beside its two float copies (98 304 B)."""
+def test_a_forward_that_needs_exactly_the_room_left_runs_whole(monkeypatch):
+    """1.25 x 1 byte per pixel: a 64 x 64 RGB image needs 5120 bytes beside its two float copies (98 304 B). The
+    same after measuring the slope: a 200 x 200 image (960 000 B of copies) whose one-size bound (2 B per pixel:
+    100 000 B) does not fit in 50 000 B of room, but whose line (1 B per pixel: 50 000 B) just does."""
     model = MemoryModel(0, 1, measured=[(1, 1), (2, 2)])
     assert _planner(model, 1000, 1000 + 98_304 + 5120)(64, 64) == (None, 1)
     with pytest.raises(image_restoration.UserError, match='too small'):  # a byte less: not even as one tile
         _planner(model, 1000, 1000 + 98_304 + 5119)(64, 64)
+    monkeypatch.setattr(image_restoration, 'calibrate', lambda restorer, sides, channels: model)
+    planner = _planner(MemoryModel(0, 2, measured=[(4096, 8192)]), 1000, 1000 + 960_000 + 50_000)
+    assert planner(200, 200) == (None, 1) and planner.model is model

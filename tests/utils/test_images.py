@@ -277,6 +277,11 @@ def test_png_layout_walks_the_chunks_before_the_image_data(tmp_path):
     for name, (data, expected) in cases.items():
         (tmp_path / f'{name}.png').write_bytes(data)
         assert _png_layout(tmp_path / f'{name}.png') == expected, name
+    # the colour type of gray + alpha is read from PNGs only (byte 25 of another file means nothing)
+    from promptir_basicsr.utils.images import _png_colour_type
+    assert _png_colour_type(tmp_path / 'gray_alpha16.png') == 4 and _png_colour_type(tmp_path / 'not_png.png') is None
+    (tmp_path / 'gif.png').write_bytes(b'GIF89a' + bytes(19) + b'\x04' + bytes(10))
+    assert _png_colour_type(tmp_path / 'gif.png') is None
     # the layouts are what decoding gives (OpenCV reads these files as 8-bit BGR and 16-bit BGRA)
     for name in ('rgb8', 'gray_alpha16'):
         image = read_image(tmp_path / f'{name}.png')
