@@ -94,7 +94,8 @@ def weights_digest(net):
     for name, tensor in net.state_dict().items():
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f'{name}:{tensor.dtype}:{tuple(tensor.shape)};'.encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b'')
+        # flattened first: a 0-d tensor (BatchNorm's counter, in AirNet) cannot be viewed as bytes
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

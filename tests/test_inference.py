@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from promptir_basicsr.archs.arch_api import options_from_weights as infer_network_options
 from promptir_basicsr.weights.files import network_metadata
 from promptir_basicsr.weights.network import load_network
-from promptir_basicsr.errors import CheckpointError
+from promptir_basicsr.errors import CheckpointError, UserError
 from promptir_basicsr.inference import Restorer
 from promptir_basicsr.weights.convert import convert_checkpoint
 
@@ -193,7 +193,6 @@ def test_restorer_bf16_autocast_and_unsupported_ops():
     """--amp bf16 runs PromptIR and AirNet (its deformable conv in float32, which torchvision's CPU kernel
     needs) in bfloat16 on the CPU, close to float32, float32 out; an operation without a bfloat16 kernel
     gives a one-line user error instead of a traceback."""
-    from promptir_basicsr.errors import UserError
     from promptir_basicsr.inference import Restorer
     x = torch.rand(1, 3, 20, 28)
     for arch in ('PromptIR', 'AirNet'):
@@ -251,6 +250,75 @@ def test_restorer_tiles_and_counts_them():
     calls = []
     out = restorer(torch.rand(1, 3, 37, 20), on_tile=lambda done, total: calls.append((done, total)))
     assert net.seen == [(16, 16)] * 6 and calls == [(i, 6) for i in range(1, 7)] and out.shape == (1, 3, 37, 20)
+
+
+def test_restorer_counts_pixels_computed_and_restored():
+    """Two 37 x 20 images: 1480 pixels restored; untiled the network computes the padded 40 x 24 of each (1920);
+    in the 6 tiles of 16 x 16 above, 6 x 256 each (3072). The counts add up over calls."""
+    x = torch.rand(2, 3, 37, 20)
+    whole = Restorer(_MeanShift(), 'cpu')
+    whole(x)
+    assert (whole.pixels_computed, whole.pixels_restored) == (1920, 1480)
+    whole(x[:1])
+    assert (whole.pixels_computed, whole.pixels_restored) == (2880, 2220)
+    tiled = Restorer(_MeanShift(), 'cpu', tile_size=16, tile_overlap=4)
+    tiled(x)
+    assert (tiled.pixels_computed, tiled.pixels_restored) == (3072, 1480)
+
+
+def test_restorer_runs_the_planners_tiles_and_batches():
+    """Each call asks the planner (height, width, channels of this input) and runs its tiles, several per forward:
+    (16, 24) tiles over a 37 x 20 single-channel input padded to 40 x 24 are 3, in forwards of 2 and 1."""
+    asked = []
+
+    def planner(height, width, channels):
+        asked.append((height, width, channels))
+        return (16, 24), 2
+
+    net = _MeanShift()
+    restorer = Restorer(net, 'cpu', tile_overlap=4, tile_planner=planner)
+    restorer(torch.rand(1, 1, 37, 20))
+    assert asked == [(37, 20, 1)] and (restorer.tile_size, restorer.tile_batch) == ((16, 24), 2)
+    assert net.seen == [(16, 24), (16, 24)] and restorer.pixels_computed == 3 * 16 * 24
+
+
+class _Failing(torch.nn.Module):
+    def __init__(self, message):
+        super().__init__()
+        self.message = message
+
+    def forward(self, x):
+        raise RuntimeError(self.message)
+
+
+def test_restorer_names_an_operation_its_precision_lacks_and_passes_other_errors_on():
+    """Under --amp, "not implemented for" is one line with the end (80 characters) of the error's first line;
+    any other error, and every error without --amp, goes on as it is."""
+    x = torch.rand(1, 3, 8, 8)
+    first = 'x' * 50 + '"slow_conv2d_cpu" not implemented for \'BFloat16\''
+    with pytest.raises(UserError) as err:
+        Restorer(_Failing(first + '\nmore detail'), 'cpu', amp='bf16')(x)
+    assert str(err.value) == ('--amp: _Failing has an operation without torch.bfloat16 support on cpu '
+                              f'({first[-80:]}); run without --amp')
+    for amp, message in ((None, 'not implemented for this input'), ('bf16', 'shapes do not match')):
+        with pytest.raises(RuntimeError, match=f'^{message}$'):
+            Restorer(_Failing(message), 'cpu', amp=amp)(x)
+
+
+def test_tile_count_asks_the_planner():
+    """With a tile planner (restore's memory budget) the tiles are the planner's for this image (asked with its
+    height, width and 3 channels): (16, 24) tiles overlapping 4 over 37 x 20 (padded to 40 x 24) are 3 rows of
+    one; a planner that keeps the image whole: 1."""
+    asked = []
+
+    def planner(height, width, channels):
+        asked.append((height, width, channels))
+        return (16, 24), 5
+
+    restorer = Restorer(_MeanShift(), 'cpu', tile_size=8, tile_overlap=4, tile_planner=planner)
+    assert restorer.tile_count(37, 20) == 3 and asked == [(37, 20, 3)]
+    restorer.tile_planner = lambda height, width, channels: (None, 1)
+    assert restorer.tile_count(37, 20) == 1
 
 
 class _Upscale(torch.nn.Module):

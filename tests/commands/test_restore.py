@@ -493,3 +493,192 @@ def test_exports_restore_like_the_network_they_came_from(photos, tmp_path, capsy
     assert cli.main(['restore', '-i', str(photos), '-o', str(tmp_path / 'x'), '--weights',
                      str(tmp_path / 'missing.pt')]) == 2
     assert 'missing.pt' in capsys.readouterr().err and not (tmp_path / 'x').exists()
+
+
+def test_the_ext_check_counts_the_other_inputs(tmp_path):
+    """One input --ext cannot store: named alone; two: the first and '(and 1 more input(s))'; none: no error."""
+    from promptir_basicsr.commands.restore import check_output_format
+    from promptir_basicsr.errors import UserError
+    write_png(tmp_path / 'a16.png', np.full((3, 4), 500, np.uint16))
+    write_png(tmp_path / 'b16.png', np.full((3, 4), 500, np.uint16))
+    write_png(tmp_path / 'c8.png', np.full((3, 4), 5, np.uint8))
+    plans = [(str(tmp_path / name), 'out', None) for name in ('c8.png', 'a16.png', 'b16.png')]
+    problem = '.jpg cannot store gray uint16 samples without loss; use --ext png (or .tif); nothing was restored'
+    with pytest.raises(UserError) as one:
+        check_output_format(plans[:2], 'jpg')
+    assert str(one.value) == f'--ext jpg: {tmp_path / "a16.png"}: {problem}'
+    with pytest.raises(UserError) as two:
+        check_output_format(plans, 'jpg')
+    assert str(two.value) == f'--ext jpg: {tmp_path / "a16.png"} (and 1 more input(s)): {problem}'
+    assert check_output_format(plans, 'png') is None
+
+
+def test_main_parses_the_arguments_it_is_given(tmp_path):
+    from promptir_basicsr.commands import restore
+    from promptir_basicsr.errors import UserError
+    with pytest.raises(UserError, match=f'^--input {tmp_path / "none"}: no such file or folder$'):
+        restore.main(['-i', str(tmp_path / 'none'), '-o', str(tmp_path / 'o'), '--weights', 'w.pth'])
+
+
+def test_other_files_are_listed_ten_at_most(tmp_path, capsys):
+    """A folder of 10 text files names all ten; of 11, ten and '...'; either way no images is one error."""
+    from promptir_basicsr.commands import restore
+    from promptir_basicsr.errors import UserError
+    for count in (10, 11):
+        folder = tmp_path / f'notes{count}'
+        folder.mkdir()
+        for i in range(count):
+            (folder / f'n{i:02d}.txt').write_text('x')
+        with pytest.raises(UserError, match='no images found'):
+            restore.main(['-i', str(folder), '-o', str(tmp_path / 'o'), '--weights', 'w.pth'])
+        line = capsys.readouterr().out.split(f'not images (skipped): {count} file(s): ')[1].split('\n')[0]
+        assert line.count('.txt') == 10 and line.startswith(str(folder / 'n00.txt'))
+        assert line.endswith(('.txt, ... ' if count == 11 else 'n09.txt ') + '(readable: .png, .jpg, .jpeg, .bmp, '
+                             '.tif, .tiff, .webp)')
+
+
+def test_a_tiling_note_is_given_for_tile_size(photos, weights, tmp_path, capsys, monkeypatch):
+    """An architecture that restores tiles differently (its tiling_note, asked of the network that runs) is warned
+    about when --tile-size asks for tiles; not otherwise."""
+    from promptir_basicsr.commands import restore
+    asked = []
+
+    def declaration(arch, name):
+        asked.append((arch, name))
+        return 'tiles differ from the whole image' if name == 'tiling_note' else None
+
+    monkeypatch.setattr(restore, 'declaration', declaration)
+    for tiles, warned in (([], False), (['--tile-size', '64'], True)):
+        assert cli.main(['restore', '-i', str(photos / 'odd.png'), '-o', str(tmp_path / f'o{len(tiles)}'),
+                         '--weights', str(weights), *tiles]) == 0
+        assert ('warning: tiles differ from the whole image' in capsys.readouterr().out) is warned
+        assert type(asked[-1][0]).__name__ == 'PromptIR' and asked[-1][1] == 'tiling_note'
+
+
+class _FakeBar:
+    """Stands for tqdm in restore (progress bars draw nothing in tests): records what each bar is told."""
+    bars = []
+
+    def __init__(self, iterable=None, total=None, **kwargs):
+        self.iterable, self.total, self.kwargs, self.n, self.events = iterable, total, kwargs, 0, []
+        _FakeBar.bars.append(self)
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.events.append('exit')
+
+    def update(self, count):
+        self.n += count
+        self.events.append(('update', count, self.total))
+
+    def reset(self):
+        self.n = 0
+        self.events.append('reset')
+
+    def close(self):
+        self.events.append('close')
+
+    def set_postfix_str(self, text):
+        self.events.append(('postfix', text))
+
+    @staticmethod
+    def write(message, file=None):
+        print(message, file=file)
+
+
+def test_progress_bars_count_images_and_tiles(photos, weights, tmp_path, capsys, monkeypatch):
+    """One bar over the images (named as they go), one over the tiles of the current image: reset per image, its
+    total the image's tile count, advanced by the tiles each forward ran (a memory budget may run several)."""
+    import tqdm
+    _FakeBar.bars.clear()
+    monkeypatch.setattr(tqdm, 'tqdm', _FakeBar)
+    folder = tmp_path / 'two'
+    folder.mkdir()
+    for name in ('odd.png', 'gray8.png'):  # 37 x 29 and 25 x 31
+        (folder / name).write_bytes((photos / name).read_bytes())
+    assert cli.main(['restore', '-i', str(folder), '-o', str(tmp_path / 'o'), '--weights', str(weights),
+                     '--tile-size', '16', '--tile-overlap', '8']) == 0
+    images, tiles = _FakeBar.bars
+    assert images.kwargs['unit'] == 'image' and tiles.kwargs['unit'] == 'tile'
+    assert [e for e in images.events if e != 'exit'] == [('postfix', 'gray8.png'), ('postfix', 'odd.png')]
+    # gray8 (25 x 31, padded 32 x 32): 3 x 3 tiles of 16 overlapping 8; odd (37 x 29 -> 40 x 32): 4 x 3
+    assert tiles.events == ['reset', *[('update', 1, 9)] * 9, 'reset', *[('update', 1, 12)] * 12, 'close']
+
+
+def test_a_file_that_cannot_be_written_is_listed_and_the_rest_restored(photos, weights, tmp_path, capsys):
+    """An output path taken by a folder (an OSError on writing): that file is listed as failed, exit status 1, the
+    other image written."""
+    folder = tmp_path / 'two'
+    folder.mkdir()
+    for name in ('odd.png', 'gray8.png'):
+        (folder / name).write_bytes((photos / name).read_bytes())
+    (tmp_path / 'o' / 'odd.png').mkdir(parents=True)
+    assert cli.main(['restore', '-i', str(folder), '-o', str(tmp_path / 'o'), '--weights', str(weights)]) == 1
+    log = capsys.readouterr().out
+    assert 'restored 1 image(s)' in log and f'failed 1 file(s):\n  {folder / "odd.png"}: ' in log
+    assert cv2.imread(str(tmp_path / 'o' / 'gray8.png')) is not None
+
+
+def test_inputs_are_collected_in_order_and_outputs_planned(tmp_path):
+    """A file alone; a folder walked in sorted order (sub-folders too, any case of extension), other files listed,
+    the output folder inside it left out. Outputs: the relative path under -o, --suffix before the extension,
+    --ext replacing it, the compare picture beside; a compare picture that would overwrite another output is
+    refused, as is an output that is an input."""
+    from promptir_basicsr.commands.restore import collect_inputs, plan_outputs
+    from promptir_basicsr.errors import UserError
+    root = tmp_path / 'in'
+    # names whose order on disk (a hash, on ext4) is not sorted
+    for rel in ('b/z.png', 'b/a.JPG', 'z.png', 'a.tif', 'y.png', 'c.webp', 'm.png', 'notes.txt', 'out/old.png',
+                'a/readme.md'):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b'')
+    assert collect_inputs(str(root / 'c.webp'), str(tmp_path / 'o')) == ([(str(root / 'c.webp'), 'c.webp')], [])
+    images, skipped = collect_inputs(str(root), str(root / 'out'))
+    assert images == [(str(root / rel), rel) for rel in ('a.tif', 'c.webp', 'm.png', 'y.png', 'z.png', 'b/a.JPG',
+                                                          'b/z.png')]
+    assert skipped == [str(root / 'notes.txt'), str(root / 'a' / 'readme.md')]
+    plans = plan_outputs(images[:2] + images[-2:], 'o', '_r', None, True)
+    assert plans == [(str(root / 'a.tif'), 'o/a_r.tif', 'o/a_r_compare.png'),
+                     (str(root / 'c.webp'), 'o/c_r.webp', 'o/c_r_compare.png'),
+                     (str(root / 'b/a.JPG'), 'o/b/a_r.JPG', 'o/b/a_r_compare.png'),
+                     (str(root / 'b/z.png'), 'o/b/z_r.png', 'o/b/z_r_compare.png')]
+    assert plan_outputs(images[:1], 'o', '', 'png', False) == [(str(root / 'a.tif'), 'o/a.png', None)]
+    clash = [('x/p.png', 'p.png'), ('x/p_compare.png', 'p_compare.png')]
+    with pytest.raises(UserError, match='x/p.png and x/p_compare.png would both be written to o/p_compare.png'):
+        plan_outputs(clash, 'o', '', None, True)
+    assert len(plan_outputs(clash, 'o', '', None, False)) == 2
+    with pytest.raises(UserError, match=f'^the output {root}/a.tif would overwrite an input'):
+        plan_outputs(images, str(root), '', None, False)
+
+
+def test_codec_errors_and_out_of_memory_are_listed_and_the_gpu_cache_emptied(photos, weights, tmp_path, capsys,
+                                                                             monkeypatch):
+    """An OpenCV error on one file and running out of memory on another: both listed, the third written; after
+    running out of memory on a GPU machine its cache is emptied (torch.cuda stood in for here)."""
+    import promptir_basicsr.image_restoration as image_restoration
+    folder = tmp_path / 'three'
+    folder.mkdir()
+    for name in ('odd.png', 'gray8.png', 'rgba.png'):
+        (folder / name).write_bytes((photos / name).read_bytes())
+    real, emptied = image_restoration.restore_file, []
+
+    def restore_file(restorer, path, *args):
+        if path.endswith('gray8.png'):
+            raise cv2.error('codec trouble')
+        if path.endswith('odd.png'):
+            raise torch.OutOfMemoryError('out of memory (simulated)')
+        return real(restorer, path, *args)
+
+    monkeypatch.setattr(image_restoration, 'restore_file', restore_file)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'empty_cache', lambda: emptied.append(True))
+    assert cli.main(['restore', '-i', str(folder), '-o', str(tmp_path / 'o'), '--weights', str(weights),
+                     '--device', 'cpu']) == 1
+    log = capsys.readouterr().out
+    assert 'restored 1 image(s)' in log and 'failed 2 file(s):' in log and 'codec trouble' in log
+    assert emptied == [True] and (tmp_path / 'o' / 'rgba.png').is_file()

@@ -235,6 +235,69 @@ def test_output_problem_reads_headers_and_decodes_the_rest(tmp_path, monkeypatch
     assert output_problem(tmp_path / 'missing.tif', '.jpg') is None
 
 
+def test_encoder_settings_are_fixed():
+    """JPEG and WebP at quality 95, PNG at compression 3: the same samples always give the same bytes (what
+    `basicsr serve`'s downloads are compared with), here against OpenCV called with those settings."""
+    samples = quantise(smooth(48, 64, 3, seed=9), np.uint8)  # big enough for PNG's levels 3 and 4 to differ
+    for ext, params in (('.jpg', [cv2.IMWRITE_JPEG_QUALITY, 95]), ('.JPEG', [cv2.IMWRITE_JPEG_QUALITY, 95]),
+                        ('.webp', [cv2.IMWRITE_WEBP_QUALITY, 95]), ('.png', [cv2.IMWRITE_PNG_COMPRESSION, 3])):
+        assert encode_image(samples, ext) == cv2.imencode(ext.lower(), samples, params)[1].tobytes(), ext
+
+
+def _png_bytes(colour_type, depth, before=(), after=(), signature=b'\x89PNG\r\n\x1a\n'):
+    """A 2 x 1 PNG of ``colour_type`` and ``depth`` with the chunks ``before`` and ``after`` (type, data) its image
+    data, written here chunk by chunk (length, type, data, CRC)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[colour_type]
+    row = b'\0' + bytes(2 * channels * depth // 8)  # filter byte, then zero samples
+    chunks = [(b'IHDR', struct.pack('>IIBBBBB', 2, 1, depth, colour_type, 0, 0, 0)), *before,
+              (b'IDAT', zlib.compress(row)), *after, (b'IEND', b'')]
+    return signature + b''.join(chunk(kind, data) for kind, data in chunks)
+
+
+def test_png_layout_walks_the_chunks_before_the_image_data(tmp_path):
+    """The layout from IHDR (colour type, depth), unless a tRNS chunk comes before the image data (past other
+    chunks of any length); the walk stops at IDAT (a tRNS after it is out of place: libpng ignores it). A palette
+    or a file that is not a PNG: None (decode it)."""
+    from promptir_basicsr.utils.images import _png_layout
+    text = (b'tEXt', b'Comment\0thirteen bytes of text')
+    cases = {'rgb8': (_png_bytes(2, 8, before=[text]), (3, np.uint8)),
+             'gray_alpha16': (_png_bytes(4, 16, before=[text, (b'pHYs', bytes(9))]), (4, np.uint16)),
+             'gray16': (_png_bytes(0, 16), (1, np.uint16)), 'rgba8': (_png_bytes(6, 8), (4, np.uint8)),
+             'trns_after_text': (_png_bytes(2, 8, before=[text, (b'tRNS', bytes(6))]), None),
+             'trns_after_idat': (_png_bytes(2, 8, after=[(b'tRNS', bytes(6))]), (3, np.uint8)),
+             'palette': (_png_bytes(3, 8, before=[(b'PLTE', bytes(6))]), None),
+             'not_png': (_png_bytes(6, 8, signature=b'\x89PNX\r\n\x1a\n'), None),
+             'short': (_png_bytes(6, 8)[:32], None)}
+    for name, (data, expected) in cases.items():
+        (tmp_path / f'{name}.png').write_bytes(data)
+        assert _png_layout(tmp_path / f'{name}.png') == expected, name
+    # the colour type of gray + alpha is read from PNGs only (byte 25 of another file means nothing)
+    from promptir_basicsr.utils.images import _png_colour_type
+    assert _png_colour_type(tmp_path / 'gray_alpha16.png') == 4 and _png_colour_type(tmp_path / 'not_png.png') is None
+    (tmp_path / 'gif.png').write_bytes(b'GIF89a' + bytes(19) + b'\x04' + bytes(10))
+    assert _png_colour_type(tmp_path / 'gif.png') is None
+    # the layouts are what decoding gives (OpenCV reads these files as 8-bit BGR and 16-bit BGRA)
+    for name in ('rgb8', 'gray_alpha16'):
+        image = read_image(tmp_path / f'{name}.png')
+        layout = (4 if image.alpha is not None else 1 if image.gray else 3), image.dtype
+        assert layout == cases[name][1], name
+
+
+def test_output_problem_of_decoded_gray_names_gray(tmp_path):
+    """A decoded gray TIFF is one channel: any format stores 8-bit gray, and JPEG's refusal of 16-bit names gray."""
+    write_tiff(tmp_path / 'g16.tif', np.full((3, 5), 300, np.uint16))
+    write_tiff(tmp_path / 'g8.tif', np.full((3, 5), 30, np.uint8))
+    assert output_problem(tmp_path / 'g16.tif', '.jpg') == ('.jpg cannot store gray uint16 samples without loss; '
+                                                             'use --ext png (or .tif)')
+    assert output_problem(tmp_path / 'g16.tif', '.png') is None and output_problem(tmp_path / 'g8.tif', '.bmp') is None
+
+
 def test_unreadable_files_say_why(tmp_path):
     (tmp_path / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 40)
     with pytest.raises(ImageError, match='cannot be read as an image'):
@@ -254,5 +317,7 @@ def test_to_samples_rounds_clamps_and_averages():
     gray = ImageFile(rgb=None, gray=True, alpha=np.array([[7, 9]], np.uint16), dtype=np.uint16)
     np.testing.assert_array_equal(to_samples(restored.copy(), gray),
                                   [[[32768] * 3 + [7], [30583] * 3 + [9]]])  # (0.5 + 1 + 0) / 3; 1.4 / 3
+    gray8 = ImageFile(rgb=None, gray=True, alpha=None, dtype=np.uint8)  # one plane: (H, W), as OpenCV writes gray
+    np.testing.assert_array_equal(to_samples(restored.copy(), gray8), [[128, 119]])  # 1.5 / 3 -> 127.5; 1.4 / 3
     floats = ImageFile(rgb=None, gray=False, alpha=None, dtype=np.float32)
     np.testing.assert_array_equal(to_samples(restored.copy(), floats), restored[..., ::-1])
