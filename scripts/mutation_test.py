@@ -90,6 +90,18 @@ AREAS = {
 # Surviving behaviour mutants that cannot change what the code does, per area: {mutant name: why}. The names are
 # mutmut's for the source at the commit that lists them (editing a function renumbers its mutants).
 EQUIVALENT = {
+    'inference': {
+        'promptir_basicsr.utils.images.x_read_image__mutmut_4':
+            "setLogLevel(None) sets level 0, OpenCV's LOG_LEVEL_SILENT, the level asked for",
+        'promptir_basicsr.image_restoration.x_calibrate__mutmut_25':
+            '-(-side // m) * m with its sign changed: only padded * padded is used, the sign squares away',
+        'promptir_basicsr.image_restoration.x_calibrate__mutmut_5':
+            'tile_batch 2 instead of 1: the batch is not read when the forward is untiled',
+        'promptir_basicsr.image_restoration.x_calibrate__mutmut_74':
+            'measured[+1] for measured[-1]: calibrate measures one or two sides, where they are the same',
+        'promptir_basicsr.utils.images.x__png_layout__mutmut_51':
+            "int.from_bytes without 'big': big is the default on Python 3.11+, which setup.py requires",
+    },
     'interop': {
         'promptir_basicsr.interop.export.x__trace_to_onnx__mutmut_23':
             "simplefilter('ignore') without a category: every warning silenced, not one kind; only output changes",
