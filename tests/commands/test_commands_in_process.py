@@ -217,6 +217,9 @@ def test_export_applies_the_architecture_export_options(tmp_path, capsys):
         capsys.readouterr().out
     options, _ = exported('--arch-opt', 'routing_noise=true')
     assert options['routing_noise'] is True and 'exported with' not in capsys.readouterr().out
+    again = tmp_path / 'again.safetensors'  # weights that already say routing_noise: false need no rebuild
+    assert cli.main(['export', '--weights', str(tmp_path / 'm0.safetensors'), '--output', str(again)]) == 0
+    assert 'exported with' not in capsys.readouterr().out
     torch.save({'params': build_network(dict(TINY_PROMPTIR)).state_dict()}, tmp_path / 'p.pth')
     assert cli.main(['export', '--weights', str(tmp_path / 'p.pth'), '--output', str(tmp_path / 'p.safetensors')]) == 0
     assert 'exported with' not in capsys.readouterr().out  # PromptIR declares nothing for export
