@@ -313,13 +313,22 @@ def test_a_comparison_file_composes_its_variants(tiny_data, monkeypatch, capsys)
     assert yaml.safe_load(Path(variants[2]).read_text())['network_g'] == NETWORKS['tiny_restormer']
     assert ablate.merge_options({'a': {'b': 1, 'c': [1]}}, {'a': {'c': [2]}, 'd': 3}, 'x') == {'a': {'b': 1, 'c': [2]},
                                                                                              'd': 3}
+    assert ablate.merge_options({'a': 1}, {'a': {'b': 2}, 'n': {'m': 3}}, 'x') == {'a': {'b': 2}, 'n': {'m': 3}}
+    network = {'type': 'PromptIR', 'dim': 4, 'prompt_len': 2}  # another type: replaced whole, not merged
+    assert ablate.merge_options({'network_g': network}, {'network_g': {'type': 'Restormer', 'dim': 8}}, 'x') == \
+        {'network_g': {'type': 'Restormer', 'dim': 8}}
+    assert ablate.merge_options({'network_g': network}, {'network_g': {'type': 'PromptIR', 'dim': 8}}, 'x') == \
+        {'network_g': {'type': 'PromptIR', 'dim': 8, 'prompt_len': 2}}
     for bad, message in (({'train': 'a.yml', 'variants': {'x': {}}}, '`test` (the test option file'),
                          ({'test': 'a.yml', 'variants': {}}, 'a comparison file has `train`'),
                          ({'test': 'a.yml', 'variants': {'x': {}}, 'extra': 1}, 'unknown: extra'),
                          ({'test': 'a.yml', 'variants': {'x': {'sets': {}}}}, 'variants:x: expected `train` and/or'),
                          ({'test': 'a.yml', 'variants': {'x': {}}}, 'variants:x: no training option file'),
                          ({'train': '../tiny_promptir.yml', 'test': 'a.yml', 'variants': {'x': {'set': [1]}}},
-                          'expected a mapping of option overrides')):
+                          'bad.yml: variants:x:set: expected a mapping of option overrides, got [1]'),
+                         ({'test': 'a.yml', 'variants': ['x']}, 'a comparison file has `train`'),
+                         ({'test': 'a.yml', 'variants': {'x': ['set']}}, 'variants:x: expected `train` and/or `set`, '
+                          'got (not a mapping)')):
         (tiny_data / 'cmp' / 'bad.yml').write_text(yaml.safe_dump(bad))
         with pytest.raises(UserError, match=re.escape(message)):
             ablate.read_comparison(str(tiny_data / 'cmp' / 'bad.yml'), 'composed')
@@ -578,3 +587,14 @@ def test_ablate_checks_every_file_as_it_will_run_before_training(tiny_data, monk
     assert fake.calls == []
     assert cli.main(['ablate', *files, *common]) == 0
     assert (tiny_data / 'results' / 'ablation' / 'ablation.json').is_file()
+
+
+def test_options_hash_alike_whatever_their_order_and_values_json_cannot_hold():
+    """A finished run's record: the same options give the same hash in any key order; a value JSON cannot hold (a
+    YAML date) is hashed as its text rather than refused."""
+    import datetime
+
+    from promptir_basicsr.commands.ablate import _sha
+    assert _sha({'a': 1, 'b': {'c': 2, 'd': 3}}) == _sha({'b': {'d': 3, 'c': 2}, 'a': 1})
+    assert _sha({'a': 1}) != _sha({'a': 2})
+    assert _sha({'when': datetime.date(2026, 1, 2)}) == _sha({'when': '2026-01-02'})
