@@ -324,6 +324,7 @@ def test_flags_that_must_be_given_and_the_spellings_basicsr_reads(tmp_path, caps
         assert parsed('train', '-opt', 'o.yml', flag, '3').local_rank == 3
     assert parsed('test', '-opt', 'o.yml').launcher == 'none'
     assert parsed('convert', 'in.pth', 'out.pth', '-opt', 'o.yml').opt == 'o.yml'
+    assert parsed('convert', 'in.pth', 'out.pth', '--opt', 'o.yml').opt == 'o.yml'
     assert parsed('plot', 'run').output == 'curves.png'
 
 
@@ -339,6 +340,7 @@ def test_a_test_run_file_without_training_sections_reaches_basicsr(tmp_path, mon
            'network_g': {'type': 'Restormer'}, 'path': {}}
     (tmp_path / 'o.yml').write_text(yaml.safe_dump(opt))
     assert cli.main(['test', '-opt', 'o.yml']) == 0 and calls == ['basicsr test']
+    assert cli.main(['train', '-opt', 'o.yml']) == 2 and calls == ['basicsr test']  # a training needs them
 
 
 @pytest.mark.parametrize('name', ['convert', 'export', 'plot', 'prompts', 'serve', 'table'])
