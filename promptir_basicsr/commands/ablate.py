@@ -390,7 +390,6 @@ def run(args):
     # seed by seed, each run tested as soon as it is trained: every variant's first seeds are complete soonest
     runs = [Run(v, s, forced) for s in seeds for v in variants]
 
-    failures = []
     to_train = [r for r in runs if not r.trained()]
     print(f'{len(runs)} runs ({len(variants)} variants x {len(seeds)} seeds {seeds}): {len(runs) - len(to_train)} '
           f'finished before, {len(to_train)} to train', flush=True)
@@ -399,7 +398,11 @@ def run(args):
         return (None if run.trained() else _train(run, logs, slots)) or _test(run, test_opt, logs, slots)
 
     with ThreadPoolExecutor(len(slots.groups)) as pool:
-        failures += [f for f in pool.map(train_and_test, runs) if f]
+        outcomes = list(pool.map(train_and_test, runs))
+    failures = [failure for failure in outcomes if failure]
+    # only the runs trained and tested with these options and weights: a failed (re)training or test may have left
+    # an earlier test's results, which are not this run's
+    finished = [run for run, failure in zip(runs, outcomes) if not failure]
 
     # counting the networks and drawing the chart load torch and matplotlib
     from ..archs.compute_match import network_cost
@@ -410,8 +413,8 @@ def run(args):
         entry = {'label': variant.label, 'option_file': variant.option_file, 'network': variant.network_opt['type'],
                  'params': cost.params, 'trainable_params': cost.trainable, 'macs': cost.macs, 'sets': [],
                  'runs': []}
-        for run in runs:
-            if run.variant is not variant or not osp.isfile(osp.join(run.results, TEST_MARKER)):
+        for run in finished:
+            if run.variant is not variant:
                 continue
             sets, results = _collect(run, metrics)
             entry['sets'] += [s for s in sets if s not in entry['sets']]

@@ -217,6 +217,9 @@ def test_export_applies_the_architecture_export_options(tmp_path, capsys):
         capsys.readouterr().out
     options, _ = exported('--arch-opt', 'routing_noise=true')
     assert options['routing_noise'] is True and 'exported with' not in capsys.readouterr().out
+    again = tmp_path / 'again.safetensors'  # weights that already say routing_noise: false need no rebuild
+    assert cli.main(['export', '--weights', str(tmp_path / 'm0.safetensors'), '--output', str(again)]) == 0
+    assert 'exported with' not in capsys.readouterr().out
     torch.save({'params': build_network(dict(TINY_PROMPTIR)).state_dict()}, tmp_path / 'p.pth')
     assert cli.main(['export', '--weights', str(tmp_path / 'p.pth'), '--output', str(tmp_path / 'p.safetensors')]) == 0
     assert 'exported with' not in capsys.readouterr().out  # PromptIR declares nothing for export
@@ -321,6 +324,7 @@ def test_flags_that_must_be_given_and_the_spellings_basicsr_reads(tmp_path, caps
         assert parsed('train', '-opt', 'o.yml', flag, '3').local_rank == 3
     assert parsed('test', '-opt', 'o.yml').launcher == 'none'
     assert parsed('convert', 'in.pth', 'out.pth', '-opt', 'o.yml').opt == 'o.yml'
+    assert parsed('convert', 'in.pth', 'out.pth', '--opt', 'o.yml').opt == 'o.yml'
     assert parsed('plot', 'run').output == 'curves.png'
 
 
@@ -336,6 +340,7 @@ def test_a_test_run_file_without_training_sections_reaches_basicsr(tmp_path, mon
            'network_g': {'type': 'Restormer'}, 'path': {}}
     (tmp_path / 'o.yml').write_text(yaml.safe_dump(opt))
     assert cli.main(['test', '-opt', 'o.yml']) == 0 and calls == ['basicsr test']
+    assert cli.main(['train', '-opt', 'o.yml']) == 2 and calls == ['basicsr test']  # a training needs them
 
 
 @pytest.mark.parametrize('name', ['convert', 'export', 'plot', 'prompts', 'serve', 'table'])
