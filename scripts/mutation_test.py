@@ -143,6 +143,12 @@ EQUIVALENT = {
             "the default decay is never used: every caller (ours, basicsr's) passes one",
     },
     'commands': {
+        'promptir_basicsr.commands.arguments.x_add_device_arguments__mutmut_44':
+            "default=None dropped: argparse's default is None",
+        'promptir_basicsr.commands.prompts.x_build_parser__mutmut_56':
+            'speed=None instead of False: add_device_arguments tests `not speed`',
+        'promptir_basicsr.commands.ablate.xǁVariantǁhas_prompts__mutmut_20':
+            'another non-empty default tuple: only its truth is read',
         'promptir_basicsr.commands._pipeline.x_build_parser__mutmut_7':
             'type=None instead of str: argparse hands the string over unchanged either way',
         'promptir_basicsr.commands._pipeline.x_build_parser__mutmut_11':
