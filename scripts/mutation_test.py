@@ -91,6 +91,10 @@ AREAS = {
 # mutmut's for the source at the commit that lists them (editing a function renumbers its mutants).
 EQUIVALENT = {
     'inference': {
+        'promptir_basicsr.image_restoration.x_export_variant__mutmut_17':
+            'strict=None for True: export options change no parameter name, so strict never fires',
+        'promptir_basicsr.image_restoration.x_measured_backend__mutmut_75':
+            "the verdict's JSON without indent: read back with json.load, the same values",
         'promptir_basicsr.utils.images.x_read_image__mutmut_4':
             "setLogLevel(None) sets level 0, OpenCV's LOG_LEVEL_SILENT, the level asked for",
         'promptir_basicsr.image_restoration.x_calibrate__mutmut_25':

@@ -915,3 +915,17 @@ def test_a_forward_that_needs_exactly_the_room_left_runs_whole(monkeypatch):
     monkeypatch.setattr(image_restoration, 'calibrate', lambda restorer, sides, channels: model)
     planner = _planner(MemoryModel(0, 2, measured=[(4096, 8192)]), 1000, 1000 + 960_000 + 50_000)
     assert planner(200, 200) == (None, 1) and planner.model is model
+
+
+def test_open_network_asks_the_backend_rule_about_the_device_given(monkeypatch):
+    """The backend rule sees the --device given (auto means torch on CUDA), with the torch-only flags as given."""
+    asked = []
+
+    def rule(backend, device, flags):
+        asked.append((backend, device, flags))
+        return 'torch', 'recorded'
+
+    monkeypatch.setattr(image_restoration, 'choose_backend', rule)
+    restorer, lines = _opened(backend='auto', channels_last=True)
+    assert asked == [('auto', 'cpu', {'--amp': None, '--channels-last': True, '--compile': False})]
+    assert lines[0] == 'backend: torch (recorded)'
