@@ -153,6 +153,8 @@ EQUIVALENT = {
             'speed=None instead of False: add_device_arguments tests `not speed`',
         'promptir_basicsr.commands.ablate.xǁVariantǁhas_prompts__mutmut_20':
             'another non-empty default tuple: only its truth is read',
+        'promptir_basicsr.commands.ablate.x__run_command__mutmut_22':
+            "the log opened without encoding='utf-8': its descriptor goes to the child, nothing is written through it",
         'promptir_basicsr.commands._pipeline.x_build_parser__mutmut_7':
             'type=None instead of str: argparse hands the string over unchanged either way',
         'promptir_basicsr.commands._pipeline.x_build_parser__mutmut_11':
@@ -179,6 +181,10 @@ EQUIVALENT = {
             "prefix=None: only the temporary folder's name changes",
     },
     'new_archs': {
+        'promptir_basicsr.archs.adair_arch.xǁAdaIRǁforward__mutmut_71':
+            'run_stage(last=False) for the refinement: whether the last stage is checkpointed, the same values',
+        'promptir_basicsr.archs.adair_arch.xǁFreModuleǁforward__mutmut_10':
+            'shape[+2:] is shape[-2:] for the 4-D features',
         'promptir_basicsr.archs.adair_arch.xǁFreModuleǁforward__mutmut_9':
             "bilinear interpolate without align_corners=False: torch's default for None is False",
         'promptir_basicsr.archs.moce_ir_arch.xǁModExpertǁ__init____mutmut_7':

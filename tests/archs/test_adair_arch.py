@@ -543,3 +543,18 @@ def test_spandrel_tags_name_the_width_and_a_network_without_frequency_modules():
     assert AdaIR.spandrel_tags({'dim': 48}) == ['48dim']
     assert AdaIR.spandrel_tags({'dim': 48, 'decoder': True}) == ['48dim']
     assert AdaIR.spandrel_tags({'dim': 24, 'decoder': False}) == ['24dim', 'no-frequency-modules']
+
+
+def test_windows_all_empty_reads_the_half_sizes_of_every_sample():
+    """The half-size of a window is floor((h // 128) * rate): at 256 px a rate below 0.5 gives 0 rows, one of 0.5 or
+    more gives 1; a window is empty when its rows or its columns are 0, and the shortcut holds only when every
+    sample's is; below 128 px it is empty whatever the rate."""
+    from promptir_basicsr.archs.adair_arch import windows_all_empty
+    rates = torch.tensor
+    assert windows_all_empty(256, 256, rates([[0.4, 0.9]]))
+    assert windows_all_empty(256, 256, rates([[0.9, 0.4]]))
+    assert not windows_all_empty(256, 256, rates([[0.6, 0.6]]))
+    assert not windows_all_empty(256, 256, rates([[0.4, 0.9], [0.6, 0.6]]))
+    assert windows_all_empty(256, 127, rates([[0.99, 0.99]]))
+    assert windows_all_empty(384, 256, rates([[0.3, 0.6]]))
+    assert not windows_all_empty(384, 256, rates([[0.34, 0.6]]))

@@ -505,7 +505,8 @@ _EXPERT_DEPTH = 'gives an expert depth < 1 (the official expert then fails: it r
      ['rank_type spread with rank 2 gives the experts of decoder level 0 the ranks [0, 1, 2, 4]; every rank must be '
       '>= 1']),
     ({'rank_type': 'lin', 'rank': 1}, []),
-    ({'depth_type': 'bogus'}, ["depth_type must be one of lin, double, exp, fact, constant or an integer, got 'bogus'"]),
+    ({'depth_type': 'bogus'},
+     ["depth_type must be one of lin, double, exp, fact, constant or an integer, got 'bogus'"]),
     ({'depth_type': True}, ['depth_type must be one of lin, double, exp, fact, constant or an integer, got True']),
     ({'depth_type': 3}, []),
     ({'depth_type': 0}, [f'depth_type 0 with stage_depth [1, 1, 1] {_EXPERT_DEPTH}']),
@@ -634,3 +635,11 @@ def test_expert_depths_follow_the_official_rules():
                 'constant': [3, 3, 3, 3], 2: [2, 2, 2, 2]}
     for depth_type, depths in expected.items():
         assert moce_ir_arch.expert_depths(4, depth_type, 3) == depths, depth_type
+
+
+def test_expert_ranks_follow_the_official_rules():
+    """Each rank rule of moce_ir.py:419-432 for four experts of a 64-wide block at rank 2, by hand."""
+    expected = {'constant': [2, 2, 2, 2], 'lin': [2, 3, 4, 5], 'double': [2, 4, 6, 8], 'exp': [2, 4, 8, 16],
+                'fact': [2, 6, 24, 120], 'spread': [8, 16, 32, 64]}
+    for rank_type, ranks in expected.items():
+        assert moce_ir_arch.expert_ranks(64, 4, 2, rank_type) == ranks, rank_type
