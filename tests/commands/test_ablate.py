@@ -251,16 +251,22 @@ def test_ablate_plans_trains_tests_tabulates_and_reuses_in_process(tiny_data, mo
                                                                   'tiny_restormer_seed0_test']
 
 
-def test_ablate_shares_devices_and_refuses_bad_arguments(tiny_data, monkeypatch, capsys):
-    """--devices 0,1: two runs at a time, each training on its own device and testing on its first; mistakes in
-    the arguments are one-line errors (exit 2) before anything runs."""
+def _recorded_runs_without_jobs(tiny_data, monkeypatch):
+    """A FakeRunner in place of ablate's commands, the arguments of the tiny networks' files without --jobs, and
+    the files."""
     from promptir_basicsr.commands import ablate
     monkeypatch.chdir(tiny_data)
     files = [_train_file(tiny_data, name) for name in NETWORKS]
     fake = FakeRunner()
     monkeypatch.setattr(ablate, '_run_command', fake)
     base = _arguments(tiny_data, *files)
-    base = base[:base.index('--jobs')] + base[base.index('--jobs') + 2:]
+    return fake, base[:base.index('--jobs')] + base[base.index('--jobs') + 2:], files
+
+
+def test_ablate_shares_devices_and_refuses_bad_arguments(tiny_data, monkeypatch, capsys):
+    """--devices 0,1: two runs at a time, each training on its own device and testing on its first; mistakes in
+    the arguments are one-line errors (exit 2) before anything runs."""
+    fake, base, files = _recorded_runs_without_jobs(tiny_data, monkeypatch)
     assert main(base + ['--devices', '0,1', '--seeds', '1']) == 0
     calls = len(fake.calls)
     devices = {call[1]: call[2] for call in fake.calls}
@@ -553,13 +559,7 @@ def test_ablate_records_the_prompts_it_has_not_recorded(tiny_data, monkeypatch, 
 def test_ablate_gives_each_run_a_group_of_devices(tiny_data, monkeypatch):
     """--devices 0,1,2,3 --gpus-per-run 2: each training gets a group of two, each test the first device of a
     free group."""
-    from promptir_basicsr.commands import ablate
-    monkeypatch.chdir(tiny_data)
-    files = [_train_file(tiny_data, name) for name in NETWORKS]
-    fake = FakeRunner()
-    monkeypatch.setattr(ablate, '_run_command', fake)
-    base = _arguments(tiny_data, *files)
-    base = base[:base.index('--jobs')] + base[base.index('--jobs') + 2:]
+    fake, base, files = _recorded_runs_without_jobs(tiny_data, monkeypatch)
     assert main(base + ['--devices', '0,1,2,3', '--gpus-per-run', '2', '--seeds', '1']) == 0
     devices = {call[1]: call[2] for call in fake.calls}
     assert sorted([devices['tiny_promptir_seed0'], devices['tiny_restormer_seed0']]) == [['0', '1'], ['2', '3']]

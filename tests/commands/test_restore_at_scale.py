@@ -726,16 +726,22 @@ def test_open_network_auto_falls_back_to_torch_when_the_export_fails(monkeypatch
     assert asked[-1] == {'type': 'Identity', 'dim': 3}
 
 
-def test_open_network_runs_the_export_that_auto_measured_faster(tmp_path, monkeypatch):
-    """auto, the export made: the measured verdict decides; onnxruntime runs the cached export (on the CPU, whatever
-    the device) and the device line names its providers; torch keeps the network."""
+def _fake_onnx_file(model, monkeypatch):
+    """An empty ``model`` file that onnxruntime's wrapper opens as a :class:`_FakeOnnxNetwork` on the CPU: (the
+    file, the fake class)."""
     class FakeOnnx(_FakeOnnxNetwork):
         providers = ['CPUExecutionProvider']
         network_opt = None
 
-    model = tmp_path / 'PromptIR-x.onnx'
     model.write_bytes(b'')
     monkeypatch.setattr('promptir_basicsr.interop.onnx_runtime.OnnxNetwork', FakeOnnx)
+    return model, FakeOnnx
+
+
+def test_open_network_runs_the_export_that_auto_measured_faster(tmp_path, monkeypatch):
+    """auto, the export made: the measured verdict decides; onnxruntime runs the cached export (on the CPU, whatever
+    the device) and the device line names its providers; torch keeps the network."""
+    model, FakeOnnx = _fake_onnx_file(tmp_path / 'PromptIR-x.onnx', monkeypatch)
     monkeypatch.setattr(image_restoration, 'interop_installed', lambda: True)
     monkeypatch.setattr(image_restoration, 'cached_onnx_export', lambda net, network_opt, log: str(model))
     for verdict in ('onnxruntime', 'torch'):
@@ -767,13 +773,7 @@ def test_open_network_runs_the_export_that_auto_measured_faster(tmp_path, monkey
 
 
 def test_open_network_of_an_export_file_names_it(tmp_path, monkeypatch):
-    class FakeOnnx(_FakeOnnxNetwork):
-        providers = ['CPUExecutionProvider']
-        network_opt = None
-
-    model = tmp_path / 'm.onnx'
-    model.write_bytes(b'')
-    monkeypatch.setattr('promptir_basicsr.interop.onnx_runtime.OnnxNetwork', FakeOnnx)
+    model, FakeOnnx = _fake_onnx_file(tmp_path / 'm.onnx', monkeypatch)
     lines = []
     restorer = image_restoration.open_network(str(model), device='cpu', log=lines.append, tile_size=32)
     assert isinstance(restorer.net, FakeOnnx) and restorer.device.type == 'cpu'
