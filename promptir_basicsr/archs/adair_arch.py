@@ -35,6 +35,12 @@ WINDOW_UNIT = 128
 
 
 # ---- the low-pass mask ----------------------------------------------------------------------------------------
+def half_sizes(n, rate, unit=WINDOW_UNIT):
+    """(B,) low-pass half-sizes along a side of ``n``: the official ``(n // unit * rate).int()`` (see
+    :func:`centred_window`), as floats of the rate's type."""
+    return torch.floor((n // unit) * rate)
+
+
 def centred_window(n, rate, unit=WINDOW_UNIT):
     """(B, n) 0/1 rows of a centred spectrum (frequency 0 at index n // 2) inside the low-pass window.
 
@@ -46,7 +52,7 @@ def centred_window(n, rate, unit=WINDOW_UNIT):
     below 1. Written as comparisons of an ``arange`` with per-sample bounds, not Python integers or a loop
     over the batch, so a traced (ONNX) graph computes it for any size and batch.
     """
-    half = torch.floor((n // unit) * rate)[:, None]  # (B, 1)
+    half = half_sizes(n, rate, unit)[:, None]  # (B, 1)
     index = torch.arange(n, device=rate.device, dtype=rate.dtype)
     centre = n // 2
     return ((index >= centre - half) & (index < centre + half)).to(rate.dtype)
@@ -60,8 +66,7 @@ def windows_all_empty(h, w, rates, unit=WINDOW_UNIT):
     A Python answer, for eager code only: a traced or compiled graph must not branch on it."""
     if h // unit == 0 or w // unit == 0:
         return True
-    rows = torch.floor((h // unit) * rates[:, 0])
-    cols = torch.floor((w // unit) * rates[:, 1])
+    rows, cols = half_sizes(h, rates[:, 0], unit), half_sizes(w, rates[:, 1], unit)
     return not bool(((rows > 0) & (cols > 0)).any())
 
 
