@@ -176,7 +176,8 @@ def expansion_factor(hidden_by_width, preferred=2.66):
     """A factor f with ``int(width * f) == hidden`` for every (width, hidden) pair.
 
     Only ``int(width * f)`` is stored in the weights, so f is known up to an interval: ``preferred`` (the
-    official value) when it fits, else the shortest decimal in the interval (2.0, 2.3, ...).
+    official value) when it fits, else the shortest decimal in the interval (2.0, 2.3, ...). Weights without a
+    feed-forward network (no pairs) fit any factor and get ``preferred``.
     """
     def fits(f):
         return all(int(width * f) == hidden for width, hidden in hidden_by_width)

@@ -354,7 +354,7 @@ class BioIR(StageCheckpointing, RestorationArch, nn.Module):
             # the decoder levels repeat the encoder's counts (model.py:258, 266, 272)
             num_blocks=[count_children(sd, f'encoder_level{level}') for level in (1, 2, 3)],
             num_refinement_blocks=count_children(sd, 'refinement'),
-            ffn_expansion_factor=expansion_factor(hidden_by_width, preferred=3) if hidden_by_width else 3,
+            ffn_expansion_factor=expansion_factor(hidden_by_width, preferred=3),
             bias='output.bias' in sd,
             LayerNorm_type='BiasFree' if bias_free else 'WithBias',
             keep_unused_modules='reduce_chan_level2.weight' in sd,

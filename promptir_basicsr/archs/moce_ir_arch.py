@@ -649,7 +649,7 @@ class MoCEIR(StageCheckpointing, RestorationArch, nn.Module):
             num_blocks=[count_children(sd, f'enc.{lv}.0.layers') for lv in range(levels - 1)]
             + [count_children(sd, 'latent.layers')],
             num_dec_blocks=[num_dec[lv] for lv in range(levels - 1)],
-            ffn_expansion_factor=expansion_factor(hidden, preferred=2) if hidden else 2,
+            ffn_expansion_factor=expansion_factor(hidden, preferred=2),
             num_refinement_blocks=count_children(sd, 'refinement.layers'),
             LayerNorm_type='BiasFree' if norms and not any(k[:-len('weight')] + 'bias' in sd for k in norms)
             else 'WithBias',

@@ -319,7 +319,7 @@ def restormer_body_options(sd, more_heads_keys=()):
         num_blocks=[count_children(sd, stages[0]) for stages in levels],
         num_refinement_blocks=count_children(sd, 'refinement'),
         heads=heads,
-        ffn_expansion_factor=expansion_factor(hidden_by_width) if hidden_by_width else 2.66,
+        ffn_expansion_factor=expansion_factor(hidden_by_width),
         bias='output.bias' in sd,
         LayerNorm_type='BiasFree' if bias_free else 'WithBias',
     )

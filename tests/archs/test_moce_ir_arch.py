@@ -367,6 +367,21 @@ def test_a_training_batch_is_per_sample_too(monkeypatch):
         assert_close(ours(x), torch.cat([ours(x[:1]), ours(x[1:])]), 1e-12, 'train: batch vs alone')
 
 
+
+def test_a_mixed_batch_runs_under_autocast_and_each_sample_keeps_its_experts():
+    """Under mixed precision (CPU bfloat16 autocast here) the experts return half precision while the mixture sums
+    in float32 (the official combine's dtype); a batch whose samples choose different experts sums each expert's
+    rows into the float32 map, so the half-precision rows must be cast first. The batch still equals its images
+    run alone, to bfloat16's rounding."""
+    ours = seeded(MoCEIR, dict(TINY, num_experts=4, topk=1), seed=24, routing_noise=False).eval()
+    x = _two_images()
+    picks = _picks(ours, x)
+    assert any(sorted(e for b, e in p if b == 0) != sorted(e for b, e in p if b == 1) for p in picks), picks
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        batch, alone = ours(x), torch.cat([ours(x[:1]), ours(x[1:])])
+    assert batch.dtype == torch.float32  # the bfloat16 output convolution plus the float32 input
+    assert_close(batch, alone, 0.05, 'bfloat16: batch vs alone')
+
 # ---- the other official facts -----------------------------------------------------------------------------------
 def test_expert_depth_changes_nothing():
     """moce_ir.py:369-372: each of the ``depth`` passes starts from the same input, so depth 1 and 'exp' depths
