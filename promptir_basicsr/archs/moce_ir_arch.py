@@ -623,7 +623,8 @@ class MoCEIR(StageCheckpointing, RestorationArch, nn.Module):
     @classmethod
     def options_from_weights(cls, state_dict):
         """Every option with a trace in the keys and shapes (topk, with_complexity, depth_type, stage_depth and
-        routing_noise have none and keep the released defaults). MoCE-IR and MoCE-IR-S differ in ``dim``."""
+        routing_noise have none and keep the released defaults; beyond 4 levels, stage_depth gives each decoder
+        level a 1). MoCE-IR and MoCE-IR-S differ in ``dim``."""
         sd = state_dict
         embed = sd['patch_embed.proj.weight']  # (dim, inp_channels, 3, 3)
         dim = int(embed.shape[0])
@@ -655,6 +656,8 @@ class MoCEIR(StageCheckpointing, RestorationArch, nn.Module):
             else 'WithBias',
             bias='output.bias' in sd,
         )
+        if levels - 1 > len(_DEFAULTS['stage_depth']):  # no trace (an expert's passes all start from its input)
+            options['stage_depth'] = [1] * (levels - 1)
         # the experts of the first block of each decoder level: (block width, the experts' ranks)
         blocks = [f'dec.{i}.2.layers.0.adapter' for i in range(levels - 1)
                   if f'dec.{i}.2.layers.0.adapter.proj_out.weight' in sd]

@@ -390,6 +390,10 @@ def test_option_problems_are_refused_with_reasons():
     ({'dim': 4, 'heads': [1, 1, 1, 1]}, ['dim must be at least 8 with decoder: true (the channel gate of fre3 has '
                                          '2*dim//16 channels), got 4']),
     ({'dim': 9, 'decoder': False}, []),
+    # too short a heads list is the schema's to refuse; heads[2] is still checked when it is there
+    ({'heads': [1, 2, 5]}, ['heads[2] (5) must divide 2*dim (96): the frequency modules use heads[2] at every '
+                            'level, fre3 at 2*dim channels']),
+    ({'heads': [1, 2]}, []),
 ])
 def test_option_problems_of_the_options_given_and_the_defaults(options, expected):
     assert AdaIR.option_problems(options) == expected
@@ -558,3 +562,8 @@ def test_windows_all_empty_reads_the_half_sizes_of_every_sample():
     assert windows_all_empty(256, 127, rates([[0.99, 0.99]]))
     assert windows_all_empty(384, 256, rates([[0.3, 0.6]]))
     assert not windows_all_empty(384, 256, rates([[0.34, 0.6]]))
+    # between 128 and 255 px a side's half-size is floor(rate): 0, unless the sigmoid rounded to exactly 1
+    # (it does in float32 from about 17); then that side's window holds one frequency
+    assert windows_all_empty(256, 200, rates([[0.9, 0.99]]))
+    assert not windows_all_empty(256, 200, rates([[0.9, torch.sigmoid(torch.tensor(17.0)).item()]]))
+    assert not windows_all_empty(200, 256, rates([[1.0, 0.6]]))

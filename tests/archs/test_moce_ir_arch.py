@@ -162,6 +162,19 @@ def test_options_round_trip_through_the_weights(seed):
                 == moce_ir_arch.expert_ranks(width, options['num_experts'], options['rank'], options['rank_type']))
 
 
+
+def test_a_level_without_blocks_reads_back_its_default_heads():
+    """A level with no block keeps no temperature, so its heads cannot be read: the 4 released levels take the
+    released heads (1, 2, 4, 8), a fifth level 1. Its value changes no key, so the network rebuilds alike; so does
+    stage_depth, which has no trace either and is given one 1 per decoder level (the released default has 3)."""
+    net = MoCEIR(dim=8, levels=5, num_blocks=[1, 0, 1, 1, 0], num_dec_blocks=[1, 0, 1, 1], heads=[1, 1, 2, 2, 4],
+                 num_refinement_blocks=1, stage_depth=[1, 1, 1, 1])
+    read = options_from_weights(net.state_dict())
+    # level 1 has no encoder and no decoder block (num_dec_blocks lists the levels from 0); level 4 is the latent
+    assert read['levels'] == 5 and read['heads'] == [1, 2, 2, 2, 1] and read['stage_depth'] == [1, 1, 1, 1]
+    rebuilt = build_network(dict(read))
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
+
 # ---- detection --------------------------------------------------------------------------------------------------
 def _placeholders(name):
     return {k: torch.empty(0) for k in official_key_shapes(name)}
@@ -377,8 +390,14 @@ def test_a_mixed_batch_runs_under_autocast_and_each_sample_keeps_its_experts():
     x = _two_images()
     picks = _picks(ours, x)
     assert any(sorted(e for b, e in p if b == 0) != sorted(e for b, e in p if b == 1) for p in picks), picks
+    mixtures = []  # the dtype of each mixture, as the adapter's output convolution receives it
+    hooks = [m.proj_out.register_forward_pre_hook(lambda module, args: mixtures.append(args[0].dtype))
+             for m in ours.modules() if type(m).__name__ == 'AdapterLayer']
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
         batch, alone = ours(x), torch.cat([ours(x[:1]), ours(x[1:])])
+    for hook in hooks:
+        hook.remove()
+    assert len(mixtures) == 3 * 3 and set(mixtures) == {torch.float32}  # 3 blocks, 3 forwards
     assert batch.dtype == torch.float32  # the bfloat16 output convolution plus the float32 input
     assert_close(batch, alone, 0.05, 'bfloat16: batch vs alone')
 
@@ -468,6 +487,9 @@ def test_odd_sizes_give_same_size_output_and_levels_set_the_multiple():
     (dict(TINY, num_blocks=[1, 1, 1]), 'num_blocks must list 4 values'),
     (dict(TINY, rank_type='spread', num_experts=5, dim=8), 'every rank must be >= 1'),
     (dict(TINY, depth_type='constant', stage_depth=[0, 1, 1]), 'expert depth < 1'),
+    # the smallest number of experts still has its ranks and depths checked
+    (dict(TINY, num_experts=2, rank_type='constant', rank=0), 'every rank must be >= 1'),
+    (dict(TINY, num_experts=2, depth_type='lin', stage_depth=[0, 1, 1]), 'expert depth < 1'),
     (dict(TINY, num_dec_blocks=[0, 0, 0]), 'at least one decoder block'),
     (dict(TINY, heads=[3, 1, 2, 2]), 'heads[0] = 3 does not divide'),
     (dict(TINY, out_channels=1), 'out_channels (1) must equal inp_channels'),
