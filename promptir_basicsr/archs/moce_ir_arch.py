@@ -25,7 +25,7 @@ from ..utils.tiling import pad_to_multiple
 from .arch_api import RestorationArch, count_children, expansion_factor
 from .grad_checkpoint import StageCheckpointing
 from .restormer_blocks import (LAYER_NORM_TYPES, Attention, Downsample, FeedForward, LayerNorm, OverlapPatchEmbed,
-                               Upsample, as_map, as_tokens, channels_last)
+                               Upsample, add_residual, as_map, as_tokens, channels_last)
 
 DEPTH_TYPES = ('lin', 'double', 'exp', 'fact', 'constant')  # or an int (moce_ir.py:404-417)
 RANK_TYPES = ('constant', 'lin', 'double', 'exp', 'fact', 'spread')  # moce_ir.py:419-432
@@ -47,8 +47,8 @@ class EncoderBlock(nn.Module):
 
     def forward(self, x):
         x = channels_last(x)
-        x = x + self.mixer(self.norms[0](x))
-        return x + self.ffn(self.norms[1](x))
+        x = add_residual(self.mixer(self.norms[0](x)), x)
+        return add_residual(self.ffn(self.norms[1](x)), x)
 
 
 class ResidualGroup(nn.Module):
@@ -152,7 +152,7 @@ class FFTAttention(nn.Module):
         dtype = torch.promote_types(q.dtype, torch.float32)
         out = fourier.circular_convolution(self.to_patches(q.to(dtype)), self.to_patches(k.to(dtype)))
         out = self.norm(self.from_patches(out, h, w))
-        return self.proj_out(out * v)
+        return self.proj_out(out * v if torch.is_grad_enabled() else out.mul_(v))
 
 
 # ================================================================================================
@@ -176,8 +176,11 @@ class ModExpert(nn.Module):
         self.body = FFTAttention(rank, patch_size)
 
     def forward(self, x, shared):
-        y = self.body(self.proj[0](x)) * F.silu(self.proj[1](shared))
-        return self.proj[2](y) + x
+        if torch.is_grad_enabled():
+            y = self.body(self.proj[0](x)) * F.silu(self.proj[1](shared))
+        else:  # in place in the fresh maps: without autograd nothing else reads them
+            y = self.body(self.proj[0](x)).mul_(F.silu(self.proj[1](shared), inplace=True))
+        return add_residual(self.proj[2](y), x)
 
 
 def expert_depths(num_experts, depth_type, stage_depth):
@@ -345,8 +348,8 @@ class DecoderBlock(nn.Module):
         n = self.norms[0](x)
         shared = self.shared(self.proj[0](n))
         adapted, loss = self.adapter(self.proj[1](n), freq_emb, shared)
-        x = self.mixer(adapted, shared) + x
-        return x + self.ffn(self.norms[1](x)), loss
+        x = add_residual(self.mixer(adapted, shared), x)
+        return add_residual(self.ffn(self.norms[1](x)), x), loss
 
 
 class DecoderResidualGroup(nn.Module):

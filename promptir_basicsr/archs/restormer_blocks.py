@@ -68,6 +68,15 @@ def gelu_(x):
     return x
 
 
+def add_residual(branch, x):
+    """``branch + x`` for a branch's fresh output (nothing else holds it): summed into ``branch`` when the two have
+    the same dtype and shape, so no new map is made (a fresh CPU map costs a page fault per 4 KiB); otherwise
+    (mixed precision, broadcasting) the plain sum and its type promotion."""
+    if branch.dtype == x.dtype and branch.shape == x.shape:
+        return branch.add_(x)
+    return branch + x
+
+
 def as_tokens(x):
     """(B, C, H, W) channels-last map -> (B, H*W, C) tokens, a view of the same memory."""
     b, c, h, w = x.shape
@@ -245,9 +254,8 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x):
         x = channels_last(x)
-        # each residual sum goes into the branch's fresh output, not a new map (bit-identical to x + branch)
-        x = self.attn(self.norm1(x)).add_(x)
-        return self.ffn(self.norm2(x)).add_(x)
+        x = add_residual(self.attn(self.norm1(x)), x)
+        return add_residual(self.ffn(self.norm2(x)), x)
 
 
 def transformer_stage(dim, num_heads, num_blocks, ffn_expansion_factor, bias, LayerNorm_type):  # noqa: N803

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from promptir_basicsr.archs.restormer_blocks import Attention, LayerNorm
+from promptir_basicsr.archs.restormer_blocks import Attention, FeedForward, LayerNorm, add_residual, gelu, gelu_
 
 
 def reference_channel_norm(x, weight, bias):
@@ -63,3 +63,51 @@ def test_attention_matches_per_head_formula():
         heads.append(a.softmax(-1) @ vh)
     expected = attn.project_out(torch.cat(heads).reshape(1, 8, 3, 5))
     torch.testing.assert_close(attn(x), expected)
+
+
+def test_gelu_of_a_channels_last_map_is_the_contiguous_kernel_s():
+    """gelu/gelu_ run a channels-last map through its NHWC view: the values of F.gelu on the same numbers laid out
+    contiguously (torch's strided kernel rounds differently, so equality tells which kernel ran), the layout kept."""
+    x = torch.randn(2, 16, 9, 7) * 3
+    cl = x.contiguous(memory_format=torch.channels_last)
+    out = gelu(cl)
+    assert torch.equal(out, F.gelu(x)) and out.is_contiguous(memory_format=torch.channels_last)
+    assert not torch.equal(F.gelu(cl), F.gelu(x))  # else this test could not tell the kernels apart
+    inplace = cl.clone()
+    assert gelu_(inplace) is inplace and torch.equal(inplace, F.gelu(x))
+    assert torch.equal(gelu(x), F.gelu(x)) and torch.equal(gelu_(x.clone()), F.gelu(x))  # NCHW: plain
+
+
+def test_feed_forward_without_autograd_equals_its_autograd_path():
+    """Without autograd the gate is computed in place (gelu_(x1).mul_(x2)): the same numbers as gelu(x1) * x2,
+    at a width that is widened (hidden 11 -> 16 zero channels) and one that is not."""
+    torch.manual_seed(0)
+    for dim, factor in ((8, 1.4), (8, 2.0)):
+        ffn = FeedForward(dim, factor, bias=True)
+        x = torch.randn(2, dim, 6, 5).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            fast = ffn(x)
+        plain = ffn(x)
+        assert plain.requires_grad and torch.equal(fast, plain.detach())
+        # against the formula itself, on the unwidened weights
+        h = F.conv2d(x, ffn.project_in.weight, ffn.project_in.bias)
+        h = F.conv2d(h, ffn.dwconv.weight, ffn.dwconv.bias, padding=1, groups=h.shape[1])
+        x1, x2 = h.chunk(2, dim=1)
+        expected = F.conv2d(F.gelu(x1) * x2, ffn.project_out.weight, ffn.project_out.bias)
+        assert torch.allclose(fast, expected, atol=1e-5)
+
+
+def test_add_residual_sums_in_place_only_when_the_result_is_the_same():
+    x = torch.randn(1, 4, 3, 3)
+    branch = torch.randn(1, 4, 3, 3)
+    expected = x + branch
+    out = add_residual(branch, x)
+    assert out is branch and torch.equal(out, expected)
+    # mixed precision: a bfloat16 branch and a float32 stream promote to float32, as x + branch does
+    half = torch.randn(1, 4, 3, 3).to(torch.bfloat16)
+    out = add_residual(half, x)
+    assert out is not half and out.dtype == torch.float32 and torch.equal(out, half + x)
+    # broadcasting: the sum's shape, not the branch's
+    small = torch.randn(1, 4, 1, 1)
+    out = add_residual(small, x)
+    assert out.shape == x.shape and torch.equal(out, small + x)
