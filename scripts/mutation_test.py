@@ -95,6 +95,12 @@ EQUIVALENT = {
             'strict=None for True: export options change no parameter name, so strict never fires',
         'promptir_basicsr.image_restoration.x_measured_backend__mutmut_75':
             "the verdict's JSON without indent: read back with json.load, the same values",
+        'promptir_basicsr.image_restoration.x_measured_backend__mutmut_76':
+            "the verdict's JSON indented by 2: read back with json.load, the same values",
+        'promptir_basicsr.utils.images.x_read_image__mutmut_64':
+            'raw.shape[:3] for raw.shape[:2]: OpenCV reads gray images as 2-D arrays, whose [:3] is the same two sides',
+        'promptir_basicsr.utils.images.x_encode_image__mutmut_39':
+            "no encoder parameters as None instead of []: OpenCV's imencode takes both as none",
         'promptir_basicsr.utils.images.x_read_image__mutmut_4':
             "setLogLevel(None) sets level 0, OpenCV's LOG_LEVEL_SILENT, the level asked for",
         'promptir_basicsr.image_restoration.x_calibrate__mutmut_25':
