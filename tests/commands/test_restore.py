@@ -237,6 +237,49 @@ def test_bad_arguments_are_one_line_errors(photos, weights, tmp_path, capsys):
     assert 'no images found' in capsys.readouterr().err
 
 
+
+def test_restore_parser_needs_an_output_names_the_exports_and_checks_ext(capsys):
+    """The parser itself: -o is required, --weights' help names the exports restore runs, --ext is one of the
+    writable formats (each refused by argparse before anything loads)."""
+    from promptir_basicsr.commands import restore
+    parser = restore.build_parser('basicsr restore')
+    for argv, message in [(['-i', 'x', '--weights', 'w.pth'], 'the following arguments are required: -o/--output'),
+                          (['-i', 'x', '-o', 'y', '--weights', 'w.pth', '--ext', 'gif'],
+                           "argument --ext: invalid choice: 'gif'")]:
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert parser.parse_args(['-i', 'x', '-o', 'y', '--weights', 'w.pth', '--ext', 'tif']).ext == 'tif'
+    help_text = ' '.join(parser.format_help().split())
+    assert '.onnx (run by onnxruntime) or TorchScript .pt' in help_text
+
+
+def test_restore_hands_the_engine_every_option_it_was_given(photos, weights, tmp_path, monkeypatch):
+    """What ``basicsr restore`` passes to ``open_network`` (which applies threads, AMP, tiles, layout, compile,
+    backend and memory budget), recorded before any image is restored."""
+    from promptir_basicsr import image_restoration
+
+    seen = {}
+
+    class Recorded(Exception):
+        pass
+
+    def recording(net, device, threads, amp, tile_size, tile_overlap, channels_last, compile_, log, refused,
+                  **rest):
+        seen.update(device=device, threads=threads, amp=amp, tile_size=tile_size, tile_overlap=tile_overlap,
+                    channels_last=channels_last, compile=compile_, **rest)
+        raise Recorded
+
+    monkeypatch.setattr(image_restoration, 'open_network', recording)
+    with pytest.raises(Recorded):
+        cli.main(['restore', '-i', str(photos / 'odd.png'), '-o', str(tmp_path / 'out'), '--weights', str(weights),
+                  '--threads', '1', '--tile-size', '24', '--tile-overlap', '4', '--channels-last',
+                  '--max-memory', '3G'])
+    assert (seen['device'], seen['threads'], seen['amp'], seen['tile_size'], seen['tile_overlap']) == \
+        ('auto', 1, None, 24, 4)
+    assert seen['channels_last'] is True and seen['backend'] == 'torch' and seen['max_memory'] == 3 * 2**30
+    assert not (tmp_path / 'out').exists() or not any((tmp_path / 'out').iterdir())
+
 def test_safetensors_and_option_file(photos, tiny_net, tmp_path, capsys):
     """A .safetensors file restores (options read from its keys); --opt takes network_g from a file."""
     from safetensors.torch import save_file
