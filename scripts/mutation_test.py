@@ -95,6 +95,10 @@ EQUIVALENT = {
             'strict=None for True: export options change no parameter name, so strict never fires',
         'promptir_basicsr.image_restoration.x_measured_backend__mutmut_75':
             "the verdict's JSON without indent: read back with json.load, the same values",
+        'promptir_basicsr.image_restoration.x_export_variant__mutmut_20':
+            'strict=False for True: export options change no parameter name, so strict never fires',
+        'promptir_basicsr.utils.images.x_encode_image__mutmut_23':
+            "the gray-to-BGR step for WebP skipped: OpenCV's WebP encoder does it itself (the same bytes)",
         'promptir_basicsr.image_restoration.x_measured_backend__mutmut_76':
             "the verdict's JSON indented by 2: read back with json.load, the same values",
         'promptir_basicsr.utils.images.x_read_image__mutmut_64':
