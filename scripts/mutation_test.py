@@ -157,6 +157,12 @@ EQUIVALENT = {
             "the default decay is never used: every caller (ours, basicsr's) passes one",
     },
     'commands': {
+        'promptir_basicsr.commands.ablate.x__read_json__mutmut_4':
+            "open() without encoding='utf-8': the locale's encoding, UTF-8 on the systems the tests run on",
+        'promptir_basicsr.commands.ablate.x__test__mutmut_42':
+            'sort_keys=None for False: PyYAML tests it for truth, no sorting either way',
+        'promptir_basicsr.commands.prompts.x_run__mutmut_6':
+            'is_train=None for False: read as falsy',
         'promptir_basicsr.commands.arguments.x_add_device_arguments__mutmut_44':
             "default=None dropped: argparse's default is None",
         'promptir_basicsr.commands.prompts.x_build_parser__mutmut_56':
