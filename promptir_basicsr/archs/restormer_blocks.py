@@ -54,18 +54,20 @@ def gelu(x):
     kernels round differently (at most 4.8e-7 apart on N(0, 9) inputs, both within that of float64's GELU).
     Traced graphs (ONNX, TorchScript) keep the plain call: a view there would become two transposes.
     """
-    if (x.dim() == 4 and not torch.jit.is_tracing() and not x.is_contiguous()
-            and x.is_contiguous(memory_format=torch.channels_last)):
+    if _is_channels_last_map(x) and not torch.jit.is_tracing():
         return F.gelu(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
     return F.gelu(x)
 
 
 def gelu_(x):
     """In-place :func:`gelu` of ``x`` (no autograd): returns ``x``."""
-    view = x.permute(0, 2, 3, 1) if (x.dim() == 4 and not x.is_contiguous()
-                                     and x.is_contiguous(memory_format=torch.channels_last)) else x
-    torch.ops.aten.gelu_(view)
+    torch.ops.aten.gelu_(x.permute(0, 2, 3, 1) if _is_channels_last_map(x) else x)
     return x
+
+
+def _is_channels_last_map(x):
+    """A (B, C, H, W) tensor laid out channels-last (and not also plain contiguous, as when C or H*W is 1)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 def add_residual(branch, x):
