@@ -237,7 +237,6 @@ def test_bad_arguments_are_one_line_errors(photos, weights, tmp_path, capsys):
     assert 'no images found' in capsys.readouterr().err
 
 
-
 def test_restore_parser_needs_an_output_names_the_exports_and_checks_ext(capsys):
     """The parser itself: -o is required, --weights' help names the exports restore runs, --ext is one of the
     writable formats (each refused by argparse before anything loads)."""
@@ -278,7 +277,9 @@ def test_restore_hands_the_engine_every_option_it_was_given(photos, weights, tmp
     assert (seen['device'], seen['threads'], seen['amp'], seen['tile_size'], seen['tile_overlap']) == \
         ('auto', 1, None, 24, 4)
     assert seen['channels_last'] is True and seen['backend'] == 'torch' and seen['max_memory'] == 3 * 2**30
+    assert seen['compile'] is None  # no --compile given
     assert not (tmp_path / 'out').exists() or not any((tmp_path / 'out').iterdir())
+
 
 def test_safetensors_and_option_file(photos, tiny_net, tmp_path, capsys):
     """A .safetensors file restores (options read from its keys); --opt takes network_g from a file."""
